@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Every pipeline in pipelines/ and pipelines/examples/ must validate, and the default one must
+# run on the shipped sample (README command 1, into a scratch directory).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --locked -p segflow-cli
+bin="${CARGO_TARGET_DIR:-target}/debug/segflow"
+for p in pipelines/*.yaml pipelines/examples/*.yaml; do
+    [ -e "$p" ] || continue
+    "$bin" validate "$p"
+done
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+"$bin" run pipelines/customer_segmentation.yaml --var "output=$out"

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Formatting: fails on any file rustfmt would change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --all --check

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, golden SQL (tests/slt) and end-to-end tests (tests/e2e)
+# that run the real `segflow` binary on generated data. Needs nothing but Rust; the first
+# build compiles DataFusion and takes a long while (see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if command -v cargo-nextest >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+    # nextest does not run doctests.
+    cargo test --workspace --locked --doc
+else
+    cargo test --workspace --locked --no-fail-fast
+fi

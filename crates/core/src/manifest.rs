@@ -1,0 +1,93 @@
+//! The run manifest: one JSON document per run at `<runs>/<run_id>.json`, written when the run
+//! ends, whether it passed or failed. Its fields are part of segflow's documented output
+//! contract ("Output contract v1" in README.md); add fields, never rename or remove them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::checks::CheckReport;
+use crate::vars::Vars;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Succeeded,
+    Failed,
+    /// Not reached because an earlier stage failed.
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunManifest {
+    /// Version of this document's layout.
+    pub manifest_version: u32,
+    pub run_id: String,
+    pub pipeline: String,
+    pub pipeline_file: String,
+    pub segflow_version: String,
+    pub status: Status,
+    /// The error chain when the run failed.
+    pub error: Option<String>,
+    pub vars: Vars,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub stages: Vec<StageReport>,
+    pub published: Vec<PublishReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub id: String,
+    pub kind: String,
+    pub status: Status,
+    pub started_at: Option<DateTime<Utc>>,
+    pub duration_ms: u64,
+    /// Rows of each input table.
+    pub inputs: BTreeMap<String, u64>,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    /// Run tables produced: name -> location under the run's work prefix.
+    pub outputs: BTreeMap<String, OutputReport>,
+    pub checks: Vec<CheckReport>,
+    /// Figures the stage chose to report (e.g. customers per segment).
+    pub metrics: BTreeMap<String, serde_json::Value>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputReport {
+    pub rows: u64,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishReport {
+    pub table: String,
+    pub url: String,
+    /// The Delta version before this run's commit (`None`: the table was created).
+    pub previous_version: Option<u64>,
+    pub version: u64,
+    pub rows: u64,
+}
+
+impl StageReport {
+    pub fn skipped(id: &str, kind: &str) -> Self {
+        StageReport {
+            id: id.to_string(),
+            kind: kind.to_string(),
+            status: Status::Skipped,
+            started_at: None,
+            duration_ms: 0,
+            inputs: BTreeMap::new(),
+            rows_in: 0,
+            rows_out: 0,
+            outputs: BTreeMap::new(),
+            checks: Vec::new(),
+            metrics: BTreeMap::new(),
+            error: None,
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The publish protocol: how a run's tables become visible to readers.
+//!
+//! ```text
+//!  stage runs ──> run table under <runs>/<run_id>/work/<table>/   (invisible to readers)
+//!       │
+//!  checks pass ──> next stage ... all stages and checks pass
+//!       │
+//!  publish ──> Delta write: new data files under <url>/, then one commit to <url>/_delta_log/
+//!       │                     (files without a commit are invisible; vacuum removes them)
+//!  manifest ──> <runs>/<run_id>.json, written last
+//! ```
+//!
+//! Object stores cannot rename a directory, so outputs are Delta Lake tables: a reader sees the
+//! previous version until the commit file appears, and then the whole new version. A run that
+//! fails or is killed before its commit leaves the table exactly as it was. Nothing is published
+//! until every stage and check of the run has passed. Each table commits on its own: the
+//! manifest lists the version each table got, which is what a reader needing several tables at
+//! one run should pin.
+
+use std::sync::Arc;
+
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use deltalake::delta_datafusion::planner::DeltaPlanner;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+use deltalake::table::builder::DeltaTableBuilder;
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::manifest::PublishReport;
+use crate::stage::RunInfo;
+use crate::storage;
+
+/// A request, made by a stage, to publish one of the run's tables once the run has passed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PublishRequest {
+    /// The run table to publish.
+    pub table: String,
+    /// Where the Delta table lives.
+    pub url: Url,
+    /// Columns to partition the Delta table by (Hive style directories).
+    pub partition_by: Vec<String>,
+    /// Whether a different schema may replace the table's current one. Off by default: a
+    /// changed output schema breaks readers, so it should be a deliberate choice.
+    pub allow_schema_change: bool,
+}
+
+/// Writes `request.table` as a new version of the Delta table at `request.url` (overwrite).
+pub async fn publish(
+    ctx: &SessionContext,
+    request: &PublishRequest,
+    run: &RunInfo,
+    rows: u64,
+) -> Result<PublishReport> {
+    let fail = |source: deltalake::DeltaTableError| Error::Publish {
+        table: request.table.clone(),
+        url: request.url.to_string(),
+        source: Box::new(source),
+    };
+    if request.url.scheme() == "file"
+        && let Ok(dir) = request.url.to_file_path()
+    {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Storage {
+            location: request.url.to_string(),
+            message: format!("cannot create the table directory: {e}"),
+            source: None,
+        })?;
+    }
+    let table = open_or_new(ctx, &request.url).await?.map_err(fail)?;
+    let before = table.version();
+    let plan = ctx
+        .table(request.table.as_str())
+        .await
+        .map_err(|source| Error::DataFusion {
+            stage: "publish".into(),
+            context: format!("reading run table `{}`", request.table),
+            source,
+        })?
+        .into_unoptimized_plan();
+    let metadata = [
+        ("segflow.run_id".to_string(), serde_json::json!(run.run_id)),
+        (
+            "segflow.pipeline".to_string(),
+            serde_json::json!(run.pipeline),
+        ),
+    ];
+    let mut write = table
+        .write(Vec::new())
+        .with_input_plan(plan)
+        .with_session_state(Arc::new(delta_session(ctx)))
+        .with_save_mode(SaveMode::Overwrite)
+        .with_table_name(request.table.clone())
+        .with_commit_properties(CommitProperties::default().with_metadata(metadata));
+    if !request.partition_by.is_empty() {
+        write = write.with_partition_columns(request.partition_by.clone());
+    }
+    if request.allow_schema_change {
+        write = write.with_schema_mode(SchemaMode::Overwrite);
+    }
+    let table = write.await.map_err(fail)?;
+    let version = table.version().ok_or_else(|| {
+        Error::Internal(format!(
+            "Delta table {} has no version after a commit",
+            request.url
+        ))
+    })?;
+    Ok(PublishReport {
+        table: request.table.clone(),
+        url: request.url.to_string(),
+        previous_version: before,
+        version,
+        rows,
+    })
+}
+
+/// Our session (its object stores, its registered run tables) with delta-rs's query planner,
+/// which the Delta writer's plan nodes need.
+fn delta_session(ctx: &SessionContext) -> SessionState {
+    SessionStateBuilder::new_from_existing(ctx.state())
+        .with_query_planner(DeltaPlanner::new())
+        .build()
+}
+
+/// The table at `url`, loaded, or a new empty handle when nothing is there yet.
+async fn open_or_new(
+    ctx: &SessionContext,
+    url: &Url,
+) -> Result<deltalake::DeltaResult<DeltaTable>> {
+    let table = match DeltaTableBuilder::from_url(url.clone()).and_then(|b| b.build()) {
+        Ok(t) => t,
+        Err(e) => return Ok(Err(e)),
+    };
+    // Loading a table that does not exist yet logs an error inside delta-rs; look first.
+    if !storage::has_objects(ctx, &storage::join(url, "_delta_log/")).await? {
+        return Ok(Ok(table));
+    }
+    let mut table = table;
+    Ok(table.load().await.map(|()| table))
+}
+
+/// Opens a published table for reading (tests, the summary, downstream tools).
+pub async fn open_table(url: &Url) -> deltalake::DeltaResult<DeltaTable> {
+    deltalake::open_table(url.clone()).await
+}

@@ -1,0 +1,282 @@
+//! The engine: runs a [`Plan`]'s stages in order, checks each output, publishes, and writes the
+//! run manifest. See [`crate::publish`] for what readers see at each step.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use chrono::Utc;
+use datafusion::prelude::SessionContext;
+use rand::Rng;
+use url::Url;
+
+use crate::checks;
+use crate::error::{Error, Result};
+use crate::manifest::{OutputReport, PublishReport, RunManifest, StageReport, Status};
+use crate::plan::{Plan, PlannedStage};
+use crate::publish::{self, PublishRequest};
+use crate::stage::{Observer, RunInfo, StageContext};
+use crate::storage;
+use crate::table::TableInfo;
+use object_store::ObjectStoreExt as _;
+
+/// Knobs of one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Keep the run's work tables after it ends (for debugging a stage).
+    pub keep_work: bool,
+}
+
+/// The result of a run: its manifest, and the error when it failed.
+pub struct RunOutcome {
+    pub manifest: RunManifest,
+    pub manifest_url: Option<Url>,
+    pub error: Option<Error>,
+}
+
+/// A new run id: sortable by start time, unique across concurrent runs.
+pub fn new_run_id(now: chrono::DateTime<Utc>) -> String {
+    let suffix: u32 = rand::rng().random();
+    format!("{}-{suffix:08x}", now.format("%Y%m%dT%H%M%SZ"))
+}
+
+pub async fn run(
+    ctx: &SessionContext,
+    plan: &Plan,
+    observer: &dyn Observer,
+    options: &RunOptions,
+) -> RunOutcome {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let info = RunInfo {
+        run_id: new_run_id(started_at),
+        pipeline: plan.name.clone(),
+        pipeline_file: plan.file.clone(),
+        started_at,
+        vars: plan.vars.clone(),
+    };
+    // Everything the run writes besides its published tables and its manifest lives under
+    // <runs>/<run_id>/, deleted when the run ends.
+    let run_dir = storage::as_dir(&storage::join(&plan.runs, &info.run_id));
+    let work = storage::as_dir(&storage::join(&run_dir, "work"));
+    tracing::info!(run_id = %info.run_id, pipeline = %plan.name, "run started");
+
+    let tables = Mutex::new(BTreeMap::new());
+    let mut reports = Vec::new();
+    let mut published = Vec::new();
+    let result = run_stages(
+        ctx,
+        plan,
+        observer,
+        &info,
+        &work,
+        &tables,
+        &mut reports,
+        &mut published,
+    )
+    .await;
+    // Stages never reached are listed too, so the manifest shows the whole plan.
+    for s in plan.stages.iter().skip(reports.len()) {
+        reports.push(StageReport::skipped(&s.spec.id, &s.spec.kind));
+    }
+    if !options.keep_work
+        && let Err(e) = storage::delete_prefix(ctx, &run_dir).await
+    {
+        tracing::warn!("could not delete the run's work tables at {run_dir}: {e}");
+    }
+
+    let finished_at = Utc::now();
+    let manifest = RunManifest {
+        manifest_version: 1,
+        run_id: info.run_id.clone(),
+        pipeline: plan.name.clone(),
+        pipeline_file: plan.file.display().to_string(),
+        segflow_version: env!("CARGO_PKG_VERSION").to_string(),
+        status: if result.is_ok() {
+            Status::Succeeded
+        } else {
+            Status::Failed
+        },
+        error: result.as_ref().err().map(error_chain),
+        vars: plan.vars.clone(),
+        started_at,
+        finished_at,
+        duration_ms: clock.elapsed().as_millis() as u64,
+        stages: reports,
+        published,
+    };
+    let manifest_url = storage::join(&plan.runs, &format!("{}.json", info.run_id));
+    let written = write_manifest(ctx, &manifest_url, &manifest).await;
+    let (manifest_url, error) = match (written, result) {
+        (Ok(()), r) => (Some(manifest_url), r.err()),
+        (Err(e), Ok(())) => (None, Some(e)),
+        (Err(e), Err(run_err)) => {
+            tracing::error!("could not write the run manifest: {e}");
+            (None, Some(run_err))
+        }
+    };
+    RunOutcome {
+        manifest,
+        manifest_url,
+        error,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_stages(
+    ctx: &SessionContext,
+    plan: &Plan,
+    observer: &dyn Observer,
+    info: &RunInfo,
+    work: &Url,
+    tables: &Mutex<BTreeMap<String, TableInfo>>,
+    reports: &mut Vec<StageReport>,
+    published: &mut Vec<PublishReport>,
+) -> Result<()> {
+    let mut requests: Vec<PublishRequest> = Vec::new();
+    for planned in &plan.stages {
+        let (report, result) = run_stage(ctx, planned, observer, info, work, tables).await;
+        observer.stage_finished(&report);
+        reports.push(report);
+        requests.extend(result?);
+    }
+    for request in &requests {
+        let rows = tables
+            .lock()
+            .expect("tables lock")
+            .get(&request.table)
+            .map(|t| t.rows)
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "publish of `{}`, which the run did not produce",
+                    request.table
+                ))
+            })?;
+        observer.publish_started(&request.table, &request.url);
+        tracing::info!(table = %request.table, url = %request.url, "publishing");
+        let report = publish::publish(ctx, request, info, rows).await?;
+        observer.published(&report);
+        published.push(report);
+    }
+    Ok(())
+}
+
+async fn run_stage(
+    ctx: &SessionContext,
+    planned: &PlannedStage,
+    observer: &dyn Observer,
+    info: &RunInfo,
+    work: &Url,
+    tables: &Mutex<BTreeMap<String, TableInfo>>,
+) -> (StageReport, Result<Vec<PublishRequest>>) {
+    let spec = &planned.spec;
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    observer.stage_started(&spec.id, &spec.kind);
+    tracing::info!(stage = %spec.id, kind = %spec.kind, "stage started");
+    let cx = StageContext {
+        ctx,
+        stage_id: &spec.id,
+        run: info,
+        work,
+        observer,
+        tables,
+        publishes: Mutex::new(Vec::new()),
+        metrics: Mutex::new(BTreeMap::new()),
+    };
+    let inputs: BTreeMap<String, u64> = planned
+        .inputs
+        .iter()
+        .map(|t| (t.clone(), cx.rows_of(t).unwrap_or(0)))
+        .collect();
+
+    let mut check_reports = Vec::new();
+    let result = async {
+        planned.stage.run(&cx).await?;
+        for output in &planned.outputs {
+            if cx.rows_of(output).is_none() {
+                return Err(TableInfo::missing(&spec.id, output));
+            }
+            check_reports = checks::run_checks(&cx, output, &spec.checks).await?;
+        }
+        Ok(())
+    }
+    .await;
+
+    let outputs: BTreeMap<String, OutputReport> = {
+        let t = tables.lock().expect("tables lock");
+        planned
+            .outputs
+            .iter()
+            .filter_map(|o| {
+                t.get(o).map(|i| {
+                    (
+                        o.clone(),
+                        OutputReport {
+                            rows: i.rows,
+                            path: i.url.to_string(),
+                        },
+                    )
+                })
+            })
+            .collect()
+    };
+    let rows_in = inputs.values().sum();
+    let rows_out = outputs.values().map(|o| o.rows).sum();
+    let report = StageReport {
+        id: spec.id.clone(),
+        kind: spec.kind.clone(),
+        status: if result.is_ok() {
+            Status::Succeeded
+        } else {
+            Status::Failed
+        },
+        started_at: Some(started_at),
+        duration_ms: clock.elapsed().as_millis() as u64,
+        inputs,
+        rows_in,
+        rows_out,
+        outputs,
+        checks: check_reports,
+        metrics: cx.metrics.lock().expect("metrics lock").clone(),
+        error: result.as_ref().err().map(error_chain),
+    };
+    match &result {
+        Ok(()) => {
+            tracing::info!(stage = %spec.id, rows_out, ms = report.duration_ms, "stage finished")
+        }
+        Err(e) => tracing::error!(stage = %spec.id, "stage failed: {e}"),
+    }
+    let requests = cx.publishes.into_inner().expect("publishes lock");
+    (report, result.map(|()| requests))
+}
+
+/// An error and its sources, as one line.
+pub fn error_chain(e: &Error) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
+}
+
+async fn write_manifest(ctx: &SessionContext, url: &Url, manifest: &RunManifest) -> Result<()> {
+    let body = serde_json::to_vec_pretty(manifest)
+        .map_err(|e| Error::Internal(format!("manifest to JSON: {e}")))?;
+    let store = storage::store_for(ctx, url)?;
+    store
+        .put(&storage::store_path(url)?, body.into())
+        .await
+        .map_err(|e| Error::Storage {
+            location: url.to_string(),
+            message: "cannot write the run manifest".into(),
+            source: Some(e),
+        })?;
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! SQL files: loading, static checks, and binding named parameters.
+//!
+//! A SQL file holds one query. Values come in as `$name` placeholders that DataFusion binds
+//! through its named [`ParamValues`]; nothing is spliced into the text. Tables are the logical
+//! names the runner registers for the run. Both the placeholders and the tables a query reads are
+//! found with DataFusion's own SQL parser, so `segflow validate` needs no data.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use datafusion::common::ParamValues;
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{Query, Statement, Visit, Visitor};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+use crate::error::{Error, Location, Result};
+use crate::yaml::Value;
+
+/// A parsed, checked SQL file.
+#[derive(Debug, Clone)]
+pub struct SqlFile {
+    /// The path as the user wrote it, relative to the SQL directory (`features/rfm.sql`).
+    pub name: String,
+    /// The path on disk.
+    pub path: PathBuf,
+    pub text: String,
+    /// Placeholder names without the `$`.
+    pub placeholders: BTreeSet<String>,
+    /// Tables the query reads, excluding its own CTEs.
+    pub tables: BTreeSet<String>,
+}
+
+impl SqlFile {
+    pub fn load(sql_dir: &Path, name: &str) -> Result<SqlFile> {
+        let path = sql_dir.join(name);
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::ReadFile {
+            path: path.clone(),
+            source,
+        })?;
+        Self::parse(name, path, text)
+    }
+
+    pub fn parse(name: &str, path: PathBuf, text: String) -> Result<SqlFile> {
+        let syntax = |message: String| {
+            let location = sqlparser_location(&message);
+            Error::Spec {
+                file: path.clone(),
+                location,
+                message: format!("SQL syntax: {message}"),
+            }
+        };
+        let statements = DFParser::parse_sql(&text).map_err(|e| syntax(e.to_string()))?;
+        if statements.len() != 1 {
+            return Err(Error::Invalid {
+                file: path.clone(),
+                message: format!(
+                    "holds {} statements; a SQL file holds exactly one query",
+                    statements.len()
+                ),
+            });
+        }
+        let query = match &statements[0] {
+            DfStatement::Statement(s) if matches!(**s, Statement::Query(_)) => s,
+            _ => {
+                return Err(Error::Invalid {
+                    file: path.clone(),
+                    message: "is not a query; a SQL file holds one SELECT (WITH ... SELECT ...)"
+                        .into(),
+                });
+            }
+        };
+        let mut tables = TableCollector::default();
+        let _ = query.visit(&mut tables);
+        let tables = tables
+            .relations
+            .into_iter()
+            .filter(|t| !tables.ctes.contains(t))
+            .collect();
+        let placeholders = placeholders(&text).map_err(syntax)?;
+        Ok(SqlFile {
+            name: name.to_string(),
+            path,
+            text,
+            placeholders,
+            tables,
+        })
+    }
+}
+
+/// The `$name` placeholders of a SQL text (`$1`-style positional ones are rejected elsewhere).
+fn placeholders(text: &str) -> std::result::Result<BTreeSet<String>, String> {
+    let tokens = Tokenizer::new(&GenericDialect {}, text)
+        .tokenize()
+        .map_err(|e| e.to_string())?;
+    Ok(tokens
+        .into_iter()
+        .filter_map(|t| match t {
+            Token::Placeholder(p) => p.strip_prefix('$').map(str::to_string),
+            _ => None,
+        })
+        .collect())
+}
+
+#[derive(Default)]
+struct TableCollector {
+    relations: BTreeSet<String>,
+    ctes: BTreeSet<String>,
+}
+
+impl Visitor for TableCollector {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                self.ctes.insert(cte.alias.name.value.to_lowercase());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(
+        &mut self,
+        relation: &datafusion::sql::sqlparser::ast::ObjectName,
+    ) -> ControlFlow<()> {
+        self.relations.insert(relation.to_string().to_lowercase());
+        ControlFlow::Continue(())
+    }
+}
+
+/// sqlparser ends its messages with "at Line: L, Column: C".
+fn sqlparser_location(message: &str) -> Option<Location> {
+    let i = message.rfind("Line: ")?;
+    let rest = &message[i + 6..];
+    let (line, rest) = rest.split_once(", Column: ")?;
+    let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some(Location {
+        line: line.trim().parse().ok()?,
+        column: column.parse().ok()?,
+    })
+}
+
+/// Stage params as typed scalars, checked against a SQL file's placeholders.
+#[derive(Debug, Clone, Default)]
+pub struct Params(BTreeMap<String, ScalarValue>);
+
+impl Params {
+    /// Types YAML values: strings stay text (cast in SQL where a date is meant: the SQL says
+    /// what it expects), integers are BIGINT, other numbers DOUBLE, booleans BOOLEAN.
+    pub fn from_yaml(values: &BTreeMap<String, Value>) -> std::result::Result<Params, String> {
+        let mut out = BTreeMap::new();
+        for (k, v) in values {
+            let s = match v {
+                Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+                Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
+                Value::Number(n) if n.is_i64() => ScalarValue::Int64(n.as_i64()),
+                Value::Number(n) => ScalarValue::Float64(n.as_f64()),
+                Value::Null => ScalarValue::Utf8(None),
+                other => {
+                    return Err(format!(
+                        "param `{k}` is {other:?}; a param is a single text, number or boolean"
+                    ));
+                }
+            };
+            out.insert(k.clone(), s);
+        }
+        Ok(Params(out))
+    }
+
+    /// Every placeholder has a param and every param a placeholder.
+    pub fn check(&self, pipeline: &Path, stage: &str, sql: &SqlFile) -> Result<()> {
+        for name in &sql.placeholders {
+            if name.chars().all(|c| c.is_ascii_digit()) {
+                return Err(Error::Invalid {
+                    file: sql.path.clone(),
+                    message: format!(
+                        "uses positional `${name}`; name the value instead (`$as_of`) and set it under the stage's `params`"
+                    ),
+                });
+            }
+            if !self.0.contains_key(name) {
+                return Err(Error::MissingParam {
+                    pipeline: pipeline.to_path_buf(),
+                    stage: stage.to_string(),
+                    sql: sql.path.clone(),
+                    name: name.clone(),
+                });
+            }
+        }
+        if let Some(extra) = self.0.keys().find(|k| !sql.placeholders.contains(*k)) {
+            return Err(Error::UnusedParam {
+                pipeline: pipeline.to_path_buf(),
+                stage: stage.to_string(),
+                sql: sql.path.clone(),
+                name: extra.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn values(&self) -> ParamValues {
+        ParamValues::from(
+            self.0
+                .clone()
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<SqlFile> {
+        SqlFile::parse("t.sql", PathBuf::from("sql/t.sql"), text.to_string())
+    }
+
+    #[test]
+    fn finds_tables_but_not_ctes_and_placeholders_but_not_strings() {
+        let f = parse(
+            "-- $not_a_param in a comment\nwith x as (select * from orders where ts < cast($as_of as date))\n\
+             select x.*, '$nope' from x join Customers c using (customer_id) where n > $min_orders",
+        )
+        .unwrap();
+        assert_eq!(f.tables, ["customers", "orders"].map(String::from).into());
+        assert_eq!(
+            f.placeholders,
+            ["as_of", "min_orders"].map(String::from).into()
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let err = parse("select 1\nfrom t\nwhere )\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("sql/t.sql:3:"), "{err}");
+    }
+
+    #[test]
+    fn rejects_statements_that_are_not_queries() {
+        assert!(parse("create table t as select 1").is_err());
+        assert!(parse("select 1; select 2").is_err());
+    }
+
+    #[test]
+    fn params_must_match_placeholders() {
+        let f = parse("select $a").unwrap();
+        let p = |kv: &[(&str, Value)]| {
+            Params::from_yaml(&kv.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+                .unwrap()
+        };
+        let pipeline = Path::new("p.yaml");
+        let missing = p(&[]).check(pipeline, "s", &f).unwrap_err().to_string();
+        assert!(
+            missing.contains(
+                "uses `$a` but p.yaml does not set it; add it under the stage's `params`"
+            ),
+            "{missing}"
+        );
+        let extra = p(&[("a", Value::from(1)), ("b", Value::from("x"))])
+            .check(pipeline, "s", &f)
+            .unwrap_err()
+            .to_string();
+        assert!(extra.contains("param `b` is set"), "{extra}");
+        p(&[("a", Value::from(1))])
+            .check(pipeline, "s", &f)
+            .unwrap();
+    }
+}

@@ -1,0 +1,234 @@
+//! The `Stage` trait, its factories, and the registry that maps a YAML `kind` to a factory.
+//!
+//! A kind is a pair, as in Vector: a serde config type (`RulesConfig`) and the runtime type it
+//! builds (`Rules`). Stage crates expose `pub fn register(reg: &mut Registry)`; the CLI calls
+//! one per crate, so the list of kinds is visible in one place.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use datafusion::prelude::{DataFrame, SessionContext};
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::publish::PublishRequest;
+use crate::spec::{SpecSource, StageSpec};
+use crate::table::{self, TableInfo};
+use crate::vars::Vars;
+
+/// A runnable stage, built from one `stages:` entry.
+#[async_trait]
+pub trait Stage: Send + Sync + std::fmt::Debug {
+    /// Logical tables this stage reads.
+    fn inputs(&self) -> Vec<String>;
+    /// Logical tables this stage produces (materialized through [`StageContext::materialize`]).
+    fn outputs(&self) -> Vec<String>;
+    /// Lines `segflow plan` prints under the stage: its SQL file, its source, its rules.
+    fn describe(&self) -> Vec<String> {
+        Vec::new()
+    }
+    async fn run(&self, cx: &StageContext<'_>) -> Result<()>;
+}
+
+/// What a factory gets besides the stage's own spec.
+#[derive(Debug)]
+pub struct BuildContext<'a> {
+    pub source: &'a SpecSource,
+    /// Directory of the pipeline file, for paths in the YAML that are relative to it.
+    pub pipeline_dir: &'a Path,
+    /// Directory that `sql:` paths are relative to.
+    pub sql_dir: &'a Path,
+    pub vars: &'a Vars,
+}
+
+impl BuildContext<'_> {
+    /// Resolves a path written in the pipeline file against the pipeline's directory.
+    pub fn relative_path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.pipeline_dir.join(p)
+        }
+    }
+}
+
+/// Builds stages of one kind.
+pub trait StageFactory: Send + Sync {
+    /// `<area>.<name>`, the value of `kind:` in YAML.
+    fn kind(&self) -> &'static str;
+    /// One line for `segflow stages`.
+    fn summary(&self) -> &'static str;
+    /// A complete `stages:` entry using this kind; a test checks that it builds.
+    fn example_yaml(&self) -> &'static str;
+    fn build(&self, spec: &StageSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>>;
+}
+
+/// Every stage kind the binary knows.
+#[derive(Default)]
+pub struct Registry {
+    factories: BTreeMap<&'static str, Box<dyn StageFactory>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a kind. Registering the same kind twice is a programming error.
+    pub fn register(&mut self, factory: impl StageFactory + 'static) {
+        let kind = factory.kind();
+        let previous = self.factories.insert(kind, Box::new(factory));
+        assert!(previous.is_none(), "stage kind `{kind}` registered twice");
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&dyn StageFactory> {
+        self.factories.get(kind).map(|f| f.as_ref())
+    }
+
+    pub fn kinds(&self) -> Vec<String> {
+        self.factories.keys().map(|k| k.to_string()).collect()
+    }
+
+    pub fn factories(&self) -> impl Iterator<Item = &dyn StageFactory> {
+        self.factories.values().map(|f| f.as_ref())
+    }
+}
+
+/// Builds a factory's `example_yaml` against the repository's `sql/` directory. Each stage crate
+/// calls this from a unit test, so the documented examples always build.
+pub fn check_example(factory: &dyn StageFactory, repo_root: &Path) -> Result<Box<dyn Stage>> {
+    let file = repo_root.join("pipelines/examples/<example>.yaml");
+    let text = factory.example_yaml().to_string();
+    let spec: StageSpec = crate::yaml::from_str(&file, &text)?;
+    assert_eq!(
+        spec.kind,
+        factory.kind(),
+        "example_yaml of `{}` uses another kind",
+        factory.kind()
+    );
+    let source = SpecSource { file, text };
+    let vars = Vars::default();
+    factory.build(
+        &spec,
+        &BuildContext {
+            source: &source,
+            pipeline_dir: &repo_root.join("pipelines"),
+            sql_dir: &repo_root.join("sql"),
+            vars: &vars,
+        },
+    )
+}
+
+/// Facts about the run that stages may record (Delta commit info, output columns).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub pipeline: String,
+    pub pipeline_file: PathBuf,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub vars: Vars,
+}
+
+/// Receives progress while a run goes on; the CLI draws it.
+pub trait Observer: Send + Sync {
+    fn stage_started(&self, _stage: &str, _kind: &str) {}
+    /// Rows written so far by the stage's current output.
+    fn rows(&self, _stage: &str, _rows: u64) {}
+    fn stage_finished(&self, _report: &crate::manifest::StageReport) {}
+    fn publish_started(&self, _table: &str, _url: &Url) {}
+    fn published(&self, _published: &crate::manifest::PublishReport) {}
+    fn warning(&self, _stage: &str, _message: &str) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// What a stage can do while it runs.
+pub struct StageContext<'a> {
+    pub ctx: &'a SessionContext,
+    pub stage_id: &'a str,
+    pub run: &'a RunInfo,
+    pub(crate) work: &'a Url,
+    pub(crate) observer: &'a dyn Observer,
+    pub(crate) tables: &'a Mutex<BTreeMap<String, TableInfo>>,
+    pub(crate) publishes: Mutex<Vec<PublishRequest>>,
+    pub(crate) metrics: Mutex<BTreeMap<String, serde_json::Value>>,
+}
+
+impl StageContext<'_> {
+    /// Writes `df` as the run's table `name` and registers it for the stages that follow.
+    /// Tables live under the run's work prefix until the run ends; publishing them is a
+    /// separate step (see [`crate::publish`]).
+    pub async fn materialize(&self, name: &str, df: DataFrame) -> Result<TableInfo> {
+        let info = table::materialize(self, name, df).await?;
+        self.tables
+            .lock()
+            .expect("tables lock")
+            .insert(name.to_string(), info.clone());
+        Ok(info)
+    }
+
+    /// A table produced earlier in the run.
+    pub async fn table(&self, name: &str) -> Result<DataFrame> {
+        self.ctx
+            .table(name)
+            .await
+            .map_err(|source| Error::DataFusion {
+                stage: self.stage_id.to_string(),
+                context: format!("reading table `{name}`"),
+                source,
+            })
+    }
+
+    /// Rows of a table produced earlier in the run.
+    pub fn rows_of(&self, name: &str) -> Option<u64> {
+        self.tables
+            .lock()
+            .expect("tables lock")
+            .get(name)
+            .map(|t| t.rows)
+    }
+
+    /// Asks the runner to publish a table once every stage and check has passed.
+    pub fn publish(&self, request: PublishRequest) {
+        self.publishes.lock().expect("publishes lock").push(request);
+    }
+
+    /// A figure for the run summary and manifest (e.g. rows per segment).
+    pub fn metric(&self, key: &str, value: serde_json::Value) {
+        self.metrics
+            .lock()
+            .expect("metrics lock")
+            .insert(key.to_string(), value);
+    }
+
+    pub fn warn(&self, message: &str) {
+        tracing::warn!(stage = self.stage_id, "{message}");
+        self.observer.warning(self.stage_id, message);
+    }
+
+    pub(crate) fn report_rows(&self, rows: u64) {
+        self.observer.rows(self.stage_id, rows);
+    }
+
+    pub(crate) fn work_dir(&self) -> &Url {
+        self.work
+    }
+
+    /// Wraps a DataFusion error with this stage's id.
+    pub fn df_err(
+        &self,
+        context: impl Into<String>,
+    ) -> impl FnOnce(datafusion::error::DataFusionError) -> Error + '_ {
+        let context = context.into();
+        move |source| Error::DataFusion {
+            stage: self.stage_id.to_string(),
+            context,
+            source,
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Locations: local paths and object store URLs, and the stores behind them.
+//!
+//! Every location in a pipeline is a URL once resolved: a local path becomes an absolute
+//! `file://` URL. Stores for other schemes are built from the standard environment variables
+//! (`AWS_*`, `GOOGLE_*`, `AZURE_*`), registered once per bucket in DataFusion's runtime, and
+//! shared by every stage of the run.
+
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt as _};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// Turns a local path (relative to the working directory) or a URL into a URL.
+pub fn parse_location(text: &str) -> Result<Url> {
+    let bad = |message: String| Error::Storage {
+        location: text.to_string(),
+        message,
+        source: None,
+    };
+    if text.trim().is_empty() {
+        return Err(bad("empty location; give a local path or a URL".into()));
+    }
+    if let Some((scheme, _)) = text.split_once("://") {
+        if scheme.len() > 1 {
+            return Url::parse(text).map_err(|e| bad(format!("not a valid URL: {e}")));
+        }
+    }
+    let abs = std::path::absolute(text).map_err(|e| bad(format!("not a valid path: {e}")))?;
+    Url::from_file_path(normalize(&abs)).map_err(|()| bad("not a valid absolute path".into()))
+}
+
+/// Removes `.` and `..` components without touching the file system (the path may not exist
+/// yet); object store paths do not allow them.
+fn normalize(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `base/child`, whether or not `base` ends with a slash.
+pub fn join(base: &Url, child: &str) -> Url {
+    let mut u = base.clone();
+    let path = format!(
+        "{}/{}",
+        base.path().trim_end_matches('/'),
+        child.trim_start_matches('/')
+    );
+    u.set_path(&path);
+    u
+}
+
+/// The same URL with a trailing slash: DataFusion treats such a URL as a directory (prefix).
+pub fn as_dir(url: &Url) -> Url {
+    let mut u = url.clone();
+    if !u.path().ends_with('/') {
+        let p = format!("{}/", u.path());
+        u.set_path(&p);
+    }
+    u
+}
+
+/// The object store key of a URL.
+pub fn store_path(url: &Url) -> Result<StorePath> {
+    StorePath::from_url_path(url.path()).map_err(|e| Error::Storage {
+        location: url.to_string(),
+        message: format!("not a valid object path: {e}"),
+        source: None,
+    })
+}
+
+/// Builds the store for `url`'s scheme and bucket from the environment.
+pub fn build_store(url: &Url) -> Result<Arc<dyn ObjectStore>> {
+    let fail = |e: object_store::Error| Error::Storage {
+        location: url.to_string(),
+        message: "cannot set up the object store".into(),
+        source: Some(e),
+    };
+    let store: Arc<dyn ObjectStore> = match url.scheme() {
+        "file" => Arc::new(object_store::local::LocalFileSystem::new()),
+        "s3" | "s3a" => Arc::new(
+            object_store::aws::AmazonS3Builder::from_env()
+                .with_url(url.as_str())
+                .build()
+                .map_err(fail)?,
+        ),
+        "gs" => Arc::new(
+            object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_url(url.as_str())
+                .build()
+                .map_err(fail)?,
+        ),
+        "az" | "azure" | "abfs" | "abfss" | "adl" => Arc::new(
+            object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_url(url.as_str())
+                .build()
+                .map_err(fail)?,
+        ),
+        "http" | "https" => Arc::new(
+            object_store::http::HttpBuilder::new()
+                .with_url(url.as_str())
+                .build()
+                .map_err(fail)?,
+        ),
+        "memory" => Arc::new(object_store::memory::InMemory::new()),
+        other => {
+            return Err(Error::Storage {
+                location: url.to_string(),
+                message: format!(
+                    "unsupported scheme `{other}`; use a local path, file://, s3://, gs://, az://, abfss:// or https://"
+                ),
+                source: None,
+            });
+        }
+    };
+    Ok(store)
+}
+
+/// The store serving `url` in this session, registering it on first use.
+pub fn store_for(ctx: &SessionContext, url: &Url) -> Result<Arc<dyn ObjectStore>> {
+    let runtime = ctx.runtime_env();
+    if let Ok(store) = runtime.object_store(store_key(url)) {
+        return Ok(store);
+    }
+    let store = build_store(url)?;
+    runtime.register_object_store(url, store.clone());
+    Ok(store)
+}
+
+/// DataFusion keys stores by scheme and authority.
+fn store_key(url: &Url) -> datafusion::execution::object_store::ObjectStoreUrl {
+    let s = format!(
+        "{}://{}",
+        url.scheme(),
+        &url[url::Position::BeforeHost..url::Position::AfterPort]
+    );
+    datafusion::execution::object_store::ObjectStoreUrl::parse(s)
+        .unwrap_or_else(|_| datafusion::execution::object_store::ObjectStoreUrl::local_filesystem())
+}
+
+/// Whether an object exists at `url`.
+pub async fn exists(ctx: &SessionContext, url: &Url) -> Result<bool> {
+    let store = store_for(ctx, url)?;
+    match store.head(&store_path(url)?).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(Error::Storage {
+            location: url.to_string(),
+            message: "cannot read".into(),
+            source: Some(e),
+        }),
+    }
+}
+
+/// Whether any object exists under `prefix`.
+pub async fn has_objects(ctx: &SessionContext, prefix: &Url) -> Result<bool> {
+    use futures::StreamExt;
+    let store = store_for(ctx, prefix)?;
+    let path = store_path(prefix)?;
+    match store.list(Some(&path)).next().await {
+        None => Ok(false),
+        Some(Ok(_)) => Ok(true),
+        Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
+        Some(Err(e)) => Err(Error::Storage {
+            location: prefix.to_string(),
+            message: "cannot list".into(),
+            source: Some(e),
+        }),
+    }
+}
+
+/// Deletes everything under `prefix`.
+pub async fn delete_prefix(ctx: &SessionContext, prefix: &Url) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    let store = store_for(ctx, prefix)?;
+    let path = store_path(prefix)?;
+    let locations = store.list(Some(&path)).map_ok(|m| m.location).boxed();
+    store
+        .delete_stream(locations)
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(|e| Error::Storage {
+            location: prefix.to_string(),
+            message: "cannot delete".into(),
+            source: Some(e),
+        })?;
+    if prefix.scheme() == "file" {
+        // Local stores leave empty directories behind.
+        if let Ok(p) = prefix.to_file_path() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_become_absolute_file_urls() {
+        let u = parse_location("out/x").unwrap();
+        assert_eq!(u.scheme(), "file");
+        assert!(u.path().ends_with("/out/x"));
+        let u = parse_location("/a/b/../c/./d").unwrap();
+        assert_eq!(u.as_str(), "file:///a/c/d");
+        assert_eq!(parse_location("s3://b/k").unwrap().as_str(), "s3://b/k");
+        assert!(parse_location("").is_err());
+    }
+
+    #[test]
+    fn join_handles_slashes() {
+        let b = Url::parse("s3://b/root/").unwrap();
+        assert_eq!(join(&b, "x/y").as_str(), "s3://b/root/x/y");
+        let b = Url::parse("file:///tmp/a").unwrap();
+        assert_eq!(join(&b, "/c").as_str(), "file:///tmp/a/c");
+        assert_eq!(as_dir(&b).as_str(), "file:///tmp/a/");
+    }
+
+    #[test]
+    fn unsupported_scheme_names_the_supported_ones() {
+        let err = build_store(&Url::parse("ftp://x/y").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unsupported scheme `ftp`"), "{err}");
+    }
+}

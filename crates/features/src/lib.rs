@@ -1,0 +1,16 @@
+//! segflow-features: feature-engineering stages.
+//!
+//! Features are SQL: one query per file under `sql/`, run by DataFusion over the run's tables.
+//! This crate owns the `features.sql` kind, which turns such a file into a stage; the queries
+//! themselves (`sql/features/*.sql`) are the feature library. SQL keeps features reviewable by
+//! analysts, testable as golden files, and runnable by any DataFusion engine, Ballista included.
+#![warn(missing_docs)]
+
+mod sql_stage;
+
+pub use sql_stage::{SqlStage, SqlStageConfig};
+
+/// Registers this crate's kinds.
+pub fn register(reg: &mut segflow_core::Registry) {
+    reg.register(sql_stage::SqlStageFactory);
+}

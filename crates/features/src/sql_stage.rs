@@ -1,0 +1,145 @@
+//! `features.sql`: one SQL file, its named params bound, its result materialized as a table.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use segflow_core::datafusion::execution::context::SQLOptions;
+use segflow_core::spec::StageSpec;
+use segflow_core::sql::{Params, SqlFile};
+use segflow_core::stage::{BuildContext, Stage, StageContext, StageFactory};
+use segflow_core::yaml::Value;
+use segflow_core::{Error, Result};
+use serde::Deserialize;
+
+/// The YAML keys of a `features.sql` stage (besides `id`, `kind`, `output`, `checks`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlStageConfig {
+    /// The query, relative to the pipeline's `sql/` directory: `features/customer_rfm.sql`.
+    pub sql: String,
+    /// Values for the query's `$name` placeholders. Every placeholder needs one and every
+    /// value must be used. `${var}` references are expanded first.
+    #[serde(default)]
+    pub params: BTreeMap<String, Value>,
+}
+
+/// A stage that runs one SQL file.
+#[derive(Debug)]
+pub struct SqlStage {
+    id: String,
+    file: SqlFile,
+    params: Params,
+    output: String,
+}
+
+pub(crate) struct SqlStageFactory;
+
+impl StageFactory for SqlStageFactory {
+    fn kind(&self) -> &'static str {
+        "features.sql"
+    }
+
+    fn summary(&self) -> &'static str {
+        "runs one SQL file (with named $params) over the run's tables and materializes the result"
+    }
+
+    fn example_yaml(&self) -> &'static str {
+        r#"id: as_of
+kind: features.sql
+sql: features/run_as_of.sql
+params: { as_of: "2026-11-01" }
+output: run_as_of
+checks: [{ not_null: [as_of] }]
+"#
+    }
+
+    fn build(&self, spec: &StageSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>> {
+        let config: SqlStageConfig = spec.config(cx.source)?;
+        let file = SqlFile::load(cx.sql_dir, &config.sql)?;
+        let params = Params::from_yaml(&config.params).map_err(|m| spec.error(cx.source, m))?;
+        params.check(&cx.source.file, &spec.id, &file)?;
+        let Some(output) = spec.output.clone() else {
+            return Err(spec.error(
+                cx.source,
+                "has no `output`; name the table the query produces",
+            ));
+        };
+        // The query names its inputs; a hand-written list that disagrees would be a lie.
+        if !spec.inputs.is_empty() {
+            let declared: std::collections::BTreeSet<String> =
+                spec.inputs.iter().cloned().collect();
+            if declared != file.tables {
+                return Err(spec.error(
+                    cx.source,
+                    format!(
+                        "`inputs` says [{}] but {} reads [{}]; remove `inputs` (it is derived from the SQL) or fix it",
+                        spec.inputs.join(", "),
+                        file.name,
+                        file.tables.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(Box::new(SqlStage {
+            id: spec.id.clone(),
+            file,
+            params,
+            output,
+        }))
+    }
+}
+
+#[async_trait]
+impl Stage for SqlStage {
+    fn inputs(&self) -> Vec<String> {
+        self.file.tables.iter().cloned().collect()
+    }
+
+    fn outputs(&self) -> Vec<String> {
+        vec![self.output.clone()]
+    }
+
+    fn describe(&self) -> Vec<String> {
+        vec![format!("sql: {}", self.file.path.display())]
+    }
+
+    async fn run(&self, cx: &StageContext<'_>) -> Result<()> {
+        let sql_err = |source| Error::Sql {
+            stage: self.id.clone(),
+            sql: self.file.path.clone(),
+            source,
+        };
+        // A SQL file is a query: no DDL or DML may change the session behind the runner's back.
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let mut df = cx
+            .ctx
+            .sql_with_options(&self.file.text, options)
+            .await
+            .map_err(sql_err)?;
+        if !self.params.is_empty() {
+            df = df
+                .with_param_values(self.params.values())
+                .map_err(sql_err)?;
+        }
+        match cx.materialize(&self.output, df).await {
+            Err(Error::DataFusion { source, .. }) => Err(sql_err(source)),
+            other => other.map(|_| ()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_yaml_builds() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let stage = segflow_core::stage::check_example(&SqlStageFactory, &root).unwrap();
+        assert_eq!(stage.outputs(), ["run_as_of"]);
+        assert_eq!(stage.inputs(), ["orders"]);
+    }
+}

@@ -1,0 +1,15 @@
+//! segflow-segment: stages that assign customers to segments.
+//!
+//! A rule segmentation ([`rules`]) is data, not code: a name, ordered rules (a segment name and a
+//! SQL predicate over the input table's columns) and a default segment. The first rule that
+//! matches wins, so every row gets exactly one segment. The rules compile into one DataFusion
+//! `CASE` expression, which keeps the stage a plain DataFusion plan. RFM, demographic,
+//! geographic and psychographic segmentations are all this one kind with different rules.
+#![warn(missing_docs)]
+
+pub mod rules;
+
+/// Registers this crate's kinds.
+pub fn register(reg: &mut segflow_core::Registry) {
+    reg.register(rules::RulesFactory);
+}

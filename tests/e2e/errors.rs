@@ -1,0 +1,218 @@
+//! Errors a user can act on: what went wrong, where, what to do, and the documented exit code.
+
+use std::path::Path;
+
+use crate::{default_pipeline, generate, run, segflow, text};
+
+const EXIT_FAILED: i32 = 1;
+const EXIT_INVALID: i32 = 2;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// A pipeline file in `dir` whose paths point into the repository.
+fn pipeline(dir: &Path, body: &str) -> std::path::PathBuf {
+    let root = segflow_testkit::repo_root();
+    let text = format!(
+        "name: t\nruns: {}/runs\nsql_dir: {}\nvars:\n  input: {}\n{body}",
+        dir.display(),
+        dir.join("sql").display(),
+        dir.join("in").display()
+    )
+    .replace(
+        "CONTRACTS",
+        &root.join("pipelines/contracts").display().to_string(),
+    );
+    std::fs::create_dir_all(dir.join("sql")).unwrap();
+    let f = dir.join("p.yaml");
+    std::fs::write(&f, text).unwrap();
+    f
+}
+
+#[test]
+fn unknown_top_level_key_gives_line_column_and_valid_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "stagess: []\n");
+    let out = segflow().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_INVALID), "{}", text(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains(&format!(
+            "{}:6:1: unknown field `stagess`, expected one of",
+            p.display()
+        )),
+        "{e}"
+    );
+    assert!(e.contains("`stages`"), "{e}");
+}
+
+#[test]
+fn unknown_stage_key_points_at_its_line_and_lists_the_kinds_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(
+        dir.path(),
+        "stages:\n  - id: a\n    kind: ingest.csv\n    path: x.csv\n    contrct: CONTRACTS/orders.yaml\n    output: orders\n",
+    );
+    let out = segflow().arg("run").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_INVALID), "{}", text(&out));
+    let e = stderr(&out);
+    assert!(e.contains(&format!("{}:10:5: stage `a` (ingest.csv): unknown field `contrct`, expected one of `path`, `contract`", p.display())), "{e}");
+}
+
+#[test]
+fn unknown_kind_lists_the_registered_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), "stages:\n  - id: a\n    kind: segment.kmeans\n");
+    let out = segflow().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_INVALID), "{}", text(&out));
+    let e = stderr(&out);
+    assert!(e.contains("has unknown kind `segment.kmeans`; the registered kinds are: export.delta, features.sql, ingest.csv, segment.rules"), "{e}");
+}
+
+#[test]
+fn a_cycle_names_its_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("sql")).unwrap();
+    std::fs::write(dir.path().join("sql/a.sql"), "select * from b_out").unwrap();
+    std::fs::write(dir.path().join("sql/b.sql"), "select * from a_out").unwrap();
+    let p = pipeline(
+        dir.path(),
+        "stages:\n  - { id: a, kind: features.sql, sql: a.sql, output: a_out }\n  - { id: b, kind: features.sql, sql: b.sql, output: b_out }\n",
+    );
+    let out = segflow().arg("plan").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_INVALID), "{}", text(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("the stages form a cycle: a -> b -> a")
+            || e.contains("the stages form a cycle: b -> a -> b"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_param_and_unknown_var_are_spec_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("sql")).unwrap();
+    std::fs::write(dir.path().join("sql/a.sql"), "select $limit as n").unwrap();
+    let p = pipeline(
+        dir.path(),
+        "stages:\n  - { id: a, kind: features.sql, sql: a.sql, output: a_out }\n",
+    );
+    let out = segflow().arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_INVALID), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("a.sql uses `$limit` but"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stderr(&out).contains("add it under the stage's `params`"),
+        "{}",
+        text(&out)
+    );
+
+    let out = segflow()
+        .args(["validate"])
+        .arg(default_pipeline())
+        .args(["--var", "ouptut=/tmp/x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_INVALID), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("`${ouptut}` is not a pipeline var"),
+        "{}",
+        text(&out)
+    );
+    let out = segflow()
+        .args(["validate"])
+        .arg(default_pipeline())
+        .args(["--var", "as_of=2026-13-01"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_INVALID), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("var `as_of`: `2026-13-01` is not a date"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn missing_input_names_its_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("nothing-here");
+    let out = run(&default_pipeline(), &input, &dir.path().join("out"), &[]);
+    assert_eq!(out.status.code(), Some(EXIT_FAILED), "{}", text(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("stage `ingest_customers`: input not found: file://"),
+        "{e}"
+    );
+    assert!(e.contains("nothing-here/customers.csv"), "{e}");
+}
+
+#[test]
+fn sql_error_names_the_stage_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(&dir.path().join("in"), 20, 1);
+    std::fs::create_dir_all(dir.path().join("sql")).unwrap();
+    std::fs::write(
+        dir.path().join("sql/bad.sql"),
+        "select customer_id, no_such_column from customers",
+    )
+    .unwrap();
+    let p = pipeline(
+        dir.path(),
+        "stages:\n  - { id: ing, kind: ingest.csv, path: \"${input}/customers.csv\", contract: CONTRACTS/customers.yaml, output: customers }\n  - { id: bad_sql, kind: features.sql, sql: bad.sql, output: x }\n",
+    );
+    let out = segflow().arg("run").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_FAILED), "{}", text(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("stage `bad_sql`: ") && e.contains("sql/bad.sql"),
+        "{e}"
+    );
+    assert!(e.contains("no_such_column"), "{e}");
+}
+
+#[test]
+fn unparseable_value_reports_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    generate(&input, 50, 3);
+    let orders = std::fs::read_to_string(input.join("orders.csv")).unwrap();
+    let mut lines: Vec<String> = orders.lines().map(String::from).collect();
+    // Line 6 of the file (the header is line 1): a bad amount in column 4.
+    let mut cells: Vec<String> = lines[5].split(',').map(String::from).collect();
+    cells[3] = "12.5O".to_string();
+    lines[5] = cells.join(",");
+    std::fs::write(input.join("orders.csv"), lines.join("\n") + "\n").unwrap();
+    let out = run(&default_pipeline(), &input, &dir.path().join("out"), &[]);
+    assert_eq!(out.status.code(), Some(EXIT_FAILED), "{}", text(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("orders.csv:6:4 column `amount`: '12.5O' is not a decimal(12,2)"),
+        "{e}"
+    );
+    assert!(e.contains("pipelines/contracts/orders.yaml"), "{e}");
+}
+
+#[test]
+fn contract_violation_fails_with_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    generate(&input, 50, 4);
+    let customers = std::fs::read_to_string(input.join("customers.csv")).unwrap();
+    let mut lines: Vec<String> = customers.lines().map(String::from).collect();
+    let dup = lines[1].clone();
+    lines.push(dup);
+    std::fs::write(input.join("customers.csv"), lines.join("\n") + "\n").unwrap();
+    let out = run(&default_pipeline(), &input, &dir.path().join("out"), &[]);
+    assert_eq!(out.status.code(), Some(EXIT_FAILED), "{}", text(&out));
+    let e = stderr(&out);
+    assert!(e.contains("stage `ingest_customers`: check `unique(customer_id)` failed on table `customers`: 1 value(s) of (customer_id) occur more than once"), "{e}");
+    assert!(e.contains("C00000001"), "{e}");
+    // Nothing was published.
+    assert!(!dir.path().join("out/customer_segments").exists());
+}

@@ -1,0 +1,77 @@
+//! End-to-end tests: the real `segflow` binary on generated data, outputs read back as a BI
+//! reader would. Golden SQL tests (`tests/slt`) run from here too, to keep one test binary.
+
+mod atomic;
+mod cli;
+mod errors;
+mod rfm;
+mod slt;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn segflow() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_segflow"));
+    c.current_dir(segflow_testkit::repo_root());
+    c.env_remove("SEGFLOW_LOG");
+    c
+}
+
+pub fn default_pipeline() -> PathBuf {
+    segflow_testkit::repo_root().join("pipelines/customer_segmentation.yaml")
+}
+
+/// Runs `segflow generate` into `dir`.
+pub fn generate(dir: &Path, customers: u64, seed: u64) {
+    let out = segflow()
+        .args([
+            "generate",
+            "--customers",
+            &customers.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--out",
+        ])
+        .arg(dir)
+        .output()
+        .expect("run segflow generate");
+    assert!(
+        out.status.success(),
+        "generate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs a pipeline with `input`/`output` vars and any extra `--var`s.
+pub fn run(pipeline: &Path, input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let mut c = segflow();
+    c.arg("run").arg(pipeline);
+    c.arg("--var").arg(format!("input={}", input.display()));
+    c.arg("--var").arg(format!("output={}", output.display()));
+    for v in extra {
+        c.args(["--var", v]);
+    }
+    c.output().expect("run segflow")
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "status: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn table_url(output: &Path, table: &str) -> url::Url {
+    url::Url::from_directory_path(output.join(table)).expect("absolute path")
+}
+
+/// Current version and rows of a published table, ordered by its first column.
+pub fn read_table(output: &Path, table: &str, columns: &str) -> (u64, Vec<Vec<String>>) {
+    let url = table_url(output, table);
+    let sql = format!("select {columns} from t order by 1");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (version, batches) = rt.block_on(segflow_testkit::delta::query(&url, &sql));
+    (version, segflow_testkit::delta::rows(&batches))
+}
