@@ -3,7 +3,8 @@
 # run on the shipped sample (README command 1, into a scratch directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --locked -p segflow-cli
+# The same targets as the test build, so the features match and nothing is rebuilt.
+cargo build --workspace --all-targets --locked
 bin="${CARGO_TARGET_DIR:-target}/debug/segflow"
 for p in pipelines/*.yaml pipelines/examples/*.yaml; do
     [ -e "$p" ] || continue

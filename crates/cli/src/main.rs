@@ -7,7 +7,7 @@
 mod generate;
 mod progress;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -191,7 +191,7 @@ async fn dispatch(command: Command) -> ExitCode {
     }
 }
 
-fn load(pipeline: &PathBuf, vars: &[(String, String)]) -> Result<Plan, segflow_core::Error> {
+fn load(pipeline: &Path, vars: &[(String, String)]) -> Result<Plan, segflow_core::Error> {
     Plan::load(pipeline, vars, &registry())
 }
 
@@ -216,7 +216,7 @@ fn print_plan(plan: &Plan) {
 }
 
 async fn run(
-    pipeline: &PathBuf,
+    pipeline: &Path,
     vars: &[(String, String)],
     keep_work: bool,
     options: &session::SessionOptions,

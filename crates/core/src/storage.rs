@@ -24,10 +24,11 @@ pub fn parse_location(text: &str) -> Result<Url> {
     if text.trim().is_empty() {
         return Err(bad("empty location; give a local path or a URL".into()));
     }
-    if let Some((scheme, _)) = text.split_once("://") {
-        if scheme.len() > 1 {
-            return Url::parse(text).map_err(|e| bad(format!("not a valid URL: {e}")));
-        }
+    // `C://x` would be a Windows drive, not a scheme.
+    if let Some((scheme, _)) = text.split_once("://")
+        && scheme.len() > 1
+    {
+        return Url::parse(text).map_err(|e| bad(format!("not a valid URL: {e}")));
     }
     let abs = std::path::absolute(text).map_err(|e| bad(format!("not a valid path: {e}")))?;
     Url::from_file_path(normalize(&abs)).map_err(|()| bad("not a valid absolute path".into()))

@@ -126,12 +126,12 @@ pub(crate) async fn find_bad_values(
                 let Ok(out) = cast_with_options(&input, &col.data_type, &options) else {
                     continue;
                 };
-                for row in 0..input.len() {
+                for (row, line) in lines.iter().enumerate() {
                     if input.is_valid(row) && out.is_null(row) {
                         total_bad += 1;
                         if bad.len() < EXAMPLES {
                             bad.push(BadCell {
-                                line: lines[row],
+                                line: *line,
                                 column: i + 1,
                                 name: col.name.clone(),
                                 value: input.value(row).to_string(),
