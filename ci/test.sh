@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, golden SQL (tests/slt) and end-to-end tests (tests/e2e)
-# that run the real `segflow` binary on generated data. Needs nothing but Rust; the first
-# build compiles DataFusion and takes a long while (see README).
+# that run the real `segflow` binary on generated data, then the DuckDB reference check of RFM
+# (ci/reference.sh). Needs Rust and python3 (with network access to PyPI on the first run);
+# the first build compiles DataFusion and takes a long while (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v cargo-nextest >/dev/null 2>&1; then
@@ -10,3 +11,4 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast
 fi
+ci/reference.sh

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The RFM reference check: the default pipeline's customer_segments must equal an independent
+# DuckDB computation for every customer (tests/reference/rfm_duckdb.py), on freshly generated
+# data, for the default as_of and for one in the middle of the history.
+# Needs python3; installs duckdb and deltalake from PyPI into a virtualenv kept beside the cargo
+# build (reused on the next run). Called by ci/test.sh after the cargo tests built the binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}"
+venv="$target/pyenv"
+if ! "$venv/bin/python" -c 'import duckdb, deltalake' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'duckdb>=1.1,<3' 'deltalake>=1.1,<2' pyarrow
+fi
+cargo build --workspace --all-targets --locked --quiet
+bin="$target/debug/segflow"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$bin" generate --customers 20000 --seed 2026 --out "$work/in" > /dev/null 2>&1
+for as_of in "" 2024-02-29; do
+    "$bin" run pipelines/customer_segmentation.yaml --var "input=$work/in" \
+        --var "output=$work/out" --var "as_of=$as_of" > "$work/run.log" 2>&1 \
+        || { cat "$work/run.log"; exit 1; }
+    "$venv/bin/python" tests/reference/rfm_duckdb.py "$work/in" "$work/out" $as_of
+done
