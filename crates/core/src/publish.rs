@@ -46,9 +46,21 @@ pub struct PublishRequest {
     /// Whether a different schema may replace the table's current one. Off by default: a
     /// changed output schema breaks readers, so it should be a deliberate choice.
     pub allow_schema_change: bool,
+    /// Replace the table's rows (`overwrite`, the default) or add to them (`append`, for logs
+    /// such as the quarantine, where each run adds its rows in one commit).
+    pub mode: PublishMode,
 }
 
-/// Writes `request.table` as a new version of the Delta table at `request.url` (overwrite).
+/// How a run's rows meet the rows already published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishMode {
+    #[default]
+    Overwrite,
+    Append,
+}
+
+/// Writes `request.table` as a new version of the Delta table at `request.url`.
 pub async fn publish(
     ctx: &SessionContext,
     request: &PublishRequest,
@@ -91,7 +103,10 @@ pub async fn publish(
         .write(Vec::new())
         .with_input_plan(plan)
         .with_session_state(Arc::new(delta_session(ctx)))
-        .with_save_mode(SaveMode::Overwrite)
+        .with_save_mode(match request.mode {
+            PublishMode::Overwrite => SaveMode::Overwrite,
+            PublishMode::Append => SaveMode::Append,
+        })
         .with_table_name(request.table.clone())
         .with_commit_properties(CommitProperties::default().with_metadata(metadata));
     if !request.partition_by.is_empty() {

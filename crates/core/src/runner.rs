@@ -197,7 +197,11 @@ async fn run_stage(
             if cx.rows_of(output).is_none() {
                 return Err(TableInfo::missing(&spec.id, output));
             }
-            check_reports = checks::run_checks(&cx, output, &spec.checks).await?;
+        }
+        // A stage's `checks` are on its main output (the YAML `output`, or its first output);
+        // side outputs such as an ingest stage's quarantine have their own fixed shape.
+        if let Some(main) = spec.output.as_ref().or(planned.outputs.first()) {
+            check_reports = checks::run_checks(&cx, main, &spec.checks).await?;
         }
         Ok(())
     }

@@ -165,6 +165,87 @@ pub async fn exists(ctx: &SessionContext, url: &Url) -> Result<bool> {
     }
 }
 
+/// One file an input location stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub url: Url,
+    pub size: u64,
+    /// The store's version tag (ETag), when it has one.
+    pub e_tag: Option<String>,
+}
+
+/// The files a location stands for, sorted by URL: the object itself; the objects a glob
+/// (`*`, `?`, `[...]` in the last segments) matches; or, for a directory or prefix, every
+/// object under it whose name does not start with `_` or `.` (markers such as `_SUCCESS`).
+/// Empty when nothing is there.
+pub async fn list_files(ctx: &SessionContext, url: &Url) -> Result<Vec<FileEntry>> {
+    use futures::TryStreamExt;
+    let store = store_for(ctx, url)?;
+    let fail = |message: &str, e| Error::Storage {
+        location: url.to_string(),
+        message: message.to_string(),
+        source: Some(e),
+    };
+    let entry = |meta: object_store::ObjectMeta| {
+        let mut u = url.clone();
+        u.set_path(&format!("/{}", meta.location));
+        u.set_query(None);
+        FileEntry {
+            url: u,
+            size: meta.size,
+            e_tag: meta.e_tag,
+        }
+    };
+    let path = url.path();
+    let mut files: Vec<FileEntry> = if path.contains(['*', '?', '[']) {
+        let listing = datafusion::datasource::listing::ListingTableUrl::parse(url.as_str())
+            .map_err(|e| Error::Storage {
+                location: url.to_string(),
+                message: format!("not a valid glob: {e}"),
+                source: None,
+            })?;
+        let state = ctx.state();
+        let listed = match listing.list_all_files(&state, store.as_ref(), "").await {
+            Ok(stream) => stream.try_collect::<Vec<_>>().await,
+            Err(e) => Err(e),
+        };
+        listed
+            .map_err(|e| Error::Storage {
+                location: url.to_string(),
+                message: format!("cannot list: {e}"),
+                source: None,
+            })?
+            .into_iter()
+            .map(entry)
+            .collect()
+    } else {
+        let object = store_path(url)?;
+        match store.head(&object).await {
+            Ok(meta) if !path.ends_with('/') => vec![entry(meta)],
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => store
+                .list(Some(&object))
+                .try_collect::<Vec<_>>()
+                .await
+                .or_else(|e| match e {
+                    object_store::Error::NotFound { .. } => Ok(Vec::new()),
+                    e => Err(fail("cannot list", e)),
+                })?
+                .into_iter()
+                .filter(|m| {
+                    // Skip hidden and marker files and folders below the prefix.
+                    m.location
+                        .prefix_match(&object)
+                        .is_some_and(|mut rest| rest.all(|p| !p.as_ref().starts_with(['_', '.'])))
+                })
+                .map(entry)
+                .collect(),
+            Err(e) => return Err(fail("cannot read", e)),
+        }
+    };
+    files.sort_by(|a, b| a.url.as_str().cmp(b.url.as_str()));
+    Ok(files)
+}
+
 /// Whether any object exists under `prefix`.
 pub async fn has_objects(ctx: &SessionContext, prefix: &Url) -> Result<bool> {
     use futures::StreamExt;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use segflow_core::publish::PublishRequest;
+use segflow_core::publish::{PublishMode, PublishRequest};
 use segflow_core::spec::StageSpec;
 use segflow_core::stage::{BuildContext, Stage, StageContext, StageFactory};
 use segflow_core::{Result, storage};
@@ -41,6 +41,10 @@ pub struct TargetOptions {
     /// Let a run replace the table's schema. Off by default: readers rely on the schema.
     #[serde(default)]
     pub allow_schema_change: bool,
+    /// `overwrite` (default: the new version holds this run's rows) or `append` (the run's
+    /// rows are added in one commit; for logs such as the quarantine).
+    #[serde(default)]
+    pub mode: PublishMode,
 }
 
 /// A built `export.delta` stage.
@@ -85,9 +89,9 @@ tables:
         }
         let mut requests = Vec::new();
         for (table, target) in config.tables {
-            let (path, partition_by, allow_schema_change) = match target {
-                TableTarget::Location(p) => (p, Vec::new(), false),
-                TableTarget::Detailed(o) => (o.path, o.partition_by, o.allow_schema_change),
+            let (path, partition_by, allow_schema_change, mode) = match target {
+                TableTarget::Location(p) => (p, Vec::new(), false, PublishMode::Overwrite),
+                TableTarget::Detailed(o) => (o.path, o.partition_by, o.allow_schema_change, o.mode),
             };
             let url = storage::parse_location(&path)
                 .map_err(|e| spec.error(cx.source, format!("table `{table}`: {e}")))?;
@@ -96,6 +100,7 @@ tables:
                 url,
                 partition_by,
                 allow_schema_change,
+                mode,
             });
         }
         Ok(Box::new(DeltaExport { requests }))
@@ -115,7 +120,10 @@ impl Stage for DeltaExport {
     fn describe(&self) -> Vec<String> {
         self.requests
             .iter()
-            .map(|r| format!("{} -> {} (delta)", r.table, r.url))
+            .map(|r| match r.mode {
+                PublishMode::Overwrite => format!("{} -> {} (delta)", r.table, r.url),
+                PublishMode::Append => format!("{} -> {} (delta, append)", r.table, r.url),
+            })
             .collect()
     }
 
