@@ -17,17 +17,17 @@ fn failed_run_leaves_previous_version_and_a_failed_manifest() {
     assert!(ok.status.success(), "{}", text(&ok));
     let before = read_table(&output, "customer_segments", COLS);
 
-    // Break a check late in the run: an as_of far before any order leaves no scored customer,
-    // which is fine, so break the data instead: a survey score out of range fails its check.
+    // Fail the run after the first stages: every score 5 becomes 9, out of range on far more
+    // than max_bad_fraction (5%) of the survey rows, which fails the survey ingest stage.
     let surveys = std::fs::read_to_string(input.join("survey_responses.csv")).unwrap();
-    let broken = surveys.replacen(",5\n", ",9\n", 1);
+    let broken = surveys.replace(",5\n", ",9\n");
     assert_ne!(broken, surveys);
     std::fs::write(input.join("survey_responses.csv"), broken).unwrap();
     let failed = run(&default_pipeline(), &input, &output, &["as_of=2025-01-01"]);
     assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
     assert!(
         String::from_utf8_lossy(&failed.stderr)
-            .contains("check `expression_is_true(score between 1 and 5)` failed"),
+            .contains("over the limit (max_bad_fraction 0.05): out_of_range"),
         "{}",
         text(&failed)
     );
@@ -50,7 +50,7 @@ fn failed_run_leaves_previous_version_and_a_failed_manifest() {
         failed_manifest["error"]
             .as_str()
             .unwrap()
-            .contains("score between 1 and 5")
+            .contains("out_of_range")
     );
     let statuses: Vec<_> = failed_manifest["stages"]
         .as_array()
@@ -65,6 +65,7 @@ fn failed_run_leaves_previous_version_and_a_failed_manifest() {
             "succeeded",
             "succeeded",
             "failed",
+            "skipped",
             "skipped",
             "skipped",
             "skipped",

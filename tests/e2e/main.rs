@@ -4,6 +4,7 @@
 mod atomic;
 mod cli;
 mod errors;
+mod ingest;
 mod rfm;
 mod slt;
 

@@ -39,6 +39,10 @@ pub struct Args {
     /// Years of history.
     #[arg(long, default_value_t = 5)]
     pub years: u32,
+    /// Corrupt this fraction of rows (0..1) the ways real exports go wrong, and list every row
+    /// ingest must quarantine, with its reason, in corrupted_rows.csv.
+    #[arg(long, default_value_t = 0.0)]
+    pub dirty: f64,
 }
 
 const CHUNK: u64 = 2048;
@@ -248,6 +252,10 @@ struct Buffers {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    anyhow::ensure!(
+        (0.0..1.0).contains(&args.dirty),
+        "--dirty is a fraction of rows, at least 0 and below 1"
+    );
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -305,6 +313,16 @@ pub fn run(args: &Args) -> Result<()> {
     }
     for f in &mut files {
         f.flush()?;
+    }
+    drop(files);
+    if args.dirty > 0.0 {
+        let report = crate::dirty::corrupt(&args.out, args.dirty, args.seed)?;
+        eprintln!(
+            "corrupted {} rows; {} more rows refer to a corrupted customer; all listed in {}",
+            report.corrupted,
+            report.cascaded,
+            args.out.join("corrupted_rows.csv").display()
+        );
     }
     eprintln!(
         "wrote {} customers, {} orders, {} events, {} survey responses to {} in {:.1}s",

@@ -4,6 +4,7 @@
 //! check, storage); 2 the pipeline or the command line is invalid (nothing was read);
 //! 130 interrupted.
 
+mod dirty;
 mod generate;
 mod progress;
 

@@ -1,13 +1,20 @@
 //! Table contracts: what an input table must look like.
 //!
 //! ```yaml
-//! table: customers
-//! description: One row per customer, as exported by the CRM.
-//! unique: [customer_id]
+//! table: orders
+//! description: One row per order, as exported by the CRM.
+//! unique: [order_id]
+//! on_duplicate: keep_first        # or keep_last, quarantine_all
+//! references:
+//!   - { columns: [customer_id], table: customers, reason: unknown_customer }
 //! columns:
-//!   - { name: customer_id, type: string, nullable: false }
-//!   - { name: gender, type: string, accepted_values: [F, M, X] }
+//!   - { name: order_id, type: string, nullable: false }
+//!   - { name: amount, type: "decimal(12,2)", min: -1000000, max: 1000000 }
+//!   - { name: channel, type: string, accepted_values: [web, store, app] }
 //! ```
+//!
+//! A row that breaks any of these is quarantined with a stable reason code (see
+//! [`crate::csv_stage`]), never dropped silently.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +35,16 @@ pub struct Contract {
     /// Columns that together identify a row: no two rows may share them.
     #[serde(default)]
     pub unique: Vec<String>,
+    /// Which copy of a duplicated key is kept; the others are quarantined as `duplicate_key`.
+    #[serde(default)]
+    pub on_duplicate: OnDuplicate,
+    /// For `keep_first` / `keep_last`: the column that orders the copies (e.g. `updated_at`);
+    /// file order (file, then line) when unset or tied.
+    #[serde(default)]
+    pub duplicate_order_by: Option<String>,
+    /// Foreign keys: values that must exist in a table produced earlier in the run.
+    #[serde(default)]
+    pub references: Vec<Reference>,
     /// The columns, in the order the table will have them.
     pub columns: Vec<Column>,
     /// Where the contract was read from (set on load).
@@ -51,12 +68,68 @@ pub struct Column {
     /// If set, every non-empty value must be one of these.
     #[serde(default)]
     pub accepted_values: Option<Vec<String>>,
+    /// Smallest allowed value (a number, or a date / timestamp in the column's format).
+    #[serde(default)]
+    pub min: Option<Bound>,
+    /// Largest allowed value.
+    #[serde(default)]
+    pub max: Option<Bound>,
     /// What the column means.
     #[serde(default)]
     pub description: Option<String>,
     /// The Arrow type, resolved from `type_name` on load.
     #[serde(skip, default = "utf8")]
     pub data_type: DataType,
+}
+
+/// A range bound as written in YAML: `5`, `-1000.5` or `"2000-01-01"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Bound {
+    /// A number.
+    Number(f64),
+    /// A date, timestamp or other literal, cast to the column's type.
+    Text(String),
+}
+
+impl Bound {
+    /// The bound as SQL literal text, cast to the column type where it is used.
+    pub fn as_text(&self) -> String {
+        match self {
+            Bound::Number(n) => n.to_string(),
+            Bound::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// What to do with rows that share a `unique` key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDuplicate {
+    /// Keep the first copy (by `duplicate_order_by`, then file order); quarantine the others.
+    #[default]
+    KeepFirst,
+    /// Keep the last copy; quarantine the others.
+    KeepLast,
+    /// Quarantine every copy of a duplicated key.
+    QuarantineAll,
+}
+
+/// A foreign key: `columns` must match a row of `table` (same column names there).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    /// Columns of this table.
+    pub columns: Vec<String>,
+    /// A table produced earlier in the run (the stage waits for it).
+    pub table: String,
+    /// The quarantine reason code for a row without a match, e.g. `unknown_customer`.
+    #[serde(default = "unknown_reference")]
+    pub reason: String,
+}
+
+fn unknown_reference() -> String {
+    "unknown_reference".into()
 }
 
 fn yes() -> bool {
@@ -95,11 +168,48 @@ impl Contract {
                 ))
             })?;
         }
+        let named = |what: &str, k: &str| {
+            if seen.contains(k) {
+                Ok(())
+            } else {
+                Err(invalid(format!(
+                    "`{what}` names `{k}`, which is not a column; the columns are: {}",
+                    seen.iter().cloned().collect::<Vec<_>>().join(", ")
+                )))
+            }
+        };
         for k in &c.unique {
-            if !seen.contains(k) {
+            named("unique", k)?;
+        }
+        if let Some(k) = &c.duplicate_order_by {
+            named("duplicate_order_by", k)?;
+        }
+        for r in &c.references {
+            if r.columns.is_empty() {
                 return Err(invalid(format!(
-                    "`unique` names `{k}`, which is not a column"
+                    "a reference to `{}` lists no `columns`",
+                    r.table
                 )));
+            }
+            for k in &r.columns {
+                named("references", k)?;
+            }
+        }
+        for col in &c.columns {
+            let numeric = col.data_type.is_numeric();
+            for b in [&col.min, &col.max].into_iter().flatten() {
+                if matches!(b, Bound::Number(_)) && !numeric {
+                    return Err(invalid(format!(
+                        "column `{}`: a numeric `min`/`max` on a {} column; write dates and timestamps in quotes",
+                        col.name, col.type_name
+                    )));
+                }
+                if matches!(col.data_type, DataType::Utf8 | DataType::Boolean) {
+                    return Err(invalid(format!(
+                        "column `{}`: `min`/`max` apply to numbers, dates and timestamps, not {}",
+                        col.name, col.type_name
+                    )));
+                }
             }
         }
         Ok(c)

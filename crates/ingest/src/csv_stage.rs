@@ -1,39 +1,121 @@
-//! `ingest.csv`: one CSV file to a typed run table, checked against its contract.
+//! `ingest.csv`: CSV files to a typed run table, checked against its contract, with every row
+//! that breaks the contract moved to a quarantine table instead of failing the run or being
+//! dropped.
+//!
+//! ```text
+//!  files (one, a glob, or a prefix; gzip/bzip2/xz/zstd)
+//!    └─ reader: text columns + file, line, raw record, parse errors   (reader.rs)
+//!        └─ row checks: types, required, accepted values, ranges       (validate.rs)
+//!            └─ duplicate keys (window) ─ foreign keys (left joins)
+//!                └─ <output>__checked (run table) ─┬─ good rows ─> <output>
+//!                                                  └─ bad rows  ─> <quarantine>
+//! ```
+//! Beyond `max_bad_fraction` / `max_bad_rows` the stage fails, so nothing is published.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use segflow_core::datafusion::arrow::datatypes::{DataType, Field, Schema};
-use segflow_core::datafusion::logical_expr::{Expr, cast, ident};
-use segflow_core::datafusion::prelude::CsvReadOptions;
+use segflow_core::datafusion::arrow::array::{Array, AsArray};
+use segflow_core::datafusion::arrow::datatypes::{DataType, Int64Type};
+use segflow_core::datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use segflow_core::datafusion::functions_aggregate::expr_fn::count;
+use segflow_core::datafusion::logical_expr::{col, ident, lit};
 use segflow_core::spec::StageSpec;
 use segflow_core::stage::{BuildContext, Stage, StageContext, StageFactory};
+use segflow_core::storage::FileEntry;
 use segflow_core::{Error, Result, checks, storage};
 use serde::Deserialize;
 use url::Url;
 
 use crate::contract::Contract;
-use crate::diagnose;
+use crate::reader::{self, Dialect, FileSource};
+use crate::validate::{self, Parse};
 
 /// The YAML keys of an `ingest.csv` stage.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CsvIngestConfig {
-    /// The CSV file: a local path or an object store URL.
+    /// A CSV file, a glob (`/drop/orders-*.csv.gz`) or a directory / prefix of files; a local
+    /// path or an object store URL.
     pub path: String,
     /// The table's contract, relative to the pipeline file.
     pub contract: String,
-    /// Field separator, one character. Default `,`.
+    /// Field separator, one ASCII character. Default `,`.
     #[serde(default = "comma")]
     pub delimiter: char,
-    /// Whether quoted values may contain line breaks. Off by default, which lets DataFusion
-    /// split one file across cores; turn it on for exports that have multi-line text.
+    /// Quote character. Default `"`.
+    #[serde(default = "double_quote")]
+    pub quote: char,
+    /// Line of the header row; lines before it are skipped. Default 1.
+    #[serde(default = "one")]
+    pub header_line: usize,
+    /// `auto` (from the file extension: .gz, .bz2, .xz, .zst), `none`, `gzip`, `bzip2`, `xz` or
+    /// `zstd`.
+    #[serde(default = "auto")]
+    pub compression: String,
+    /// Where contract columns come from when the export names them differently, and the
+    /// format of dates and timestamps that are not ISO 8601:
+    /// `{ customer_id: CustomerID, order_ts: { from: InvoiceDate, format: "%m/%d/%Y %H:%M" } }`.
     #[serde(default)]
-    pub newlines_in_values: bool,
+    pub columns: BTreeMap<String, ColumnSource>,
+    /// Columns in the file that the contract does not have: `ignore` (reported as a warning,
+    /// the default) or `fail`.
+    #[serde(default)]
+    pub extra_columns: ExtraColumns,
+    /// The run table bad rows go to. Default `<output>_quarantine`.
+    #[serde(default)]
+    pub quarantine: Option<String>,
+    /// Fail the stage when more than this fraction of rows is bad. Default 0.05.
+    #[serde(default = "five_percent")]
+    pub max_bad_fraction: f64,
+    /// Fail the stage when more than this many rows are bad. Default: no limit.
+    #[serde(default)]
+    pub max_bad_rows: Option<u64>,
+}
+
+/// Where one contract column is read from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ColumnSource {
+    /// The header name in the file.
+    Name(String),
+    /// A header name and/or a format.
+    Detailed {
+        /// The header name in the file (default: the contract name).
+        #[serde(default)]
+        from: Option<String>,
+        /// A chrono format for a date or timestamp column, e.g. `%d/%m/%Y %H:%M`.
+        #[serde(default)]
+        format: Option<String>,
+    },
+}
+
+/// What to do with columns the contract does not name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExtraColumns {
+    /// Leave them out of the table, with a warning naming them.
+    #[default]
+    Ignore,
+    /// Fail the stage.
+    Fail,
 }
 
 fn comma() -> char {
     ','
+}
+fn double_quote() -> char {
+    '"'
+}
+fn one() -> usize {
+    1
+}
+fn auto() -> String {
+    "auto".into()
+}
+fn five_percent() -> f64 {
+    0.05
 }
 
 /// A built `ingest.csv` stage.
@@ -42,9 +124,15 @@ pub struct CsvIngest {
     id: String,
     url: Url,
     contract: Contract,
-    delimiter: u8,
-    newlines_in_values: bool,
+    dialect: Dialect,
+    compression: Option<FileCompressionType>,
+    /// Per contract column: the header name to read, and how to parse it.
+    sources: Vec<(String, Parse)>,
+    extra_columns: ExtraColumns,
     output: String,
+    quarantine: String,
+    max_bad_fraction: f64,
+    max_bad_rows: Option<u64>,
 }
 
 pub(crate) struct CsvIngestFactory;
@@ -55,15 +143,19 @@ impl StageFactory for CsvIngestFactory {
     }
 
     fn summary(&self) -> &'static str {
-        "reads a CSV file (header row, RFC 4180) into a typed table checked against a contract"
+        "reads CSV files into a typed table checked against a contract; bad rows go to quarantine"
     }
 
     fn example_yaml(&self) -> &'static str {
         r#"id: ingest_orders
 kind: ingest.csv
-path: /data/crm/orders.csv
+path: /data/crm/orders-*.csv.gz
 contract: contracts/orders.yaml
 output: orders
+quarantine: orders_quarantine
+columns:
+  order_ts: { from: InvoiceDate, format: "%m/%d/%Y %H:%M" }
+max_bad_fraction: 0.01
 "#
     }
 
@@ -71,25 +163,114 @@ output: orders
         let config: CsvIngestConfig = spec.config(cx.source)?;
         let contract = Contract::load(&cx.relative_path(&config.contract))?;
         let url = storage::parse_location(&config.path).map_err(|e| spec.error(cx.source, e))?;
-        if !config.delimiter.is_ascii() {
-            return Err(spec.error(cx.source, "`delimiter` must be one ASCII character"));
+        let err = |m: String| spec.error(cx.source, m);
+        for (key, c) in [("delimiter", config.delimiter), ("quote", config.quote)] {
+            if !c.is_ascii() {
+                return Err(err(format!("`{key}` must be one ASCII character")));
+            }
+        }
+        if config.header_line == 0 {
+            return Err(err("`header_line` counts from 1".into()));
+        }
+        let compression = match config.compression.as_str() {
+            "auto" => None,
+            "none" => Some(FileCompressionType::UNCOMPRESSED),
+            "gzip" => Some(FileCompressionType::GZIP),
+            "bzip2" => Some(FileCompressionType::BZIP2),
+            "xz" => Some(FileCompressionType::XZ),
+            "zstd" => Some(FileCompressionType::ZSTD),
+            other => {
+                return Err(err(format!(
+                    "`compression: {other}` is not one of auto, none, gzip, bzip2, xz, zstd"
+                )));
+            }
+        };
+        if !(0.0..=1.0).contains(&config.max_bad_fraction) {
+            return Err(err("`max_bad_fraction` must be between 0 and 1".into()));
+        }
+        for name in config.columns.keys() {
+            if contract.column(name).is_none() {
+                return Err(err(format!(
+                    "`columns` maps `{name}`, which is not a column of {}; its columns are: {}",
+                    contract.file.display(),
+                    contract
+                        .columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        let mut sources = Vec::new();
+        for c in &contract.columns {
+            let (from, format) = match config.columns.get(&c.name) {
+                None => (c.name.clone(), None),
+                Some(ColumnSource::Name(n)) => (n.clone(), None),
+                Some(ColumnSource::Detailed { from, format }) => (
+                    from.clone().unwrap_or_else(|| c.name.clone()),
+                    format.clone(),
+                ),
+            };
+            if let Some(f) = &format {
+                let date_only = match c.data_type {
+                    DataType::Date32 => true,
+                    DataType::Timestamp(..) => false,
+                    _ => {
+                        return Err(err(format!(
+                            "`columns.{}.format` applies to date and timestamp columns; `{}` is {}",
+                            c.name, c.name, c.type_name
+                        )));
+                    }
+                };
+                crate::formats::check_format(f, date_only)
+                    .map_err(|m| err(format!("`columns.{}.format`: {m}", c.name)))?;
+            }
+            sources.push((from, Parse { format }));
         }
         let Some(output) = spec.output.clone() else {
-            return Err(spec.error(cx.source, "has no `output`; name the table it produces"));
+            return Err(err("has no `output`; name the table it produces".into()));
         };
         if !spec.inputs.is_empty() {
-            return Err(spec.error(cx.source, "takes no `inputs`; it reads `path`"));
+            return Err(err(
+                "takes no `inputs`; it reads `path` (and the tables its contract references)"
+                    .into(),
+            ));
         }
+        let quarantine = config
+            .quarantine
+            .unwrap_or_else(|| format!("{output}_quarantine"));
         Ok(Box::new(CsvIngest {
             id: spec.id.clone(),
             url,
             contract,
-            delimiter: config.delimiter as u8,
-            newlines_in_values: config.newlines_in_values,
+            dialect: Dialect {
+                delimiter: config.delimiter as u8,
+                quote: config.quote as u8,
+                header_line: config.header_line,
+            },
+            compression,
+            sources,
+            extra_columns: config.extra_columns,
             output,
+            quarantine,
+            max_bad_fraction: config.max_bad_fraction,
+            max_bad_rows: config.max_bad_rows,
         }))
     }
 }
+
+/// The schema of every quarantine table (documented in README.md, "Quarantine").
+pub const QUARANTINE_COLUMNS: [&str; 8] = [
+    "run_id",
+    "table_name",
+    "source_file",
+    "line_number",
+    "column_name",
+    "reason",
+    "message",
+    "raw_record",
+];
 
 impl CsvIngest {
     fn bad_data(&self, message: String) -> Error {
@@ -99,113 +280,340 @@ impl CsvIngest {
         }
     }
 
-    fn contract_file(&self) -> PathBuf {
-        self.contract.file.clone()
+    fn compression_of(&self, url: &Url) -> FileCompressionType {
+        if let Some(c) = self.compression {
+            return c;
+        }
+        let path = url.path();
+        [
+            (".gz", FileCompressionType::GZIP),
+            (".bz2", FileCompressionType::BZIP2),
+            (".xz", FileCompressionType::XZ),
+            (".zst", FileCompressionType::ZSTD),
+        ]
+        .into_iter()
+        .find(|(ext, _)| path.ends_with(ext))
+        .map(|(_, c)| c)
+        .unwrap_or(FileCompressionType::UNCOMPRESSED)
+    }
+
+    /// Reads a file's header and works out where each contract column is in it.
+    async fn plan_file(
+        &self,
+        cx: &StageContext<'_>,
+        store: &Arc<dyn object_store::ObjectStore>,
+        file: &FileEntry,
+    ) -> Result<FileSource> {
+        let compression = self.compression_of(&file.url);
+        let header = reader::read_header(store, &file.url, compression, &self.dialect)
+            .await
+            .map_err(|m| self.bad_data(format!("{}: {m}", file.url)))?;
+        let mut positions = Vec::new();
+        let mut missing = Vec::new();
+        for (c, (from, _)) in self.contract.columns.iter().zip(&self.sources) {
+            let at = header.iter().position(|h| h == from);
+            if at.is_none() {
+                if c.nullable {
+                    cx.warn(&format!(
+                        "{}: no column `{from}`; `{}` is null for its rows",
+                        file.url, c.name
+                    ));
+                } else {
+                    missing.push(from.as_str());
+                }
+            }
+            positions.push(at);
+        }
+        let expected: Vec<&str> = self.sources.iter().map(|(f, _)| f.as_str()).collect();
+        let extra: Vec<&str> = header
+            .iter()
+            .filter(|h| !expected.contains(&h.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() || (!extra.is_empty() && self.extra_columns == ExtraColumns::Fail) {
+            return Err(self.bad_data(format!(
+                "{}: the header does not match the contract {}: missing [{}], unexpected [{}]; expected columns: {}; found: {}\nrename the columns in the file, or map them with `columns:` in stage `{}`",
+                file.url,
+                self.contract.file.display(),
+                missing.join(", "),
+                extra.join(", "),
+                expected.join(", "),
+                header.join(", "),
+                self.id,
+            )));
+        }
+        if !extra.is_empty() {
+            cx.warn(&format!(
+                "{}: ignoring columns the contract does not have: {}",
+                file.url,
+                extra.join(", ")
+            ));
+        }
+        Ok(FileSource {
+            url: file.url.clone(),
+            compression,
+            positions,
+            width: header.len(),
+        })
     }
 }
 
 #[async_trait]
 impl Stage for CsvIngest {
     fn inputs(&self) -> Vec<String> {
-        Vec::new()
+        let mut tables: Vec<String> = self
+            .contract
+            .references
+            .iter()
+            .map(|r| r.table.clone())
+            .collect();
+        tables.dedup();
+        tables
     }
 
     fn outputs(&self) -> Vec<String> {
-        vec![self.output.clone()]
+        vec![self.output.clone(), self.quarantine.clone()]
     }
 
     fn describe(&self) -> Vec<String> {
         vec![
             format!("path: {}", self.url),
             format!("contract: {}", self.contract.file.display()),
+            format!("quarantine: {}", self.quarantine),
         ]
     }
 
     async fn run(&self, cx: &StageContext<'_>) -> Result<()> {
-        if !storage::exists(cx.ctx, &self.url).await? {
+        let files = storage::list_files(cx.ctx, &self.url).await?;
+        if files.is_empty() {
             return Err(Error::InputNotFound {
                 stage: self.id.clone(),
                 url: self.url.to_string(),
             });
         }
-        let header = diagnose::read_header(cx.ctx, &self.url, self.delimiter)
-            .await?
-            .map_err(|m| self.bad_data(m))?;
-        let missing: Vec<&str> = self
+        let store = storage::store_for(cx.ctx, &self.url)?;
+        let mut sources = Vec::new();
+        for f in &files {
+            sources.push(self.plan_file(cx, &store, f).await?);
+        }
+        let names: Vec<String> = self
             .contract
             .columns
             .iter()
-            .filter(|c| !header.contains(&c.name))
-            .map(|c| c.name.as_str())
+            .map(|c| c.name.clone())
             .collect();
-        let extra: Vec<&str> = header
+        let table = reader::table(store, &names, sources, &self.dialect)
+            .map_err(cx.df_err("reading the files"))?;
+        let raw = cx
+            .ctx
+            .read_table(Arc::new(table))
+            .map_err(cx.df_err("reading the files"))?;
+        let parses: Vec<Parse> = self.sources.iter().map(|(_, p)| p.clone()).collect();
+        let mut checked = validate::check_rows(raw, &self.contract, &parses)
+            .and_then(|df| validate::check_duplicates(df, &self.contract))
+            .map_err(cx.df_err("checking rows"))?;
+        for r in &self.contract.references {
+            let target = cx.table(&r.table).await?;
+            checked = validate::check_reference(checked, target, &r.columns, &r.reason, &r.table)
+                .map_err(cx.df_err(format!("checking references to `{}`", r.table)))?;
+        }
+        // Keep the raw text only where a quarantine row needs it.
+        let keep: Vec<_> = checked
+            .schema()
+            .fields()
             .iter()
-            .filter(|h| self.contract.column(h).is_none())
-            .map(String::as_str)
-            .collect();
-        if !missing.is_empty() || !extra.is_empty() {
+            .map(|f| {
+                if f.name() == reader::RAW_RECORD {
+                    segflow_core::datafusion::logical_expr::when(
+                        ident(validate::REASON).is_not_null(),
+                        ident(reader::RAW_RECORD),
+                    )
+                    .end()
+                    .map(|e| e.alias(reader::RAW_RECORD))
+                } else {
+                    Ok(ident(f.name()))
+                }
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map_err(cx.df_err("checking rows"))?;
+        let checked = checked.select(keep).map_err(cx.df_err("checking rows"))?;
+        let checked_name = format!("{}__checked", self.output);
+        let info = cx.materialize(&checked_name, checked).await?;
+        let rows_read = info.rows;
+
+        let by_reason = self.count_by_reason(cx, &checked_name).await?;
+        let bad: u64 = by_reason.values().sum();
+        cx.metric(
+            &format!("{}_rows_read", self.output),
+            serde_json::json!(rows_read),
+        );
+        cx.metric(
+            &format!("{}_rows_accepted", self.output),
+            serde_json::json!(rows_read - bad),
+        );
+        cx.metric(
+            &format!("{}_rows_quarantined", self.output),
+            serde_json::json!(bad),
+        );
+        cx.metric(
+            &format!("{}_quarantined_by_reason", self.output),
+            serde_json::json!(by_reason),
+        );
+        let fraction = if rows_read == 0 {
+            0.0
+        } else {
+            bad as f64 / rows_read as f64
+        };
+        let over_rows = self.max_bad_rows.is_some_and(|m| bad > m);
+        if fraction > self.max_bad_fraction || over_rows {
+            let examples = self.examples(cx, &checked_name).await?;
             return Err(self.bad_data(format!(
-                "{}: the header does not match the contract {}: missing [{}], unexpected [{}]; expected columns: {}; found: {}",
-                self.url,
-                self.contract_file().display(),
-                missing.join(", "),
-                extra.join(", "),
-                self.contract.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
-                header.join(", "),
+                "{bad} of {rows_read} rows ({:.2}%) break the contract {}, over the limit ({}): {}\nfirst bad rows:\n{examples}\nfix the files, or raise `max_bad_fraction` / `max_bad_rows` in stage `{}` to quarantine them and go on",
+                fraction * 100.0,
+                self.contract.file.display(),
+                match self.max_bad_rows {
+                    Some(m) if over_rows => format!("max_bad_rows {m}"),
+                    _ => format!("max_bad_fraction {}", self.max_bad_fraction),
+                },
+                reasons_text(&by_reason),
+                self.id
             )));
         }
-
-        // Read every column as text, then cast to the contract in one projection: a value that
-        // does not parse fails the cast instead of being turned into a null.
-        let raw_schema = Schema::new(
-            header
-                .iter()
-                .map(|h| Field::new(h, DataType::Utf8, true))
-                .collect::<Vec<_>>(),
-        );
-        let options = CsvReadOptions::new()
-            .schema(&raw_schema)
-            .has_header(true)
-            .delimiter(self.delimiter)
-            .newlines_in_values(self.newlines_in_values)
-            .file_extension("");
-        let df = cx
-            .ctx
-            .read_csv(self.url.as_str(), options)
-            .await
-            .map_err(cx.df_err(format!("reading {}", self.url)))?;
-        let typed: Vec<Expr> = self
-            .contract
-            .columns
-            .iter()
-            .map(|c| match c.data_type {
-                DataType::Utf8 => ident(&c.name),
-                ref t => cast(ident(&c.name), t.clone()).alias(&c.name),
-            })
-            .collect();
-        let df = df.select(typed).map_err(cx.df_err("typing columns"))?;
-        if let Err(e) = cx.materialize(&self.output, df).await {
-            // Locate the offending cells before reporting: a cast error alone does not say where.
-            let found = diagnose::find_bad_values(
-                cx.ctx,
-                &self.url,
-                self.delimiter,
-                &header,
-                &self.contract,
-            )
-            .await;
-            return Err(match found {
-                Ok(Some(report)) => self.bad_data(format!(
-                    "{report}\nfix these values in the file, or the column types in {}",
-                    self.contract_file().display()
-                )),
-                Ok(None) | Err(_) => e,
-            });
+        if bad > 0 {
+            cx.warn(&format!(
+                "quarantined {bad} of {rows_read} rows of `{}` in `{}`: {}",
+                self.output,
+                self.quarantine,
+                reasons_text(&by_reason)
+            ));
         }
+
+        let checked = cx.table(&checked_name).await?;
+        let good = checked
+            .clone()
+            .filter(ident(validate::REASON).is_null())
+            .and_then(|df| df.select(names.iter().map(ident).collect::<Vec<_>>()))
+            .map_err(cx.df_err("selecting good rows"))?;
+        cx.materialize(&self.output, good).await?;
+        let bad_rows = checked
+            .filter(ident(validate::REASON).is_not_null())
+            .and_then(|df| {
+                df.select(vec![
+                    lit(cx.run.run_id.clone()).alias("run_id"),
+                    lit(self.output.clone()).alias("table_name"),
+                    ident(reader::SOURCE_FILE).alias("source_file"),
+                    ident(reader::LINE_NUMBER).alias("line_number"),
+                    ident(validate::COLUMN).alias("column_name"),
+                    ident(validate::REASON).alias("reason"),
+                    ident(validate::MESSAGE).alias("message"),
+                    ident(reader::RAW_RECORD).alias("raw_record"),
+                ])
+            })
+            .map_err(cx.df_err("selecting quarantined rows"))?;
+        cx.materialize(&self.quarantine, bad_rows).await?;
+        // The contract's keys and values hold by construction now; checking them on the
+        // result guards that construction.
         checks::run_checks(cx, &self.output, &self.contract.checks())
             .await
             .map(|_| ())
     }
+}
+
+impl CsvIngest {
+    async fn count_by_reason(
+        &self,
+        cx: &StageContext<'_>,
+        table: &str,
+    ) -> Result<BTreeMap<String, u64>> {
+        let batches = cx
+            .table(table)
+            .await?
+            .filter(col(validate::REASON).is_not_null())
+            .and_then(|df| {
+                df.aggregate(
+                    vec![ident(validate::REASON)],
+                    vec![count(lit(1)).alias("n")],
+                )
+            })
+            .map_err(cx.df_err("counting quarantined rows"))?
+            .collect()
+            .await
+            .map_err(cx.df_err("counting quarantined rows"))?;
+        let mut out = BTreeMap::new();
+        for b in batches {
+            let reasons = b.column(0).as_string::<i32>();
+            let counts = b.column(1).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                if reasons.is_valid(i) {
+                    out.insert(reasons.value(i).to_string(), counts.value(i) as u64);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `file:line: column `c`: message` for the first few bad rows, in file order.
+    async fn examples(&self, cx: &StageContext<'_>, table: &str) -> Result<String> {
+        let batches = cx
+            .table(table)
+            .await?
+            .filter(col(validate::REASON).is_not_null())
+            .and_then(|df| {
+                df.sort(vec![
+                    ident(reader::SOURCE_FILE).sort(true, false),
+                    ident(reader::LINE_NUMBER).sort(true, false),
+                ])
+            })
+            .and_then(|df| df.limit(0, Some(5)))
+            .and_then(|df| {
+                df.select(vec![
+                    ident(reader::SOURCE_FILE),
+                    ident(reader::LINE_NUMBER),
+                    ident(validate::COLUMN),
+                    ident(validate::REASON),
+                    ident(validate::MESSAGE),
+                ])
+            })
+            .map_err(cx.df_err("listing quarantined rows"))?
+            .collect()
+            .await
+            .map_err(cx.df_err("listing quarantined rows"))?;
+        let mut lines = Vec::new();
+        for b in batches {
+            let file = b.column(0).as_string::<i32>();
+            let line = b.column(1).as_primitive::<Int64Type>();
+            let column = b.column(2).as_string::<i32>();
+            let reason = b.column(3).as_string::<i32>();
+            let message = b.column(4).as_string::<i32>();
+            for i in 0..b.num_rows() {
+                let path = Url::parse(file.value(i))
+                    .ok()
+                    .and_then(|u| u.to_file_path().ok())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| file.value(i).to_string());
+                let column = if column.is_valid(i) {
+                    format!(" column `{}`:", column.value(i))
+                } else {
+                    String::new()
+                };
+                lines.push(format!(
+                    "  {path}:{}:{column} {} ({})",
+                    line.value(i),
+                    message.value(i),
+                    reason.value(i)
+                ));
+            }
+        }
+        Ok(lines.join("\n"))
+    }
+}
+
+fn reasons_text(by_reason: &BTreeMap<String, u64>) -> String {
+    by_reason
+        .iter()
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -216,6 +624,7 @@ mod tests {
     fn example_yaml_builds() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let stage = segflow_core::stage::check_example(&CsvIngestFactory, &root).unwrap();
-        assert_eq!(stage.outputs(), ["orders"]);
+        assert_eq!(stage.outputs(), ["orders", "orders_quarantine"]);
+        assert_eq!(stage.inputs(), ["customers"]);
     }
 }

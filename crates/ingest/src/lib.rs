@@ -1,16 +1,18 @@
 //! segflow-ingest: stages that bring raw CRM exports into a run as typed tables.
 //!
 //! Each input table has a contract ([`contract`]): its columns, their types and nullability,
-//! its keys and accepted values. `ingest.csv` reads a CSV file with DataFusion's parallel reader
-//! (every column as text), casts each column to its contract type in one vectorized projection,
-//! and checks the contract's keys and values on the result. A value that does not parse fails
-//! the stage with the file, line and column of the first offenders, found by re-reading the file
-//! only on that error path so the normal path stays one pass.
+//! ranges and accepted values, its keys and foreign keys. `ingest.csv` reads CSV files with a
+//! line-aware reader ([`reader`]), types and checks every column with vectorized DataFusion
+//! expressions ([`validate`]), and splits the rows: good ones into the output table, bad ones,
+//! with file, line, reason and raw text, into a quarantine table. Nothing is dropped silently,
+//! and a file that is mostly bad fails the stage.
 #![warn(missing_docs)]
 
 pub mod contract;
 pub mod csv_stage;
-mod diagnose;
+mod formats;
+mod reader;
+mod validate;
 
 /// Registers this crate's kinds.
 pub fn register(reg: &mut segflow_core::Registry) {

@@ -1,0 +1,506 @@
+//! A CSV source that keeps what a quarantine needs: the file and line every record came from,
+//! its raw text, and records that do not parse at all.
+//!
+//! DataFusion's CSV reader fails a whole file on one short row or one invalid UTF-8 byte, and
+//! does not say which line a row came from. This source reads each file with the `csv` crate
+//! (RFC 4180 quoting, line tracking), streams it through DataFusion's decompression, and yields
+//! every value as text plus these columns, so that typing and validation stay vectorized
+//! DataFusion expressions over Arrow arrays:
+//!
+//! | column           | type   | meaning                                                       |
+//! |------------------|--------|---------------------------------------------------------------|
+//! | `_source_file`   | string | URL of the file                                               |
+//! | `_line_number`   | bigint | 1-based line the record starts on; the header is line 1       |
+//! | `_raw_record`    | string | the record's text (invalid UTF-8 replaced by U+FFFD)          |
+//! | `_parse_error`   | string | `column_count` or `invalid_utf8` when the record is unusable  |
+//! | `_parse_column`  | string | the column with invalid UTF-8                                 |
+//! | `_parse_message` | string | what is wrong, for a human                                    |
+//!
+//! then one nullable string column per target column (empty field = null). A record with a
+//! parse error has all target columns null. One file is one partition; DataFusion spreads the
+//! casts and checks over all cores after the scan.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::{ObjectStore, ObjectStoreExt as _};
+use segflow_core::datafusion::arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder};
+use segflow_core::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use segflow_core::datafusion::catalog::streaming::StreamingTable;
+use segflow_core::datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use segflow_core::datafusion::error::{DataFusionError, Result as DfResult};
+use segflow_core::datafusion::execution::TaskContext;
+use segflow_core::datafusion::physical_plan::SendableRecordBatchStream;
+use segflow_core::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use segflow_core::datafusion::physical_plan::streaming::PartitionStream;
+use url::Url;
+
+/// Rows per batch the reader yields.
+const BATCH_ROWS: usize = 8192;
+
+pub const SOURCE_FILE: &str = "_source_file";
+pub const LINE_NUMBER: &str = "_line_number";
+pub const RAW_RECORD: &str = "_raw_record";
+pub const PARSE_ERROR: &str = "_parse_error";
+pub const PARSE_COLUMN: &str = "_parse_column";
+pub const PARSE_MESSAGE: &str = "_parse_message";
+
+/// CSV dialect options.
+#[derive(Debug, Clone)]
+pub struct Dialect {
+    pub delimiter: u8,
+    pub quote: u8,
+    /// Where the header is; records before it are skipped (some exports have a title line).
+    pub header_line: usize,
+}
+
+/// One file to read, and where each target column sits in its records.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    pub url: Url,
+    pub compression: FileCompressionType,
+    /// For each target column, its field index in this file's records (`None`: not in this
+    /// file, always null).
+    pub positions: Vec<Option<usize>>,
+    /// Number of fields the header has; records with another count are `column_count` errors.
+    pub width: usize,
+}
+
+/// The schema the reader yields for these target columns.
+pub fn raw_schema(columns: &[String]) -> SchemaRef {
+    let mut fields = vec![
+        Field::new(SOURCE_FILE, DataType::Utf8, false),
+        Field::new(LINE_NUMBER, DataType::Int64, false),
+        Field::new(RAW_RECORD, DataType::Utf8, false),
+        Field::new(PARSE_ERROR, DataType::Utf8, true),
+        Field::new(PARSE_COLUMN, DataType::Utf8, true),
+        Field::new(PARSE_MESSAGE, DataType::Utf8, true),
+    ];
+    fields.extend(columns.iter().map(|c| Field::new(c, DataType::Utf8, true)));
+    Arc::new(Schema::new(fields))
+}
+
+/// A table over the files, one partition each.
+pub fn table(
+    store: Arc<dyn ObjectStore>,
+    columns: &[String],
+    files: Vec<FileSource>,
+    dialect: &Dialect,
+) -> DfResult<StreamingTable> {
+    let schema = raw_schema(columns);
+    let partitions: Vec<Arc<dyn PartitionStream>> = files
+        .into_iter()
+        .map(|file| {
+            Arc::new(CsvPartition {
+                schema: schema.clone(),
+                store: store.clone(),
+                file,
+                columns: columns.to_vec(),
+                dialect: dialect.clone(),
+            }) as Arc<dyn PartitionStream>
+        })
+        .collect();
+    StreamingTable::try_new(schema, partitions)
+}
+
+/// Reads the header record of a file: its fields, trimmed of a UTF-8 byte order mark.
+pub async fn read_header(
+    store: &Arc<dyn ObjectStore>,
+    url: &Url,
+    compression: FileCompressionType,
+    dialect: &Dialect,
+) -> Result<Vec<String>, String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    let feed = tokio::spawn(feed_bytes(store.clone(), url.clone(), compression, tx));
+    let dialect = dialect.clone();
+    let header = tokio::task::spawn_blocking(move || {
+        let mut reader = builder(&dialect).from_reader(ChannelReader::new(rx));
+        let mut record = csv::ByteRecord::new();
+        for _ in 0..dialect.header_line {
+            match reader.read_byte_record(&mut record) {
+                Ok(true) => {}
+                Ok(false) => return Err("the file is empty: it has no header row".to_string()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        record
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let f = if i == 0 {
+                    f.strip_prefix(b"\xef\xbb\xbf").unwrap_or(f)
+                } else {
+                    f
+                };
+                String::from_utf8(f.to_vec())
+                    .map(|s| s.trim().to_string())
+                    .map_err(|_| format!("header field {} is not valid UTF-8", i + 1))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    feed.abort();
+    header
+}
+
+fn builder(dialect: &Dialect) -> csv::ReaderBuilder {
+    let mut b = csv::ReaderBuilder::new();
+    b.has_headers(false)
+        .flexible(true)
+        .delimiter(dialect.delimiter)
+        .quote(dialect.quote);
+    b
+}
+
+#[derive(Debug)]
+struct CsvPartition {
+    schema: SchemaRef,
+    store: Arc<dyn ObjectStore>,
+    file: FileSource,
+    columns: Vec<String>,
+    dialect: Dialect,
+}
+
+impl PartitionStream for CsvPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (bytes_tx, bytes_rx) = std::sync::mpsc::sync_channel(4);
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
+        let feed = tokio::spawn(feed_bytes(
+            self.store.clone(),
+            self.file.url.clone(),
+            self.file.compression,
+            bytes_tx,
+        ));
+        let parser = Parser {
+            schema: self.schema.clone(),
+            file: self.file.clone(),
+            width: self.columns.len(),
+            dialect: self.dialect.clone(),
+        };
+        tokio::task::spawn_blocking(move || {
+            let result = parser.run(ChannelReader::new(bytes_rx), &batch_tx);
+            if let Err(e) = result {
+                let _ = batch_tx.blocking_send(Err(e));
+            }
+            // The feeder may still be blocked on a full channel when the consumer stopped early.
+            feed.abort();
+        });
+        let stream = futures::stream::unfold(batch_rx, |mut rx| async move {
+            rx.recv().await.map(|b| (b, rx))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
+/// Streams the object's (decompressed) bytes into a channel the blocking parser reads.
+async fn feed_bytes(
+    store: Arc<dyn ObjectStore>,
+    url: Url,
+    compression: FileCompressionType,
+    tx: std::sync::mpsc::SyncSender<std::io::Result<bytes::Bytes>>,
+) {
+    let send = |item| {
+        // A blocking send inside an async task would stall the runtime; hand it off.
+        let tx = tx.clone();
+        tokio::task::spawn_blocking(move || tx.send(item).is_ok())
+    };
+    let path = match segflow_core::storage::store_path(&url) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = send(Err(std::io::Error::other(e.to_string()))).await;
+            return;
+        }
+    };
+    let stream = match store.get(&path).await {
+        Ok(r) => r
+            .into_stream()
+            .map(|r| r.map_err(DataFusionError::from))
+            .boxed(),
+        Err(e) => {
+            let _ = send(Err(std::io::Error::other(e.to_string()))).await;
+            return;
+        }
+    };
+    let mut stream = match compression.convert_stream(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = send(Err(std::io::Error::other(e.to_string()))).await;
+            return;
+        }
+    };
+    while let Some(chunk) = stream.next().await {
+        let item = chunk.map_err(|e| std::io::Error::other(format!("reading {url}: {e}")));
+        let failed = item.is_err();
+        if !matches!(send(item).await, Ok(true)) || failed {
+            return;
+        }
+    }
+}
+
+/// A blocking `Read` over byte chunks from a channel, remembering everything it handed out
+/// since the last `trim`, so the parser can slice each record's raw text.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+    /// Bytes handed to the CSV reader, starting at stream offset `base`.
+    seen: std::rc::Rc<std::cell::RefCell<Seen>>,
+}
+
+#[derive(Default)]
+struct Seen {
+    base: u64,
+    bytes: Vec<u8>,
+}
+
+impl Seen {
+    fn slice(&self, start: u64, end: u64) -> &[u8] {
+        let s = (start.saturating_sub(self.base)) as usize;
+        let e = ((end.saturating_sub(self.base)) as usize).min(self.bytes.len());
+        &self.bytes[s.min(e)..e]
+    }
+
+    /// Forgets everything before stream offset `upto`.
+    fn trim(&mut self, upto: u64) {
+        let n = (upto.saturating_sub(self.base) as usize).min(self.bytes.len());
+        self.bytes.drain(..n);
+        self.base += n as u64;
+    }
+}
+
+impl ChannelReader {
+    fn new(rx: std::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> Self {
+        ChannelReader {
+            rx,
+            current: bytes::Bytes::new(),
+            seen: Default::default(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => self.current = chunk,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0), // sender gone: end of the file
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        let chunk = self.current.split_to(n);
+        buf[..n].copy_from_slice(&chunk);
+        self.seen.borrow_mut().bytes.extend_from_slice(&chunk);
+        Ok(n)
+    }
+}
+
+struct Parser {
+    schema: SchemaRef,
+    file: FileSource,
+    width: usize,
+    dialect: Dialect,
+}
+
+struct Builders {
+    line: Int64Builder,
+    raw: StringBuilder,
+    error: StringBuilder,
+    column: StringBuilder,
+    message: StringBuilder,
+    values: Vec<StringBuilder>,
+    rows: usize,
+}
+
+impl Builders {
+    fn new(width: usize) -> Self {
+        Builders {
+            line: Int64Builder::with_capacity(BATCH_ROWS),
+            raw: StringBuilder::new(),
+            error: StringBuilder::new(),
+            column: StringBuilder::new(),
+            message: StringBuilder::new(),
+            values: (0..width).map(|_| StringBuilder::new()).collect(),
+            rows: 0,
+        }
+    }
+}
+
+impl Parser {
+    fn run(
+        &self,
+        input: ChannelReader,
+        out: &tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
+    ) -> DfResult<()> {
+        let seen = input.seen.clone();
+        let mut reader = builder(&self.dialect).from_reader(input);
+        let mut record = csv::ByteRecord::new();
+        let url = self.file.url.as_str();
+        let io_err = |e: csv::Error| DataFusionError::External(format!("{url}: {e}").into());
+        // Skip up to and including the header.
+        for _ in 0..self.dialect.header_line {
+            if !reader.read_byte_record(&mut record).map_err(io_err)? {
+                return Ok(());
+            }
+        }
+        let mut b = Builders::new(self.width);
+        loop {
+            let start = reader.position().clone();
+            if !reader.read_byte_record(&mut record).map_err(io_err)? {
+                break;
+            }
+            let end = reader.position().byte();
+            {
+                // The reader's position is where the previous record ended: skip the blank
+                // lines it passed over to find the record's own first line.
+                let seen = seen.borrow();
+                let (blank_lines, raw) = skip_blank_lines(seen.slice(start.byte(), end));
+                b.raw
+                    .append_value(String::from_utf8_lossy(trim_newline(raw)));
+                b.line.append_value((start.line() + blank_lines) as i64);
+            }
+            let mut field_text: Vec<Option<&str>> = Vec::with_capacity(self.width);
+            let problem = if record.len() != self.file.width {
+                Some((
+                    "column_count",
+                    None,
+                    format!(
+                        "has {} fields, the header has {}",
+                        record.len(),
+                        self.file.width
+                    ),
+                ))
+            } else {
+                let mut bad = None;
+                for (i, p) in self.file.positions.iter().enumerate() {
+                    let text = match p {
+                        Some(p) => match std::str::from_utf8(&record[*p]) {
+                            Ok(t) => Some(t),
+                            Err(_) => {
+                                bad = Some(i);
+                                break;
+                            }
+                        },
+                        None => None,
+                    };
+                    field_text.push(text);
+                }
+                bad.map(|i| {
+                    let name = self.schema.field(6 + i).name().clone();
+                    ("invalid_utf8", Some(name), "is not valid UTF-8".to_string())
+                })
+            };
+            match problem {
+                Some((code, column, message)) => {
+                    b.error.append_value(code);
+                    b.column.append_option(column);
+                    b.message.append_value(message);
+                    for v in &mut b.values {
+                        v.append_null();
+                    }
+                }
+                None => {
+                    b.error.append_null();
+                    b.column.append_null();
+                    b.message.append_null();
+                    for (v, t) in b.values.iter_mut().zip(&field_text) {
+                        match t {
+                            Some(t) if !t.is_empty() => v.append_value(t),
+                            _ => v.append_null(),
+                        }
+                    }
+                }
+            }
+            b.rows += 1;
+            if b.rows == BATCH_ROWS {
+                let batch = self.finish(std::mem::replace(&mut b, Builders::new(self.width)))?;
+                if out.blocking_send(Ok(batch)).is_err() {
+                    return Ok(()); // the consumer stopped reading
+                }
+                seen.borrow_mut().trim(reader.position().byte());
+            }
+        }
+        if b.rows > 0 {
+            let batch = self.finish(b)?;
+            let _ = out.blocking_send(Ok(batch));
+        }
+        Ok(())
+    }
+
+    fn finish(&self, mut b: Builders) -> DfResult<RecordBatch> {
+        let rows = b.rows;
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(
+                segflow_core::datafusion::arrow::array::StringArray::from_iter_values(
+                    std::iter::repeat_n(self.file.url.as_str(), rows),
+                ),
+            ),
+            Arc::new(b.line.finish()),
+            Arc::new(b.raw.finish()),
+            Arc::new(b.error.finish()),
+            Arc::new(b.column.finish()),
+            Arc::new(b.message.finish()),
+        ];
+        columns.extend(
+            b.values
+                .iter_mut()
+                .map(|v| Arc::new(v.finish()) as ArrayRef),
+        );
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+/// Leading empty lines and what follows them.
+fn skip_blank_lines(raw: &[u8]) -> (u64, &[u8]) {
+    let mut lines = 0;
+    let mut r = raw;
+    loop {
+        match r {
+            [b'\n', rest @ ..] => {
+                lines += 1;
+                r = rest;
+            }
+            [b'\r', b'\n', rest @ ..] => {
+                lines += 1;
+                r = rest;
+            }
+            _ => return (lines, r),
+        }
+    }
+}
+
+fn trim_newline(raw: &[u8]) -> &[u8] {
+    let mut r = raw;
+    while let [rest @ .., b'\n' | b'\r'] = r {
+        r = rest;
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newline_trimmed() {
+        assert_eq!(trim_newline(b"a,b\r\n"), b"a,b");
+        assert_eq!(trim_newline(b"a,b"), b"a,b");
+        assert_eq!(skip_blank_lines(b"\n\r\na,b\n"), (2, &b"a,b\n"[..]));
+    }
+
+    #[test]
+    fn seen_slices_and_trims() {
+        let mut s = Seen::default();
+        s.bytes.extend_from_slice(b"0123456789");
+        assert_eq!(s.slice(2, 5), b"234");
+        s.trim(4);
+        assert_eq!(s.base, 4);
+        assert_eq!(s.slice(4, 6), b"45");
+        assert_eq!(s.slice(8, 20), b"89");
+    }
+}

@@ -1,0 +1,344 @@
+//! Typing and validating raw text rows against a contract, as DataFusion expressions.
+//!
+//! Every check is a vectorized expression over whole columns: `try_cast` for types (a value
+//! that does not parse becomes null, which, next to a non-null raw value, marks it bad), `IN`
+//! lists, range comparisons, a window for duplicate keys and a left join per foreign key. The
+//! result has the typed columns plus `_reason`, `_column` and `_message` (null for a good row);
+//! the first problem in column order is the one reported.
+//!
+//! Reason codes (stable; documented in README.md, "Quarantine"): `column_count`, `invalid_utf8`
+//! (from the reader), `missing_key`, `missing_value`, `bad_number`, `bad_date`, `bad_timestamp`,
+//! `bad_boolean`, `not_accepted`, `out_of_range`, `duplicate_key`, and each reference's own code
+//! (e.g. `unknown_customer`).
+
+use segflow_core::datafusion::arrow::datatypes::DataType;
+use segflow_core::datafusion::common::JoinType;
+use segflow_core::datafusion::error::Result as DfResult;
+use segflow_core::datafusion::functions::expr_fn::{coalesce, concat};
+use segflow_core::datafusion::functions_aggregate::expr_fn::count;
+use segflow_core::datafusion::functions_window::expr_fn::row_number;
+use segflow_core::datafusion::logical_expr::{
+    Expr, ExprFunctionExt, cast, ident, lit, try_cast, when,
+};
+use segflow_core::datafusion::prelude::DataFrame;
+
+use crate::contract::{Column, Contract, OnDuplicate};
+use crate::reader;
+
+pub const REASON: &str = "_reason";
+pub const COLUMN: &str = "_column";
+pub const MESSAGE: &str = "_message";
+
+/// How a contract column is read from its text.
+#[derive(Debug, Clone)]
+pub struct Parse {
+    /// A chrono format for dates and timestamps (`%d/%m/%Y %H:%M`); ISO 8601 when unset.
+    pub format: Option<String>,
+}
+
+fn null_text() -> Expr {
+    lit(segflow_core::datafusion::scalar::ScalarValue::Utf8(None))
+}
+
+/// The reason code for a value of this type that does not parse.
+fn bad_code(t: &DataType) -> &'static str {
+    match t {
+        DataType::Date32 => "bad_date",
+        DataType::Timestamp(..) => "bad_timestamp",
+        DataType::Boolean => "bad_boolean",
+        _ => "bad_number",
+    }
+}
+
+fn type_words(c: &Column, parse: &Parse) -> String {
+    match (&c.data_type, &parse.format) {
+        (DataType::Date32 | DataType::Timestamp(..), Some(f)) => {
+            format!("a {} in the format {f}", c.type_name)
+        }
+        (DataType::Date32, None) => "a date (YYYY-MM-DD)".into(),
+        (DataType::Timestamp(..), None) => {
+            "a timestamp (ISO 8601, e.g. 2026-03-01T14:22:05Z)".into()
+        }
+        (DataType::Boolean, _) => "a boolean (true/false)".into(),
+        _ => format!("a {}", c.type_name),
+    }
+}
+
+/// The typed value of a column.
+pub fn typed(c: &Column, parse: &Parse) -> Expr {
+    let v = ident(&c.name);
+    match (&c.data_type, &parse.format) {
+        (DataType::Utf8, _) => v,
+        (DataType::Date32, Some(f)) => crate::formats::parse_date(v, lit(f.clone())),
+        (DataType::Timestamp(..), Some(f)) => crate::formats::parse_timestamp(v, lit(f.clone())),
+        (t, _) => try_cast(v, t.clone()),
+    }
+}
+
+/// Row-level problems of one column: `(reason, message)` expressions, null when fine.
+fn column_problem(c: &Column, parse: &Parse, is_key: bool) -> DfResult<(Expr, Expr)> {
+    let raw = ident(&c.name);
+    let value = typed(c, parse);
+    let quoted = || concat(vec![lit("'"), ident(&c.name), lit("'")]);
+    let mut reason = when(
+        raw.clone().is_null(),
+        if c.nullable {
+            null_text()
+        } else if is_key {
+            lit("missing_key")
+        } else {
+            lit("missing_value")
+        },
+    );
+    let mut message = when(
+        raw.clone().is_null(),
+        if c.nullable {
+            null_text()
+        } else {
+            lit(format!("`{}` is empty; it is required", c.name))
+        },
+    );
+    if c.data_type != DataType::Utf8 {
+        reason = reason.when(value.clone().is_null(), lit(bad_code(&c.data_type)));
+        message = message.when(
+            value.clone().is_null(),
+            concat(vec![
+                quoted(),
+                lit(format!(" is not {}", type_words(c, parse))),
+            ]),
+        );
+    }
+    if let Some(values) = &c.accepted_values {
+        let list: Vec<Expr> = values.iter().map(|v| lit(v.clone())).collect();
+        let ok = cast(value.clone(), DataType::Utf8).in_list(list, false);
+        reason = reason.when(!ok.clone(), lit("not_accepted"));
+        message = message.when(
+            !ok,
+            concat(vec![
+                quoted(),
+                lit(format!(" is not one of: {}", values.join(", "))),
+            ]),
+        );
+    }
+    let mut out_of_range: Option<Expr> = None;
+    for (bound, below) in [(&c.min, true), (&c.max, false)] {
+        if let Some(b) = bound {
+            let limit = cast(lit(b.as_text()), c.data_type.clone());
+            let broken = if below {
+                value.clone().lt(limit)
+            } else {
+                value.clone().gt(limit)
+            };
+            out_of_range = Some(match out_of_range {
+                Some(e) => e.or(broken),
+                None => broken,
+            });
+        }
+    }
+    if let Some(broken) = out_of_range {
+        let range = format!(
+            "{}..{}",
+            c.min.as_ref().map(|b| b.as_text()).unwrap_or_default(),
+            c.max.as_ref().map(|b| b.as_text()).unwrap_or_default()
+        );
+        reason = reason.when(broken.clone(), lit("out_of_range"));
+        message = message.when(
+            broken,
+            concat(vec![quoted(), lit(format!(" is outside {range}"))]),
+        );
+    }
+    Ok((
+        reason.otherwise(null_text())?,
+        message.otherwise(null_text())?,
+    ))
+}
+
+/// Types every column and finds each row's first row-level problem.
+///
+/// Output: `_source_file`, `_line_number`, `_raw_record` (only on bad rows), `_reason`,
+/// `_column`, `_message`, then the contract's columns, typed.
+pub fn check_rows(raw: DataFrame, contract: &Contract, parses: &[Parse]) -> DfResult<DataFrame> {
+    let mut reasons = vec![ident(reader::PARSE_ERROR)];
+    let mut columns = Vec::new();
+    let mut messages = Vec::new();
+    for (c, p) in contract.columns.iter().zip(parses) {
+        let (reason, message) = column_problem(c, p, contract.unique.contains(&c.name))?;
+        columns
+            .push(when(reason.clone().is_not_null(), lit(c.name.clone())).otherwise(null_text())?);
+        reasons.push(reason);
+        messages.push(message);
+    }
+    let parse_failed = ident(reader::PARSE_ERROR).is_not_null();
+    let reason = coalesce(reasons);
+    let column =
+        when(parse_failed.clone(), ident(reader::PARSE_COLUMN)).otherwise(coalesce(columns))?;
+    let message = when(parse_failed, ident(reader::PARSE_MESSAGE)).otherwise(coalesce(messages))?;
+    let mut select = vec![
+        ident(reader::SOURCE_FILE),
+        ident(reader::LINE_NUMBER),
+        ident(reader::RAW_RECORD),
+        reason.alias(REASON),
+        column.alias(COLUMN),
+        message.alias(MESSAGE),
+    ];
+    for (c, p) in contract.columns.iter().zip(parses) {
+        select.push(typed(c, p).alias(&c.name));
+    }
+    raw.select(select)
+}
+
+/// Marks the extra copies of duplicated keys (per `on_duplicate`) among rows still good.
+pub fn check_duplicates(df: DataFrame, contract: &Contract) -> DfResult<DataFrame> {
+    if contract.unique.is_empty() {
+        return Ok(df);
+    }
+    // Bad rows sit in their own window partitions (their `_reason` is set), so only good rows
+    // compete for a key.
+    let mut partition: Vec<Expr> = contract.unique.iter().map(ident).collect();
+    partition.push(ident(REASON));
+    let file_order = [ident(reader::SOURCE_FILE), ident(reader::LINE_NUMBER)];
+    let dup = match contract.on_duplicate {
+        OnDuplicate::QuarantineAll => count(lit(1)).partition_by(partition).build()?.gt(lit(1i64)),
+        policy => {
+            let asc = policy == OnDuplicate::KeepFirst;
+            let mut order = Vec::new();
+            if let Some(k) = &contract.duplicate_order_by {
+                order.push(ident(k).sort(asc, !asc));
+            }
+            order.extend(file_order.iter().map(|e| e.clone().sort(asc, false)));
+            row_number()
+                .partition_by(partition)
+                .order_by(order)
+                .build()?
+                .gt(lit(1u64))
+        }
+    };
+    let keys = contract.unique.join(", ");
+    let flagged = ident(REASON).is_null().and(dup);
+    let message = format!(
+        "another row has the same {keys}; the {} is kept",
+        match contract.on_duplicate {
+            OnDuplicate::KeepFirst => "first",
+            OnDuplicate::KeepLast => "last",
+            OnDuplicate::QuarantineAll => "none",
+        }
+    );
+    let key_text = if contract.unique.len() == 1 {
+        cast(ident(&contract.unique[0]), DataType::Utf8)
+    } else {
+        lit(keys.clone())
+    };
+    replace_problem(
+        df,
+        flagged,
+        lit("duplicate_key"),
+        lit(contract.unique[0].clone()),
+        concat(vec![
+            lit(format!("{keys} '")),
+            key_text,
+            lit(format!("': {message}")),
+        ]),
+    )
+}
+
+/// Marks good rows whose reference has no match in `target` (a distinct key set).
+pub fn check_reference(
+    df: DataFrame,
+    target: DataFrame,
+    columns: &[String],
+    reason: &str,
+    table: &str,
+) -> DfResult<DataFrame> {
+    let names: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let alias = |c: &String| format!("__ref_{c}");
+    let right = target
+        .select(
+            columns
+                .iter()
+                .map(|c| ident(c).alias(alias(c)))
+                .collect::<Vec<Expr>>(),
+        )?
+        .distinct()?;
+    let left_keys: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let right_names: Vec<String> = columns.iter().map(alias).collect();
+    let right_keys: Vec<&str> = right_names.iter().map(String::as_str).collect();
+    let joined = df.join(right, JoinType::Left, &left_keys, &right_keys, None)?;
+    let some_key_set = columns
+        .iter()
+        .map(|c| ident(c).is_not_null())
+        .reduce(|a, b| a.and(b))
+        .expect("references have columns");
+    let missing = ident(REASON)
+        .is_null()
+        .and(some_key_set)
+        .and(ident(&right_names[0]).is_null());
+    let shown = if columns.len() == 1 {
+        cast(ident(&columns[0]), DataType::Utf8)
+    } else {
+        lit(columns.join(", "))
+    };
+    let flagged = replace_problem(
+        joined,
+        missing,
+        lit(reason.to_string()),
+        lit(columns[0].clone()),
+        concat(vec![
+            lit(format!("{} '", columns.join(", "))),
+            shown,
+            lit(format!("' has no match in `{table}`")),
+        ]),
+    )?;
+    flagged.select(names.iter().map(ident).collect::<Vec<Expr>>())
+}
+
+/// Sets `_reason`, `_column` and `_message` where `flagged`, keeping every other column.
+fn replace_problem(
+    df: DataFrame,
+    flagged: Expr,
+    reason: Expr,
+    column: Expr,
+    message: Expr,
+) -> DfResult<DataFrame> {
+    let schema = df.schema().clone();
+    let exprs = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let name = f.name();
+            let replacement = match name.as_str() {
+                REASON => Some(reason.clone()),
+                COLUMN => Some(column.clone()),
+                MESSAGE => Some(message.clone()),
+                _ => None,
+            };
+            match replacement {
+                Some(r) => when(flagged.clone(), r)
+                    .otherwise(ident(name))
+                    .map(|e| e.alias(name)),
+                None => Ok(ident(name)),
+            }
+        })
+        .collect::<DfResult<Vec<_>>>()?;
+    // Keep the types stable (a CASE over literals may widen them).
+    let df = df.select(exprs)?;
+    let fixed = df
+        .schema()
+        .fields()
+        .iter()
+        .zip(schema.fields())
+        .map(|(now, before)| {
+            let e = ident(now.name());
+            if now.data_type() == before.data_type() {
+                Ok(e)
+            } else {
+                Ok(cast(e, before.data_type().clone()).alias(now.name()))
+            }
+        })
+        .collect::<DfResult<Vec<_>>>()?;
+    df.select(fixed)
+}
