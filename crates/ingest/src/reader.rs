@@ -111,7 +111,7 @@ pub async fn read_header(
     compression: FileCompressionType,
     dialect: &Dialect,
 ) -> Result<Vec<String>, String> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
     let feed = tokio::spawn(feed_bytes(store.clone(), url.clone(), compression, tx));
     let dialect = dialect.clone();
     let header = tokio::task::spawn_blocking(move || {
@@ -169,7 +169,7 @@ impl PartitionStream for CsvPartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (bytes_tx, bytes_rx) = std::sync::mpsc::sync_channel(4);
+        let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel(8);
         let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
         let feed = tokio::spawn(feed_bytes(
             self.store.clone(),
@@ -203,12 +203,12 @@ async fn feed_bytes(
     store: Arc<dyn ObjectStore>,
     url: Url,
     compression: FileCompressionType,
-    tx: std::sync::mpsc::SyncSender<std::io::Result<bytes::Bytes>>,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
 ) {
+    // The parser side receives with `blocking_recv` on its own blocking thread.
     let send = |item| {
-        // A blocking send inside an async task would stall the runtime; hand it off.
         let tx = tx.clone();
-        tokio::task::spawn_blocking(move || tx.send(item).is_ok())
+        async move { tx.send(item).await.is_ok() }
     };
     let path = match segflow_core::storage::store_path(&url) {
         Ok(p) => p,
@@ -237,7 +237,7 @@ async fn feed_bytes(
     while let Some(chunk) = stream.next().await {
         let item = chunk.map_err(|e| std::io::Error::other(format!("reading {url}: {e}")));
         let failed = item.is_err();
-        if !matches!(send(item).await, Ok(true)) || failed {
+        if !send(item).await || failed {
             return;
         }
     }
@@ -246,7 +246,7 @@ async fn feed_bytes(
 /// A blocking `Read` over byte chunks from a channel, remembering everything it handed out
 /// since the last `trim`, so the parser can slice each record's raw text.
 struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
     current: bytes::Bytes,
     /// Bytes handed to the CSV reader, starting at stream offset `base`.
     seen: std::rc::Rc<std::cell::RefCell<Seen>>,
@@ -274,7 +274,7 @@ impl Seen {
 }
 
 impl ChannelReader {
-    fn new(rx: std::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> Self {
+    fn new(rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> Self {
         ChannelReader {
             rx,
             current: bytes::Bytes::new(),
@@ -286,10 +286,10 @@ impl ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
-            match self.rx.recv() {
-                Ok(Ok(chunk)) => self.current = chunk,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0), // sender gone: end of the file
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0), // sender gone: end of the file
             }
         }
         let n = buf.len().min(self.current.len());
