@@ -143,51 +143,43 @@ pub fn corrupt(dir: &Path, fraction: f64, seed: u64) -> Result<Report> {
                 out.write_all(b"\n")?;
                 continue;
             }
-            let fields = split(&line)?;
+            let mut fields = split(&line)?;
             let customer = fields.get(*customer_field).cloned().unwrap_or_default();
             let cascades = i > 0 && rejected_customers.contains(&customer);
-            if rng.random::<f64>() >= fraction {
+            let corruption = (rng.random::<f64>() < fraction)
+                .then(|| corruptions[rng.random_range(0..corruptions.len())]);
+            if matches!(corruption.map(|c| c.edit), None | Some(Edit::Duplicate)) {
+                // The original row is written as it is: good, unless its customer was rejected.
                 out.write_all(&line)?;
                 out.write_all(b"\n")?;
                 if cascades {
                     writeln!(list, "{table},{out_line},unknown_customer")?;
                     report.cascaded += 1;
                 }
-                continue;
             }
-            let corruption = corruptions[rng.random_range(0..corruptions.len())];
+            let Some(corruption) = corruption else {
+                continue;
+            };
             report.corrupted += 1;
             match corruption.edit {
-                Edit::Duplicate => {
-                    // The original stays good (unless its customer was rejected); the copy
-                    // that follows it is the duplicate.
-                    out.write_all(&line)?;
-                    out.write_all(b"\n")?;
-                    if cascades {
-                        writeln!(list, "{table},{out_line},unknown_customer")?;
-                        report.cascaded += 1;
-                    }
-                    out_line += 1;
-                    out.write_all(&line)?;
-                    out.write_all(b"\n")?;
+                Edit::Set(f, text) => fields[f] = text.as_bytes().to_vec(),
+                Edit::InvalidUtf8(f) => fields[f].extend_from_slice(b"\xff\xfe"),
+                Edit::DropField => {
+                    fields.pop();
                 }
-                edit => {
-                    let mut fields = fields;
-                    match edit {
-                        Edit::Set(f, text) => fields[f] = text.as_bytes().to_vec(),
-                        Edit::InvalidUtf8(f) => fields[f].extend_from_slice(b"\xff\xfe"),
-                        Edit::DropField => {
-                            fields.pop();
-                        }
-                        Edit::Duplicate => unreachable!("handled above"),
-                    }
-                    out.write_all(&join(&fields)?)?;
-                    out.write_all(b"\n")?;
-                    if i == 0 {
-                        rejected_customers.insert(customer);
-                    }
+                Edit::Duplicate => {}
+            }
+            if let Edit::Duplicate = corruption.edit {
+                // The copy that follows the original is the duplicate.
+                out_line += 1;
+                out.write_all(&line)?;
+            } else {
+                out.write_all(&join(&fields)?)?;
+                if i == 0 {
+                    rejected_customers.insert(customer);
                 }
             }
+            out.write_all(b"\n")?;
             writeln!(list, "{table},{out_line},{}", corruption.reason)?;
         }
         out.flush()?;

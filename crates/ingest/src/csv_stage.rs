@@ -126,8 +126,10 @@ pub struct CsvIngest {
     contract: Contract,
     dialect: Dialect,
     compression: Option<FileCompressionType>,
-    /// Per contract column: the header name to read, and how to parse it.
-    sources: Vec<(String, Parse)>,
+    /// Per contract column: the header name to read it from.
+    headers: Vec<String>,
+    /// Per contract column: how to parse it.
+    parses: Vec<Parse>,
     extra_columns: ExtraColumns,
     output: String,
     quarantine: String,
@@ -202,7 +204,7 @@ max_bad_fraction: 0.01
                 )));
             }
         }
-        let mut sources = Vec::new();
+        let (mut headers, mut parses) = (Vec::new(), Vec::new());
         for c in &contract.columns {
             let (from, format) = match config.columns.get(&c.name) {
                 None => (c.name.clone(), None),
@@ -226,7 +228,8 @@ max_bad_fraction: 0.01
                 crate::formats::check_format(f, date_only)
                     .map_err(|m| err(format!("`columns.{}.format`: {m}", c.name)))?;
             }
-            sources.push((from, Parse { format }));
+            headers.push(from);
+            parses.push(Parse { format });
         }
         let Some(output) = spec.output.clone() else {
             return Err(err("has no `output`; name the table it produces".into()));
@@ -250,7 +253,8 @@ max_bad_fraction: 0.01
                 header_line: config.header_line,
             },
             compression,
-            sources,
+            headers,
+            parses,
             extra_columns: config.extra_columns,
             output,
             quarantine,
@@ -310,7 +314,7 @@ impl CsvIngest {
             .map_err(|m| self.bad_data(format!("{}: {m}", file.url)))?;
         let mut positions = Vec::new();
         let mut missing = Vec::new();
-        for (c, (from, _)) in self.contract.columns.iter().zip(&self.sources) {
+        for (c, from) in self.contract.columns.iter().zip(&self.headers) {
             let at = header.iter().position(|h| h == from);
             if at.is_none() {
                 if c.nullable {
@@ -324,7 +328,7 @@ impl CsvIngest {
             }
             positions.push(at);
         }
-        let expected: Vec<&str> = self.sources.iter().map(|(f, _)| f.as_str()).collect();
+        let expected: Vec<&str> = self.headers.iter().map(String::as_str).collect();
         let extra: Vec<&str> = header
             .iter()
             .filter(|h| !expected.contains(&h.as_str()))
@@ -361,14 +365,13 @@ impl CsvIngest {
 #[async_trait]
 impl Stage for CsvIngest {
     fn inputs(&self) -> Vec<String> {
-        let mut tables: Vec<String> = self
+        let tables: std::collections::BTreeSet<String> = self
             .contract
             .references
             .iter()
             .map(|r| r.table.clone())
             .collect();
-        tables.dedup();
-        tables
+        tables.into_iter().collect()
     }
 
     fn outputs(&self) -> Vec<String> {
@@ -408,8 +411,7 @@ impl Stage for CsvIngest {
             .ctx
             .read_table(Arc::new(table))
             .map_err(cx.df_err("reading the files"))?;
-        let parses: Vec<Parse> = self.sources.iter().map(|(_, p)| p.clone()).collect();
-        let mut checked = validate::check_rows(raw, &self.contract, &parses)
+        let mut checked = validate::check_rows(raw, &self.contract, &self.parses)
             .and_then(|df| validate::check_duplicates(df, &self.contract))
             .map_err(cx.df_err("checking rows"))?;
         for r in &self.contract.references {

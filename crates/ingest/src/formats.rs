@@ -9,11 +9,11 @@
 use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
-use segflow_core::datafusion::arrow::array::{
-    Array, ArrayRef, Date32Array, StringArray, TimestampMicrosecondArray,
-};
+use segflow_core::datafusion::arrow::array::{Array, ArrayRef, PrimitiveArray, StringArray};
 use segflow_core::datafusion::arrow::compute::cast;
-use segflow_core::datafusion::arrow::datatypes::{DataType, TimeUnit};
+use segflow_core::datafusion::arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Date32Type, TimeUnit, TimestampMicrosecondType,
+};
 use segflow_core::datafusion::error::{DataFusionError, Result as DfResult};
 use segflow_core::datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarUDF, Volatility, create_udf,
@@ -66,46 +66,42 @@ pub fn parse_date_days(value: &str, format: &str) -> Option<i32> {
     i32::try_from((d - epoch).num_days()).ok()
 }
 
-fn utc() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
-
-static PARSE_TIMESTAMP: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
+/// A `name(value, format)` function: `parse` over each value, null where it gives `None`.
+fn format_udf<T: ArrowPrimitiveType>(
+    name: &str,
+    return_type: DataType,
+    parse: fn(&str, &str) -> Option<T::Native>,
+) -> Arc<ScalarUDF> {
+    let out_type = return_type.clone();
     Arc::new(create_udf(
-        "segflow_parse_timestamp",
+        name,
         vec![DataType::Utf8, DataType::Utf8],
-        utc(),
+        return_type,
         Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
+        Arc::new(move |args: &[ColumnarValue]| {
             let format = format_arg(args)?;
             let values = strings(&args[0])?;
-            let out: TimestampMicrosecondArray = values
+            let out: PrimitiveArray<T> = values
                 .iter()
-                .map(|v| v.and_then(|v| parse_timestamp_micros(v, &format)))
+                .map(|v| v.and_then(|v| parse(v, &format)))
                 .collect();
-            Ok(ColumnarValue::Array(
-                Arc::new(out.with_timezone("UTC")) as ArrayRef
-            ))
-        }),
-    ))
-});
-
-static PARSE_DATE: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
-    Arc::new(create_udf(
-        "segflow_parse_date",
-        vec![DataType::Utf8, DataType::Utf8],
-        DataType::Date32,
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let format = format_arg(args)?;
-            let values = strings(&args[0])?;
-            let out: Date32Array = values
-                .iter()
-                .map(|v| v.and_then(|v| parse_date_days(v, &format)))
-                .collect();
+            // Sets the timestamp's time zone; a no-op for dates.
+            let out = out.with_data_type(out_type.clone());
             Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
         }),
     ))
+}
+
+static PARSE_TIMESTAMP: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
+    format_udf::<TimestampMicrosecondType>(
+        "segflow_parse_timestamp",
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        parse_timestamp_micros,
+    )
+});
+
+static PARSE_DATE: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
+    format_udf::<Date32Type>("segflow_parse_date", DataType::Date32, parse_date_days)
 });
 
 /// `segflow_parse_timestamp(value, format)`.

@@ -96,7 +96,6 @@ pub fn table(
                 schema: schema.clone(),
                 store: store.clone(),
                 file,
-                columns: columns.to_vec(),
                 dialect: dialect.clone(),
             }) as Arc<dyn PartitionStream>
         })
@@ -159,7 +158,6 @@ struct CsvPartition {
     schema: SchemaRef,
     store: Arc<dyn ObjectStore>,
     file: FileSource,
-    columns: Vec<String>,
     dialect: Dialect,
 }
 
@@ -180,7 +178,6 @@ impl PartitionStream for CsvPartition {
         let parser = Parser {
             schema: self.schema.clone(),
             file: self.file.clone(),
-            width: self.columns.len(),
             dialect: self.dialect.clone(),
         };
         tokio::task::spawn_blocking(move || {
@@ -206,38 +203,30 @@ async fn feed_bytes(
     tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
 ) {
     // The parser side receives with `blocking_recv` on its own blocking thread.
-    let send = |item| {
-        let tx = tx.clone();
-        async move { tx.send(item).await.is_ok() }
-    };
-    let path = match segflow_core::storage::store_path(&url) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = send(Err(std::io::Error::other(e.to_string()))).await;
-            return;
-        }
-    };
-    let stream = match store.get(&path).await {
-        Ok(r) => r
+    let opened = async {
+        let path = segflow_core::storage::store_path(&url).map_err(std::io::Error::other)?;
+        let stream = store
+            .get(&path)
+            .await
+            .map_err(std::io::Error::other)?
             .into_stream()
             .map(|r| r.map_err(DataFusionError::from))
-            .boxed(),
-        Err(e) => {
-            let _ = send(Err(std::io::Error::other(e.to_string()))).await;
-            return;
-        }
+            .boxed();
+        compression
+            .convert_stream(stream)
+            .map_err(std::io::Error::other)
     };
-    let mut stream = match compression.convert_stream(stream) {
+    let mut stream = match opened.await {
         Ok(s) => s,
         Err(e) => {
-            let _ = send(Err(std::io::Error::other(e.to_string()))).await;
+            let _ = tx.send(Err(e)).await;
             return;
         }
     };
     while let Some(chunk) = stream.next().await {
         let item = chunk.map_err(|e| std::io::Error::other(format!("reading {url}: {e}")));
         let failed = item.is_err();
-        if !send(item).await || failed {
+        if tx.send(item).await.is_err() || failed {
             return;
         }
     }
@@ -303,7 +292,6 @@ impl Read for ChannelReader {
 struct Parser {
     schema: SchemaRef,
     file: FileSource,
-    width: usize,
     dialect: Dialect,
 }
 
@@ -348,7 +336,7 @@ impl Parser {
                 return Ok(());
             }
         }
-        let mut b = Builders::new(self.width);
+        let mut b = Builders::new(self.file.positions.len());
         loop {
             let start = reader.position().clone();
             if !reader.read_byte_record(&mut record).map_err(io_err)? {
@@ -364,7 +352,7 @@ impl Parser {
                     .append_value(String::from_utf8_lossy(trim_newline(raw)));
                 b.line.append_value((start.line() + blank_lines) as i64);
             }
-            let mut field_text: Vec<Option<&str>> = Vec::with_capacity(self.width);
+            let mut field_text: Vec<Option<&str>> = Vec::with_capacity(self.file.positions.len());
             let problem = if record.len() != self.file.width {
                 Some((
                     "column_count",
@@ -418,7 +406,10 @@ impl Parser {
             }
             b.rows += 1;
             if b.rows == BATCH_ROWS {
-                let batch = self.finish(std::mem::replace(&mut b, Builders::new(self.width)))?;
+                let batch = self.finish(std::mem::replace(
+                    &mut b,
+                    Builders::new(self.file.positions.len()),
+                ))?;
                 if out.blocking_send(Ok(batch)).is_err() {
                     return Ok(()); // the consumer stopped reading
                 }

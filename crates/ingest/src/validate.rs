@@ -223,11 +223,6 @@ pub fn check_duplicates(df: DataFrame, contract: &Contract) -> DfResult<DataFram
             OnDuplicate::QuarantineAll => "none",
         }
     );
-    let key_text = if contract.unique.len() == 1 {
-        cast(ident(&contract.unique[0]), DataType::Utf8)
-    } else {
-        lit(keys.clone())
-    };
     replace_problem(
         df,
         flagged,
@@ -235,7 +230,7 @@ pub fn check_duplicates(df: DataFrame, contract: &Contract) -> DfResult<DataFram
         lit(contract.unique[0].clone()),
         concat(vec![
             lit(format!("{keys} '")),
-            key_text,
+            key_text(&contract.unique),
             lit(format!("': {message}")),
         ]),
     )
@@ -277,11 +272,6 @@ pub fn check_reference(
         .is_null()
         .and(some_key_set)
         .and(ident(&right_names[0]).is_null());
-    let shown = if columns.len() == 1 {
-        cast(ident(&columns[0]), DataType::Utf8)
-    } else {
-        lit(columns.join(", "))
-    };
     let flagged = replace_problem(
         joined,
         missing,
@@ -289,11 +279,21 @@ pub fn check_reference(
         lit(columns[0].clone()),
         concat(vec![
             lit(format!("{} '", columns.join(", "))),
-            shown,
+            key_text(columns),
             lit(format!("' has no match in `{table}`")),
         ]),
     )?;
     flagged.select(names.iter().map(ident).collect::<Vec<Expr>>())
+}
+
+/// A key's value as text for a message: the value of a one-column key, the column names of
+/// a compound one.
+fn key_text(columns: &[String]) -> Expr {
+    if columns.len() == 1 {
+        cast(ident(&columns[0]), DataType::Utf8)
+    } else {
+        lit(columns.join(", "))
+    }
 }
 
 /// Sets `_reason`, `_column` and `_message` where `flagged`, keeping every other column.
@@ -304,41 +304,23 @@ fn replace_problem(
     column: Expr,
     message: Expr,
 ) -> DfResult<DataFrame> {
-    let schema = df.schema().clone();
-    let exprs = schema
+    let exprs = df
+        .schema()
         .fields()
         .iter()
         .map(|f| {
             let name = f.name();
             let replacement = match name.as_str() {
-                REASON => Some(reason.clone()),
-                COLUMN => Some(column.clone()),
-                MESSAGE => Some(message.clone()),
-                _ => None,
+                REASON => reason.clone(),
+                COLUMN => column.clone(),
+                MESSAGE => message.clone(),
+                _ => return Ok(ident(name)),
             };
-            match replacement {
-                Some(r) => when(flagged.clone(), r)
-                    .otherwise(ident(name))
-                    .map(|e| e.alias(name)),
-                None => Ok(ident(name)),
-            }
+            // The cast keeps the column's type stable (a CASE over literals may widen it).
+            when(flagged.clone(), replacement)
+                .otherwise(ident(name))
+                .map(|e| cast(e, f.data_type().clone()).alias(name))
         })
         .collect::<DfResult<Vec<_>>>()?;
-    // Keep the types stable (a CASE over literals may widen them).
-    let df = df.select(exprs)?;
-    let fixed = df
-        .schema()
-        .fields()
-        .iter()
-        .zip(schema.fields())
-        .map(|(now, before)| {
-            let e = ident(now.name());
-            if now.data_type() == before.data_type() {
-                Ok(e)
-            } else {
-                Ok(cast(e, before.data_type().clone()).alias(now.name()))
-            }
-        })
-        .collect::<DfResult<Vec<_>>>()?;
-    df.select(fixed)
+    df.select(exprs)
 }
