@@ -2,16 +2,11 @@
 # The RFM reference check: the default pipeline's customer_segments must equal an independent
 # DuckDB computation for every customer (tests/reference/rfm_duckdb.py), on freshly generated
 # data, for the default as_of and for one in the middle of the history.
-# Needs python3; installs duckdb and deltalake from PyPI into a virtualenv kept beside the cargo
-# build (reused on the next run). Called by ci/test.sh after the cargo tests built the binary.
+# Python tools come from ci/pyenv.sh. Called by ci/test.sh after the cargo tests built the binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
-venv="$target/pyenv"
-if ! "$venv/bin/python" -c 'import duckdb, deltalake' 2>/dev/null; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check 'duckdb>=1.1,<3' 'deltalake>=1.1,<2' pyarrow
-fi
+venv=$(ci/pyenv.sh)
 cargo build --workspace --all-targets --locked --quiet
 bin="$target/debug/segflow"
 work=$(mktemp -d)

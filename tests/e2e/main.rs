@@ -6,6 +6,7 @@ mod cli;
 mod errors;
 mod ingest;
 mod rfm;
+mod s3;
 mod slt;
 
 use std::path::{Path, PathBuf};

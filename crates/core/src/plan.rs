@@ -33,6 +33,8 @@ pub struct Plan {
     pub vars: Vars,
     /// Where manifests and run work tables go.
     pub runs: Url,
+    /// Object store options from the `storage:` block, secrets included.
+    pub storage: Vec<storage::StoreConfig>,
     /// Stages in an order where every stage comes after the stages it reads from.
     pub stages: Vec<PlannedStage>,
 }
@@ -66,6 +68,15 @@ impl Plan {
             })?,
         };
         let runs = storage::parse_location(&vars.expand(&file, &spec.runs)?)?;
+        let mut stores = Vec::with_capacity(spec.storage.len());
+        for (prefix, options) in &spec.storage {
+            let prefix = storage::parse_location(&vars.expand(&file, prefix)?)?;
+            let options = options
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), vars.expand_with_env(&file, v)?)))
+                .collect::<Result<Vec<_>>>()?;
+            stores.push(storage::StoreConfig { prefix, options });
+        }
 
         let mut stages = Vec::with_capacity(spec.stages.len());
         let mut ids = BTreeSet::new();
@@ -136,6 +147,7 @@ impl Plan {
             file,
             vars,
             runs,
+            storage: stores,
             stages,
         })
     }

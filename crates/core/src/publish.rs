@@ -144,7 +144,7 @@ async fn open_or_new(
     ctx: &SessionContext,
     url: &Url,
 ) -> Result<deltalake::DeltaResult<DeltaTable>> {
-    let table = match DeltaTableBuilder::from_url(url.clone()).and_then(|b| b.build()) {
+    let table = match table_builder(ctx, url)?.and_then(|b| b.build()) {
         Ok(t) => t,
         Err(e) => return Ok(Err(e)),
     };
@@ -156,7 +156,68 @@ async fn open_or_new(
     Ok(table.load().await.map(|()| table))
 }
 
-/// Opens a published table for reading (tests, the summary, downstream tools).
-pub async fn open_table(url: &Url) -> deltalake::DeltaResult<DeltaTable> {
-    deltalake::open_table(url.clone()).await
+/// A delta-rs table builder that reads and writes through the object store this session uses
+/// for `url`, so Delta tables live wherever the run's other files can: the same credentials,
+/// endpoint and `storage:` options, and no second copy of the cloud SDKs.
+fn table_builder(
+    ctx: &SessionContext,
+    url: &Url,
+) -> Result<deltalake::DeltaResult<DeltaTableBuilder>> {
+    let store = storage::store_for(ctx, url)?;
+    register_log_store(url.scheme());
+    Ok(
+        DeltaTableBuilder::from_url(url.clone())
+            .map(|b| b.with_storage_backend(store, url.clone())),
+    )
+}
+
+/// Registers delta-rs's default log store for an object store scheme it has no factory for
+/// (segflow builds delta-rs without its per-cloud crates). The default log store commits a
+/// version with a put-if-absent (`PutMode::Create`), which S3 (since 2024), MinIO, GCS and
+/// Azure all do atomically: two writers racing for one version cannot both win. Stores that
+/// lack conditional puts reject the write instead of corrupting the log.
+fn register_log_store(scheme: &str) {
+    use deltalake::logstore::{
+        LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
+        logstore_factories,
+    };
+    struct Default;
+    impl LogStoreFactory for Default {
+        fn with_options(
+            &self,
+            prefixed_store: ObjectStoreRef,
+            root_store: ObjectStoreRef,
+            location: &Url,
+            options: &StorageConfig,
+        ) -> deltalake::DeltaResult<Arc<dyn LogStore>> {
+            Ok(default_logstore(
+                prefixed_store,
+                root_store,
+                location,
+                options,
+            ))
+        }
+    }
+    let Ok(key) = Url::parse(&format!("{scheme}://")) else {
+        return;
+    };
+    let factories = logstore_factories();
+    if !factories.contains_key(&key) {
+        factories.insert(key, Arc::new(Default));
+    }
+}
+
+/// Opens a published table for reading (tests, the summary, downstream tools), through the
+/// session's store for `url`.
+pub async fn open_table(ctx: &SessionContext, url: &Url) -> Result<DeltaTable> {
+    let fail = |source: deltalake::DeltaTableError| Error::Storage {
+        location: url.to_string(),
+        message: format!("cannot open the Delta table: {source}"),
+        source: None,
+    };
+    let mut table = table_builder(ctx, url)?
+        .and_then(|b| b.build())
+        .map_err(fail)?;
+    table.load().await.map_err(fail)?;
+    Ok(table)
 }

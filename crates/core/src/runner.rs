@@ -64,17 +64,22 @@ pub async fn run(
     let tables = Mutex::new(BTreeMap::new());
     let mut reports = Vec::new();
     let mut published = Vec::new();
-    let result = run_stages(
-        ctx,
-        plan,
-        observer,
-        &info,
-        &work,
-        &tables,
-        &mut reports,
-        &mut published,
-    )
-    .await;
+    let result = match storage::configure(ctx, &plan.storage) {
+        Err(e) => Err(e),
+        Ok(()) => {
+            run_stages(
+                ctx,
+                plan,
+                observer,
+                &info,
+                &work,
+                &tables,
+                &mut reports,
+                &mut published,
+            )
+            .await
+        }
+    };
     // Stages never reached are listed too, so the manifest shows the whole plan.
     for s in plan.stages.iter().skip(reports.len()) {
         reports.push(StageReport::skipped(&s.spec.id, &s.spec.kind));

@@ -31,6 +31,11 @@ pub struct PipelineSpec {
     /// the nearest `sql/` directory at or above the pipeline file's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql_dir: Option<String>,
+    /// Object store options per bucket, over the standard environment variables:
+    /// `s3://bucket: {endpoint: "${env:S3_ENDPOINT}", region: eu-west-1}`. Values may read
+    /// the environment with `${env:NAME}`; they are never written to logs or manifests.
+    #[serde(default, skip_serializing)]
+    pub storage: BTreeMap<String, BTreeMap<String, String>>,
     pub stages: Vec<StageSpec>,
 }
 

@@ -82,40 +82,117 @@ pub fn store_path(url: &Url) -> Result<StorePath> {
     })
 }
 
+/// Options for the stores under one URL prefix, from the pipeline's `storage:` block
+/// (`s3://bucket: {endpoint: ..., region: ...}`). Values may hold secrets, so `Debug` shows
+/// only the option names, and nothing here is ever serialized into a manifest.
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// `scheme://bucket` the options apply to.
+    pub prefix: Url,
+    /// object_store option names (`endpoint`, `region`, `access_key_id`, `allow_http`, ...)
+    /// and their values.
+    pub options: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.options.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("StoreConfig")
+            .field("prefix", &self.prefix.as_str())
+            .field("options", &names)
+            .finish()
+    }
+}
+
+/// Registers a store built with each config's options (over the environment's) for its
+/// bucket, so every later use of a URL under it goes through that store.
+pub fn configure(ctx: &SessionContext, configs: &[StoreConfig]) -> Result<()> {
+    for c in configs {
+        let store = build_store_with(&c.prefix, &c.options)?;
+        ctx.runtime_env().register_object_store(&c.prefix, store);
+    }
+    Ok(())
+}
+
 /// Builds the store for `url`'s scheme and bucket from the environment.
 pub fn build_store(url: &Url) -> Result<Arc<dyn ObjectStore>> {
+    build_store_with(url, &[])
+}
+
+/// Builds the store for `url`'s scheme and bucket from the environment and `options`, which
+/// win over the environment.
+fn build_store_with(url: &Url, options: &[(String, String)]) -> Result<Arc<dyn ObjectStore>> {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+    use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+    use object_store::http::HttpBuilder;
     let fail = |e: object_store::Error| Error::Storage {
         location: url.to_string(),
         message: "cannot set up the object store".into(),
         source: Some(e),
     };
+    // Each builder parses option names its own way; one loop per builder keeps the error
+    // naming the option that was not understood.
+    fn key<K: std::str::FromStr<Err = object_store::Error>>(url: &Url, name: &str) -> Result<K> {
+        name.to_ascii_lowercase()
+            .parse()
+            .map_err(|_| Error::Storage {
+                location: url.to_string(),
+                message: format!(
+                    "unknown storage option `{name}` for {}://; see the object_store docs for the names \
+                     (e.g. endpoint, region, access_key_id, secret_access_key, allow_http)",
+                    url.scheme()
+                ),
+                source: None,
+            })
+    }
+    let no_options = |scheme: &str| -> Result<()> {
+        match options.first() {
+            None => Ok(()),
+            Some((name, _)) => Err(Error::Storage {
+                location: url.to_string(),
+                message: format!("storage option `{name}`: {scheme} locations take no options"),
+                source: None,
+            }),
+        }
+    };
     let store: Arc<dyn ObjectStore> = match url.scheme() {
-        "file" => Arc::new(object_store::local::LocalFileSystem::new()),
-        "s3" | "s3a" => Arc::new(
-            object_store::aws::AmazonS3Builder::from_env()
-                .with_url(url.as_str())
-                .build()
-                .map_err(fail)?,
-        ),
-        "gs" => Arc::new(
-            object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_url(url.as_str())
-                .build()
-                .map_err(fail)?,
-        ),
-        "az" | "azure" | "abfs" | "abfss" | "adl" => Arc::new(
-            object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_url(url.as_str())
-                .build()
-                .map_err(fail)?,
-        ),
-        "http" | "https" => Arc::new(
-            object_store::http::HttpBuilder::new()
-                .with_url(url.as_str())
-                .build()
-                .map_err(fail)?,
-        ),
-        "memory" => Arc::new(object_store::memory::InMemory::new()),
+        "file" => {
+            no_options("local")?;
+            Arc::new(object_store::local::LocalFileSystem::new())
+        }
+        "s3" | "s3a" => {
+            let mut b = AmazonS3Builder::from_env().with_url(url.as_str());
+            for (k, v) in options {
+                b = b.with_config(key::<AmazonS3ConfigKey>(url, k)?, v);
+            }
+            Arc::new(b.build().map_err(fail)?)
+        }
+        "gs" => {
+            let mut b = GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
+            for (k, v) in options {
+                b = b.with_config(key::<GoogleConfigKey>(url, k)?, v);
+            }
+            Arc::new(b.build().map_err(fail)?)
+        }
+        "az" | "azure" | "abfs" | "abfss" | "adl" => {
+            let mut b = MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+            for (k, v) in options {
+                b = b.with_config(key::<AzureConfigKey>(url, k)?, v);
+            }
+            Arc::new(b.build().map_err(fail)?)
+        }
+        "http" | "https" => {
+            let mut b = HttpBuilder::new().with_url(url.as_str());
+            for (k, v) in options {
+                b = b.with_config(key(url, k)?, v);
+            }
+            Arc::new(b.build().map_err(fail)?)
+        }
+        "memory" => {
+            no_options("memory")?;
+            Arc::new(object_store::memory::InMemory::new())
+        }
         other => {
             return Err(Error::Storage {
                 location: url.to_string(),
@@ -309,6 +386,26 @@ mod tests {
         let b = Url::parse("file:///tmp/a").unwrap();
         assert_eq!(join(&b, "/c").as_str(), "file:///tmp/a/c");
         assert_eq!(as_dir(&b).as_str(), "file:///tmp/a/");
+    }
+
+    #[test]
+    fn storage_options_are_checked_and_kept_out_of_debug() {
+        let url = Url::parse("s3://bucket").unwrap();
+        let ok = StoreConfig {
+            prefix: url.clone(),
+            options: vec![
+                ("endpoint".into(), "http://127.0.0.1:9".into()),
+                ("access_key_id".into(), "segflow".into()),
+                ("secret_access_key".into(), "hunter2".into()),
+                ("allow_http".into(), "true".into()),
+            ],
+        };
+        assert!(!format!("{ok:?}").contains("hunter2"));
+        assert!(build_store_with(&url, &ok.options).is_ok());
+        let err = build_store_with(&url, &[("endpont".into(), "x".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown storage option `endpont`"), "{err}");
     }
 
     #[test]

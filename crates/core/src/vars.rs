@@ -102,6 +102,22 @@ impl Vars {
         })
     }
 
+    /// [`Vars::expand`], where `${env:NAME}` also reads the environment variable `NAME`: for
+    /// storage options (credentials), whose values are never recorded anywhere.
+    pub fn expand_with_env(&self, file: &Path, text: &str) -> Result<String> {
+        expand_with(file, text, &mut |name| match name.strip_prefix("env:") {
+            Some(env) => std::env::var(env.trim()).map_err(|_| Error::BadVar {
+                name: name.to_string(),
+                message: format!(
+                    "environment variable `{}` is not set (read by the `storage:` block of {})",
+                    env.trim(),
+                    file.display()
+                ),
+            }),
+            None => self.expand(file, &format!("${{{name}}}")),
+        })
+    }
+
     /// Expands vars in every string inside a YAML value.
     pub fn expand_value(&self, file: &Path, value: &mut Value) -> Result<()> {
         match value {
@@ -282,5 +298,21 @@ mod tests {
         let f = Path::new("f");
         assert_eq!(v.expand(f, "x ${a} $as_of $$").unwrap(), "x 1 $as_of $");
         assert!(v.expand(f, "${a").is_err());
+    }
+
+    #[test]
+    fn env_references_only_in_storage_options() {
+        let v = resolve(&[("a", var("1", VarType::String))], &[]).unwrap();
+        let f = Path::new("f");
+        let home = std::env::var("PATH").unwrap();
+        assert_eq!(
+            v.expand_with_env(f, "${env:PATH}/${a}").unwrap(),
+            format!("{home}/1")
+        );
+        assert!(v.expand(f, "${env:PATH}").is_err());
+        let err = v
+            .expand_with_env(f, "${env:SEGFLOW_SURELY_UNSET}")
+            .unwrap_err();
+        assert!(err.to_string().contains("SEGFLOW_SURELY_UNSET"), "{err}");
     }
 }
