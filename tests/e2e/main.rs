@@ -4,6 +4,7 @@
 mod atomic;
 mod cli;
 mod errors;
+mod incremental;
 mod ingest;
 mod rfm;
 mod s3;

@@ -216,9 +216,24 @@ fn reruns_are_idempotent_and_add_one_version_each() {
         .collect();
     assert_eq!(manifests.len(), 2, "{runs:?}");
     assert_eq!(runs.len(), 2, "work directories left behind: {runs:?}");
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(manifests[0]).unwrap()).unwrap();
+    let mut ms: Vec<serde_json::Value> = manifests
+        .iter()
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .collect();
+    ms.sort_by_key(|m| m["started_at"].as_str().unwrap().to_string());
+    let (m, rerun) = (&ms[0], &ms[1]);
     assert_eq!(m["status"], "succeeded");
+    // The rerun found every input file loaded already: it read nothing and added nothing.
+    assert_eq!(rerun["status"], "succeeded");
+    let rerun_ingest = rerun["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "ingest_orders")
+        .unwrap();
+    assert_eq!(rerun_ingest["metrics"]["orders_files_read"], 0);
+    assert_eq!(rerun_ingest["metrics"]["orders_rows_read"], 0);
+    assert_eq!(rerun_ingest["rows_out"], raw_orders as u64);
     assert_eq!(m["pipeline"], "customer_segmentation");
     let stages = m["stages"].as_array().unwrap();
     assert_eq!(stages.len(), 9);

@@ -40,6 +40,10 @@ enum Command {
         /// Keep the run's intermediate tables under <runs>/<run_id>/work.
         #[arg(long)]
         keep_work: bool,
+        /// Rebuild incremental outputs (staging) from every input file, forgetting which
+        /// files earlier runs ingested.
+        #[arg(long)]
+        full_refresh: bool,
         /// Partitions (threads) per query; default: the number of cores.
         #[arg(long)]
         target_partitions: Option<usize>,
@@ -143,6 +147,7 @@ async fn dispatch(command: Command) -> ExitCode {
             pipeline,
             vars,
             keep_work,
+            full_refresh,
             target_partitions,
             memory_limit,
         } => {
@@ -150,7 +155,11 @@ async fn dispatch(command: Command) -> ExitCode {
                 target_partitions,
                 memory_limit_bytes: memory_limit,
             };
-            return run(&pipeline, &vars, keep_work, &options).await;
+            let run_options = runner::RunOptions {
+                keep_work,
+                full_refresh,
+            };
+            return run(&pipeline, &vars, &run_options, &options).await;
         }
         Command::Validate { pipeline, vars } => load(&pipeline, &vars).map(|plan| {
             let publishes: usize = plan.stages.iter().filter(|s| s.outputs.is_empty()).count();
@@ -219,7 +228,7 @@ fn print_plan(plan: &Plan) {
 async fn run(
     pipeline: &Path,
     vars: &[(String, String)],
-    keep_work: bool,
+    run_options: &runner::RunOptions,
     options: &session::SessionOptions,
 ) -> ExitCode {
     let plan = match load(pipeline, vars) {
@@ -237,7 +246,7 @@ async fn run(
         }
     };
     let observer = progress::Progress::new(plan.stages.len());
-    let outcome = runner::run(&ctx, &plan, &observer, &runner::RunOptions { keep_work }).await;
+    let outcome = runner::run(&ctx, &plan, &observer, run_options).await;
     progress::print_summary(&outcome);
     match outcome.error {
         None => ExitCode::SUCCESS,

@@ -49,6 +49,12 @@ pub struct PublishRequest {
     /// Replace the table's rows (`overwrite`, the default) or add to them (`append`, for logs
     /// such as the quarantine, where each run adds its rows in one commit).
     pub mode: PublishMode,
+    /// With `overwrite`: replace only the rows where this column holds one of these values
+    /// (Delta's replaceWhere), in one commit; the run's rows must all match. An incremental
+    /// ingest replaces the rows of the files it read this way.
+    pub replace_where: Option<(String, Vec<String>)>,
+    /// Extra entries for the commit's info (e.g. the ingest ledger), beside the run id.
+    pub commit_info: Vec<(String, serde_json::Value)>,
 }
 
 /// How a run's rows meet the rows already published.
@@ -92,13 +98,29 @@ pub async fn publish(
             source,
         })?
         .into_unoptimized_plan();
-    let metadata = [
+    // Appending nothing to an existing table would only add an empty version: a rerun that
+    // found no new bad rows leaves the quarantine log as it was.
+    if request.mode == PublishMode::Append
+        && rows == 0
+        && request.commit_info.is_empty()
+        && let Some(version) = before
+    {
+        return Ok(PublishReport {
+            table: request.table.clone(),
+            url: request.url.to_string(),
+            previous_version: before,
+            version,
+            rows,
+        });
+    }
+    let mut metadata = vec![
         ("segflow.run_id".to_string(), serde_json::json!(run.run_id)),
         (
             "segflow.pipeline".to_string(),
             serde_json::json!(run.pipeline),
         ),
     ];
+    metadata.extend(request.commit_info.iter().cloned());
     let mut write = table
         .write(Vec::new())
         .with_input_plan(plan)
@@ -111,6 +133,13 @@ pub async fn publish(
         .with_commit_properties(CommitProperties::default().with_metadata(metadata));
     if !request.partition_by.is_empty() {
         write = write.with_partition_columns(request.partition_by.clone());
+    }
+    if let Some((column, values)) = &request.replace_where
+        && before.is_some()
+    {
+        use datafusion::prelude::{col, lit};
+        let values = values.iter().map(|v| lit(v.clone())).collect();
+        write = write.with_replace_where(col(column.as_str()).in_list(values, false));
     }
     if request.allow_schema_change {
         write = write.with_schema_mode(SchemaMode::Overwrite);

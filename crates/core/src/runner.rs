@@ -25,6 +25,8 @@ use object_store::ObjectStoreExt as _;
 pub struct RunOptions {
     /// Keep the run's work tables after it ends (for debugging a stage).
     pub keep_work: bool,
+    /// Rebuild incremental outputs from all inputs (see [`RunInfo::full_refresh`]).
+    pub full_refresh: bool,
 }
 
 /// The result of a run: its manifest, and the error when it failed.
@@ -54,6 +56,7 @@ pub async fn run(
         pipeline_file: plan.file.clone(),
         started_at,
         vars: plan.vars.clone(),
+        full_refresh: options.full_refresh,
     };
     // Everything the run writes besides its published tables and its manifest lives under
     // <runs>/<run_id>/, deleted when the run ends.

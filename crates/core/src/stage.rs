@@ -130,6 +130,9 @@ pub struct RunInfo {
     pub pipeline_file: PathBuf,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub vars: Vars,
+    /// `--full-refresh`: incremental stages rebuild their outputs from every input file
+    /// instead of adding the new ones.
+    pub full_refresh: bool,
 }
 
 /// Receives progress while a run goes on; the CLI draws it.

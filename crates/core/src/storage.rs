@@ -275,12 +275,21 @@ pub async fn list_files(ctx: &SessionContext, url: &Url) -> Result<Vec<FileEntry
     };
     let path = url.path();
     let mut files: Vec<FileEntry> = if path.contains(['*', '?', '[']) {
-        let listing = datafusion::datasource::listing::ListingTableUrl::parse(url.as_str())
-            .map_err(|e| Error::Storage {
-                location: url.to_string(),
-                message: format!("not a valid glob: {e}"),
-                source: None,
-            })?;
+        // DataFusion splits globs off local paths only; split URLs the same way: the folder
+        // before the first segment with a glob character is listed, the rest is the pattern.
+        let first = path.find(['*', '?', '[']).unwrap_or(path.len());
+        let cut = path[..first].rfind('/').map_or(0, |i| i + 1);
+        let mut base = url.clone();
+        base.set_path(&path[..cut]);
+        let bad_glob = |message: String| Error::Storage {
+            location: url.to_string(),
+            message: format!("not a valid glob: {message}"),
+            source: None,
+        };
+        let pattern = glob::Pattern::new(&path[cut..]).map_err(|e| bad_glob(e.to_string()))?;
+        let listing =
+            datafusion::datasource::listing::ListingTableUrl::try_new(base, Some(pattern))
+                .map_err(|e| bad_glob(e.to_string()))?;
         let state = ctx.state();
         let listed = match listing.list_all_files(&state, store.as_ref(), "").await {
             Ok(stream) => stream.try_collect::<Vec<_>>().await,

@@ -101,6 +101,8 @@ tables:
                 partition_by,
                 allow_schema_change,
                 mode,
+                replace_where: None,
+                commit_info: Vec::new(),
             });
         }
         Ok(Box::new(DeltaExport { requests }))

@@ -21,6 +21,7 @@ use segflow_core::datafusion::arrow::datatypes::{DataType, Int64Type};
 use segflow_core::datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use segflow_core::datafusion::functions_aggregate::expr_fn::count;
 use segflow_core::datafusion::logical_expr::{col, ident, lit};
+use segflow_core::publish::{PublishMode, PublishRequest};
 use segflow_core::spec::StageSpec;
 use segflow_core::stage::{BuildContext, Stage, StageContext, StageFactory};
 use segflow_core::storage::FileEntry;
@@ -29,6 +30,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::contract::Contract;
+use crate::incremental::{self, Ledger, Published};
 use crate::reader::{self, Dialect, FileSource};
 use crate::validate::{self, Parse};
 
@@ -72,6 +74,16 @@ pub struct CsvIngestConfig {
     /// Fail the stage when more than this many rows are bad. Default: no limit.
     #[serde(default)]
     pub max_bad_rows: Option<u64>,
+    /// Load incrementally into this Delta table (a local path or URL): only files that are new
+    /// or changed since the last run are read; their good rows are added to the table (with a
+    /// `source_file` column) in one commit when the run passes, replacing a changed file's
+    /// earlier rows. The output table is the whole staging table, old rows and new.
+    #[serde(default)]
+    pub staging: Option<String>,
+    /// Columns computed from each row to partition the staging table by, Hive style, so later
+    /// readers can skip partitions: `{ order_month: "to_char(order_ts, '%Y-%m')" }`.
+    #[serde(default)]
+    pub partition_by: BTreeMap<String, String>,
 }
 
 /// Where one contract column is read from.
@@ -135,6 +147,8 @@ pub struct CsvIngest {
     quarantine: String,
     max_bad_fraction: f64,
     max_bad_rows: Option<u64>,
+    staging: Option<Url>,
+    partition_by: Vec<(String, String)>,
 }
 
 pub(crate) struct CsvIngestFactory;
@@ -243,6 +257,24 @@ max_bad_fraction: 0.01
         let quarantine = config
             .quarantine
             .unwrap_or_else(|| format!("{output}_quarantine"));
+        let staging = config
+            .staging
+            .as_deref()
+            .map(storage::parse_location)
+            .transpose()
+            .map_err(|e| err(format!("`staging`: {e}")))?;
+        if !config.partition_by.is_empty() && staging.is_none() {
+            return Err(err(
+                "`partition_by` partitions the `staging` table; set `staging` too".into(),
+            ));
+        }
+        for name in config.partition_by.keys() {
+            if contract.column(name).is_some() || name == incremental::SOURCE_FILE {
+                return Err(err(format!(
+                    "`partition_by` column `{name}` is already a column; give the computed one another name"
+                )));
+            }
+        }
         Ok(Box::new(CsvIngest {
             id: spec.id.clone(),
             url,
@@ -260,6 +292,8 @@ max_bad_fraction: 0.01
             quarantine,
             max_bad_fraction: config.max_bad_fraction,
             max_bad_rows: config.max_bad_rows,
+            staging,
+            partition_by: config.partition_by.into_iter().collect(),
         }))
     }
 }
@@ -379,11 +413,15 @@ impl Stage for CsvIngest {
     }
 
     fn describe(&self) -> Vec<String> {
-        vec![
+        let mut lines = vec![
             format!("path: {}", self.url),
             format!("contract: {}", self.contract.file.display()),
             format!("quarantine: {}", self.quarantine),
-        ]
+        ];
+        if let Some(url) = &self.staging {
+            lines.push(format!("staging: {url} (incremental, delta)"));
+        }
+        lines
     }
 
     async fn run(&self, cx: &StageContext<'_>) -> Result<()> {
@@ -394,9 +432,42 @@ impl Stage for CsvIngest {
                 url: self.url.to_string(),
             });
         }
+        let published = match &self.staging {
+            Some(url) if !cx.run.full_refresh => incremental::published(cx, url).await?,
+            _ => None,
+        };
+        let (read, skipped) = match &published {
+            Some(p) => incremental::to_read(&files, &p.ledger),
+            None => (files.iter().collect(), 0),
+        };
+        cx.metric(
+            &format!("{}_files_read", self.output),
+            serde_json::json!(read.len()),
+        );
+        if self.staging.is_some() {
+            cx.metric(
+                &format!("{}_files_unchanged", self.output),
+                serde_json::json!(skipped),
+            );
+        }
+        // Staging rows from files this run reads again are replaced, so they do not count.
+        let read_urls: Vec<String> = read.iter().map(|f| f.url.to_string()).collect();
+        let kept = match &published {
+            Some(p) => Some(
+                p.rows
+                    .clone()
+                    .filter(
+                        ident(incremental::SOURCE_FILE)
+                            .in_list(read_urls.iter().map(|u| lit(u.clone())).collect(), true),
+                    )
+                    .map_err(cx.df_err("reading staging"))?,
+            ),
+            None => None,
+        };
+
         let store = storage::store_for(cx.ctx, &self.url)?;
         let mut sources = Vec::new();
-        for f in &files {
+        for f in &read {
             sources.push(self.plan_file(cx, &store, f).await?);
         }
         let names: Vec<String> = self
@@ -414,6 +485,12 @@ impl Stage for CsvIngest {
         let mut checked = validate::check_rows(raw, &self.contract, &self.parses)
             .and_then(|df| validate::check_duplicates(df, &self.contract))
             .map_err(cx.df_err("checking rows"))?;
+        if let Some(kept) = &kept
+            && !self.contract.unique.is_empty()
+        {
+            checked = validate::check_already_loaded(checked, kept.clone(), &self.contract.unique)
+                .map_err(cx.df_err("checking keys against staging"))?;
+        }
         for r in &self.contract.references {
             let target = cx.table(&r.table).await?;
             checked = validate::check_reference(checked, target, &r.columns, &r.reason, &r.table)
@@ -491,12 +568,32 @@ impl Stage for CsvIngest {
         }
 
         let checked = cx.table(&checked_name).await?;
-        let good = checked
+        let mut good_columns: Vec<_> = names.iter().map(ident).collect();
+        if self.staging.is_some() {
+            good_columns.push(ident(reader::SOURCE_FILE).alias(incremental::SOURCE_FILE));
+        }
+        let mut good = checked
             .clone()
             .filter(ident(validate::REASON).is_null())
-            .and_then(|df| df.select(names.iter().map(ident).collect::<Vec<_>>()))
+            .and_then(|df| df.select(good_columns))
             .map_err(cx.df_err("selecting good rows"))?;
-        cx.materialize(&self.output, good).await?;
+        for (name, sql) in &self.partition_by {
+            let expr = good.parse_sql_expr(sql).map_err(cx.df_err(format!(
+                "`partition_by.{name}`: `{sql}` is not a valid SQL expression over the contract's columns"
+            )))?;
+            good = good
+                .with_column(name, expr)
+                .map_err(cx.df_err(format!("computing `partition_by.{name}`")))?;
+        }
+        match &self.staging {
+            None => {
+                cx.materialize(&self.output, good).await?;
+            }
+            Some(url) => {
+                self.load_staging(cx, url, good, kept, published, &read)
+                    .await?;
+            }
+        }
         let bad_rows = checked
             .filter(ident(validate::REASON).is_not_null())
             .and_then(|df| {
@@ -522,6 +619,71 @@ impl Stage for CsvIngest {
 }
 
 impl CsvIngest {
+    /// Builds the output from the published staging rows still current (`kept`) and this
+    /// run's good rows, and asks for the one commit that adds those rows to staging with the
+    /// new ledger.
+    async fn load_staging(
+        &self,
+        cx: &StageContext<'_>,
+        url: &Url,
+        good: segflow_core::datafusion::prelude::DataFrame,
+        kept: Option<segflow_core::datafusion::prelude::DataFrame>,
+        published: Option<Published>,
+        read: &[&FileEntry],
+    ) -> Result<()> {
+        let mut ledger: Ledger = published.map(|p| p.ledger).unwrap_or_default();
+        let (table, replace_where) = match kept {
+            // A first load or a full refresh: the run's rows are the whole table.
+            None => {
+                cx.materialize(&self.output, good).await?;
+                (self.output.clone(), None)
+            }
+            Some(kept) => {
+                let new_name = format!("{}__new", self.output);
+                let info = cx.materialize(&new_name, good).await?;
+                let columns: Vec<_> = info
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| ident(f.name()))
+                    .collect();
+                let new_rows = cx.table(&new_name).await?;
+                let all = kept
+                    .select(columns)
+                    .and_then(|k| k.union(new_rows))
+                    .map_err(cx.df_err("adding new rows to staging"))?;
+                cx.materialize(&self.output, all).await?;
+                if read.is_empty() {
+                    // Nothing new: staging stays at its version.
+                    return Ok(());
+                }
+                let files = read.iter().map(|f| f.url.to_string()).collect();
+                (
+                    new_name,
+                    Some((incremental::SOURCE_FILE.to_string(), files)),
+                )
+            }
+        };
+        for f in read {
+            ledger.insert(f.url.to_string(), (*f).into());
+        }
+        cx.publish(PublishRequest {
+            table,
+            url: url.clone(),
+            partition_by: self.partition_by.iter().map(|(n, _)| n.clone()).collect(),
+            // A full load may change the schema (a contract gained a column); adding rows
+            // to an existing table may not.
+            allow_schema_change: replace_where.is_none(),
+            mode: PublishMode::Overwrite,
+            replace_where,
+            commit_info: vec![(
+                incremental::LEDGER_KEY.to_string(),
+                serde_json::to_value(&ledger).map_err(|e| Error::Internal(e.to_string()))?,
+            )],
+        });
+        Ok(())
+    }
+
     async fn count_by_reason(
         &self,
         cx: &StageContext<'_>,

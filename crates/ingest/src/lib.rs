@@ -11,6 +11,7 @@
 pub mod contract;
 pub mod csv_stage;
 mod formats;
+pub mod incremental;
 mod reader;
 mod validate;
 

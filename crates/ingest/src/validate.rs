@@ -236,13 +236,56 @@ pub fn check_duplicates(df: DataFrame, contract: &Contract) -> DfResult<DataFram
     )
 }
 
-/// Marks good rows whose reference has no match in `target` (a distinct key set).
+/// Flags good rows whose key has no match in `target` (a foreign key), with `reason`.
 pub fn check_reference(
     df: DataFrame,
     target: DataFrame,
     columns: &[String],
     reason: &str,
     table: &str,
+) -> DfResult<DataFrame> {
+    flag_by_lookup(
+        df,
+        target,
+        columns,
+        Lookup::FlagMissing,
+        reason,
+        &format!("' has no match in `{table}`"),
+    )
+}
+
+/// Flags good rows whose key is already in `loaded` (rows an earlier run published to
+/// staging) as `duplicate_key`: in an incremental load the rows already published win.
+pub fn check_already_loaded(
+    df: DataFrame,
+    loaded: DataFrame,
+    columns: &[String],
+) -> DfResult<DataFrame> {
+    flag_by_lookup(
+        df,
+        loaded,
+        columns,
+        Lookup::FlagFound,
+        "duplicate_key",
+        "' is already in staging, loaded from an earlier file",
+    )
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Lookup {
+    FlagMissing,
+    FlagFound,
+}
+
+/// A left join on `columns` to the distinct keys of `target`, flagging good rows with a key
+/// set whose match is missing (or found).
+fn flag_by_lookup(
+    df: DataFrame,
+    target: DataFrame,
+    columns: &[String],
+    lookup: Lookup,
+    reason: &str,
+    message_end: &str,
 ) -> DfResult<DataFrame> {
     let names: Vec<String> = df
         .schema()
@@ -267,20 +310,20 @@ pub fn check_reference(
         .iter()
         .map(|c| ident(c).is_not_null())
         .reduce(|a, b| a.and(b))
-        .expect("references have columns");
-    let missing = ident(REASON)
-        .is_null()
-        .and(some_key_set)
-        .and(ident(&right_names[0]).is_null());
+        .expect("lookups have columns");
+    let matched = match lookup {
+        Lookup::FlagMissing => ident(&right_names[0]).is_null(),
+        Lookup::FlagFound => ident(&right_names[0]).is_not_null(),
+    };
     let flagged = replace_problem(
         joined,
-        missing,
+        ident(REASON).is_null().and(some_key_set).and(matched),
         lit(reason.to_string()),
         lit(columns[0].clone()),
         concat(vec![
             lit(format!("{} '", columns.join(", "))),
             key_text(columns),
-            lit(format!("' has no match in `{table}`")),
+            lit(message_end.to_string()),
         ]),
     )?;
     flagged.select(names.iter().map(ident).collect::<Vec<Expr>>())
