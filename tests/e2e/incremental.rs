@@ -74,12 +74,12 @@ fn reruns_are_idempotent_and_read_only_new_or_changed_files() {
     );
     for i in 1..=40 {
         drop.push_str(&format!(
-            "N-{i},C{:08},2026-11-24T10:00:00Z,{i}.50,USD,books,web,\n",
+            "N-{i},C{:08},2026-11-20T10:00:00Z,{i}.50,USD,books,web,\n",
             i % 2 + 1
         ));
     }
     drop.push_str(&format!(
-        "{},{},2026-11-24T12:00:00Z,5.00,USD,toys,app,\n",
+        "{},{},2026-11-20T12:00:00Z,5.00,USD,toys,app,\n",
         first[0], first[1]
     ));
     std::fs::write(input.join("orders_2026-11-24.csv"), drop).unwrap();
@@ -108,8 +108,8 @@ fn reruns_are_idempotent_and_read_only_new_or_changed_files() {
     std::fs::write(
         &drop,
         text_now.replace(
-            "N-2,C00000001,2026-11-24T10:00:00Z,2.50",
-            "N-2,C00000001,2026-11-24T10:00:00Z,99.00",
+            "N-2,C00000001,2026-11-20T10:00:00Z,2.50",
+            "N-2,C00000001,2026-11-20T10:00:00Z,99.00",
         ),
     )
     .unwrap();

@@ -93,10 +93,16 @@ pub enum Bound {
 }
 
 impl Bound {
-    /// The bound as SQL literal text, cast to the column type where it is used.
-    pub fn as_text(&self) -> String {
+    /// The bound as SQL literal text, cast to the column type where it is used. `now` (for
+    /// dates and timestamps: nothing in the future) is the ingest's clock: the run's start
+    /// or the stage's `today`.
+    pub fn as_text(&self, data_type: &DataType, now: chrono::DateTime<chrono::Utc>) -> String {
         match self {
             Bound::Number(n) => n.to_string(),
+            Bound::Text(t) if t == "now" => match data_type {
+                DataType::Date32 => now.date_naive().to_string(),
+                _ => now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            },
             Bound::Text(t) => t.clone(),
         }
     }
@@ -198,6 +204,12 @@ impl Contract {
         for col in &c.columns {
             let numeric = col.data_type.is_numeric();
             for b in [&col.min, &col.max].into_iter().flatten() {
+                if matches!(b, Bound::Text(t) if t == "now") && numeric {
+                    return Err(invalid(format!(
+                        "column `{}`: `now` bounds dates and timestamps, not {}",
+                        col.name, col.type_name
+                    )));
+                }
                 if matches!(b, Bound::Number(_)) && !numeric {
                     return Err(invalid(format!(
                         "column `{}`: a numeric `min`/`max` on a {} column; write dates and timestamps in quotes",

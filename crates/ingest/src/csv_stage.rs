@@ -80,6 +80,10 @@ pub struct CsvIngestConfig {
     /// earlier rows. The output table is the whole staging table, old rows and new.
     #[serde(default)]
     pub staging: Option<String>,
+    /// The day whose end is "now" for `max: now` in the contract (nothing dated in the
+    /// future), e.g. to reload an old drop as of its delivery day. Default: the run's start.
+    #[serde(default)]
+    pub today: Option<String>,
     /// Columns computed from each row to partition the staging table by, Hive style, so later
     /// readers can skip partitions: `{ order_month: "to_char(order_ts, '%Y-%m')" }`.
     #[serde(default)]
@@ -149,6 +153,7 @@ pub struct CsvIngest {
     max_bad_rows: Option<u64>,
     staging: Option<Url>,
     partition_by: Vec<(String, String)>,
+    today: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub(crate) struct CsvIngestFactory;
@@ -257,6 +262,16 @@ max_bad_fraction: 0.01
         let quarantine = config
             .quarantine
             .unwrap_or_else(|| format!("{output}_quarantine"));
+        let today = match config.today.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(d) => {
+                let day = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                    .map_err(|_| err(format!("`today: {d}` is not a date (YYYY-MM-DD)")))?;
+                // The whole day counts: its last second is "now".
+                let end = day.and_hms_opt(23, 59, 59).expect("valid time");
+                Some(end.and_utc())
+            }
+        };
         let staging = config
             .staging
             .as_deref()
@@ -294,6 +309,7 @@ max_bad_fraction: 0.01
             max_bad_rows: config.max_bad_rows,
             staging,
             partition_by: config.partition_by.into_iter().collect(),
+            today,
         }))
     }
 }
@@ -482,9 +498,14 @@ impl Stage for CsvIngest {
             .ctx
             .read_table(Arc::new(table))
             .map_err(cx.df_err("reading the files"))?;
-        let mut checked = validate::check_rows(raw, &self.contract, &self.parses)
-            .and_then(|df| validate::check_duplicates(df, &self.contract))
-            .map_err(cx.df_err("checking rows"))?;
+        let mut checked = validate::check_rows(
+            raw,
+            &self.contract,
+            &self.parses,
+            self.today.unwrap_or(cx.run.started_at),
+        )
+        .and_then(|df| validate::check_duplicates(df, &self.contract))
+        .map_err(cx.df_err("checking rows"))?;
         if let Some(kept) = &kept
             && !self.contract.unique.is_empty()
         {

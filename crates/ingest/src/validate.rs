@@ -76,7 +76,12 @@ pub fn typed(c: &Column, parse: &Parse) -> Expr {
 }
 
 /// Row-level problems of one column: `(reason, message)` expressions, null when fine.
-fn column_problem(c: &Column, parse: &Parse, is_key: bool) -> DfResult<(Expr, Expr)> {
+fn column_problem(
+    c: &Column,
+    parse: &Parse,
+    is_key: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> DfResult<(Expr, Expr)> {
     let raw = ident(&c.name);
     let value = typed(c, parse);
     let quoted = || concat(vec![lit("'"), ident(&c.name), lit("'")]);
@@ -123,7 +128,7 @@ fn column_problem(c: &Column, parse: &Parse, is_key: bool) -> DfResult<(Expr, Ex
     let mut out_of_range: Option<Expr> = None;
     for (bound, below) in [(&c.min, true), (&c.max, false)] {
         if let Some(b) = bound {
-            let limit = cast(lit(b.as_text()), c.data_type.clone());
+            let limit = cast(lit(b.as_text(&c.data_type, now)), c.data_type.clone());
             let broken = if below {
                 value.clone().lt(limit)
             } else {
@@ -138,8 +143,14 @@ fn column_problem(c: &Column, parse: &Parse, is_key: bool) -> DfResult<(Expr, Ex
     if let Some(broken) = out_of_range {
         let range = format!(
             "{}..{}",
-            c.min.as_ref().map(|b| b.as_text()).unwrap_or_default(),
-            c.max.as_ref().map(|b| b.as_text()).unwrap_or_default()
+            c.min
+                .as_ref()
+                .map(|b| b.as_text(&c.data_type, now))
+                .unwrap_or_default(),
+            c.max
+                .as_ref()
+                .map(|b| b.as_text(&c.data_type, now))
+                .unwrap_or_default()
         );
         reason = reason.when(broken.clone(), lit("out_of_range"));
         message = message.when(
@@ -157,12 +168,18 @@ fn column_problem(c: &Column, parse: &Parse, is_key: bool) -> DfResult<(Expr, Ex
 ///
 /// Output: `_source_file`, `_line_number`, `_raw_record` (only on bad rows), `_reason`,
 /// `_column`, `_message`, then the contract's columns, typed.
-pub fn check_rows(raw: DataFrame, contract: &Contract, parses: &[Parse]) -> DfResult<DataFrame> {
+/// `now` is the clock that `max: now` bounds compare with.
+pub fn check_rows(
+    raw: DataFrame,
+    contract: &Contract,
+    parses: &[Parse],
+    now: chrono::DateTime<chrono::Utc>,
+) -> DfResult<DataFrame> {
     let mut reasons = vec![ident(reader::PARSE_ERROR)];
     let mut columns = Vec::new();
     let mut messages = Vec::new();
     for (c, p) in contract.columns.iter().zip(parses) {
-        let (reason, message) = column_problem(c, p, contract.unique.contains(&c.name))?;
+        let (reason, message) = column_problem(c, p, contract.unique.contains(&c.name), now)?;
         columns
             .push(when(reason.clone().is_not_null(), lit(c.name.clone())).otherwise(null_text())?);
         reasons.push(reason);
