@@ -8,7 +8,7 @@ use crate::{default_pipeline, generate, read_table, run, segflow, text};
 
 const ORDER_COLS: &str = "order_id, customer_id, order_ts, amount, channel, order_month";
 
-fn manifest_metric(output: &Path, stage: &str, key: &str) -> serde_json::Value {
+fn newest_manifest(output: &Path) -> serde_json::Value {
     let newest = std::fs::read_dir(output.join("_runs"))
         .unwrap()
         .flatten()
@@ -17,9 +17,11 @@ fn manifest_metric(output: &Path, stage: &str, key: &str) -> serde_json::Value {
         // Run ids start with the second the run started; runs in one second tie.
         .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
         .unwrap();
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(newest).unwrap()).unwrap();
-    m["stages"]
+    serde_json::from_str(&std::fs::read_to_string(newest).unwrap()).unwrap()
+}
+
+fn manifest_metric(output: &Path, stage: &str, key: &str) -> serde_json::Value {
+    newest_manifest(output)["stages"]
         .as_array()
         .unwrap()
         .iter()
@@ -90,6 +92,17 @@ fn reruns_are_idempotent_and_read_only_new_or_changed_files() {
     );
     let (v1, orders1) = read_table(&output, "staging/orders", ORDER_COLS);
     assert_eq!(v1, 1);
+    let published = &newest_manifest(&output)["published"];
+    let orders_report = published
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["table"] == "orders")
+        .unwrap_or_else(|| panic!("orders in {published}"));
+    assert_eq!(
+        orders_report["rows"], 40,
+        "the commit adds the new rows only"
+    );
     assert_eq!(orders1.len(), orders0.len() + 40);
     assert!(orders1.iter().any(|r| r[0] == "N-2" && r[5] == "2026-11"));
     let (_, dups) = read_table(&output, "quarantine", "reason, line_number, source_file");

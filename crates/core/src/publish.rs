@@ -39,6 +39,9 @@ use crate::storage;
 pub struct PublishRequest {
     /// The run table to publish.
     pub table: String,
+    /// The name readers know the table by, for reports and the Delta table name, when it
+    /// differs from the run table's (an incremental load publishes only its new rows).
+    pub name: Option<String>,
     /// Where the Delta table lives.
     pub url: Url,
     /// Columns to partition the Delta table by (Hive style directories).
@@ -55,6 +58,13 @@ pub struct PublishRequest {
     pub replace_where: Option<(String, Vec<String>)>,
     /// Extra entries for the commit's info (e.g. the ingest ledger), beside the run id.
     pub commit_info: Vec<(String, serde_json::Value)>,
+}
+
+impl PublishRequest {
+    /// The table's name for readers and reports.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.table)
+    }
 }
 
 /// How a run's rows meet the rows already published.
@@ -74,7 +84,7 @@ pub async fn publish(
     rows: u64,
 ) -> Result<PublishReport> {
     let fail = |source: deltalake::DeltaTableError| Error::Publish {
-        table: request.table.clone(),
+        table: request.display_name().to_string(),
         url: request.url.to_string(),
         source: Box::new(source),
     };
@@ -106,7 +116,7 @@ pub async fn publish(
         && let Some(version) = before
     {
         return Ok(PublishReport {
-            table: request.table.clone(),
+            table: request.display_name().to_string(),
             url: request.url.to_string(),
             previous_version: before,
             version,
@@ -129,7 +139,7 @@ pub async fn publish(
             PublishMode::Overwrite => SaveMode::Overwrite,
             PublishMode::Append => SaveMode::Append,
         })
-        .with_table_name(request.table.clone())
+        .with_table_name(request.display_name().to_string())
         .with_commit_properties(CommitProperties::default().with_metadata(metadata));
     if !request.partition_by.is_empty() {
         write = write.with_partition_columns(request.partition_by.clone());
@@ -152,7 +162,7 @@ pub async fn publish(
         ))
     })?;
     Ok(PublishReport {
-        table: request.table.clone(),
+        table: request.display_name().to_string(),
         url: request.url.to_string(),
         previous_version: before,
         version,

@@ -160,8 +160,8 @@ async fn run_stages(
                     request.table
                 ))
             })?;
-        observer.publish_started(&request.table, &request.url);
-        tracing::info!(table = %request.table, url = %request.url, "publishing");
+        observer.publish_started(request.display_name(), &request.url);
+        tracing::info!(table = %request.display_name(), url = %request.url, "publishing");
         let report = publish::publish(ctx, request, info, rows).await?;
         observer.published(&report);
         published.push(report);

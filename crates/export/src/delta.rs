@@ -97,6 +97,7 @@ tables:
                 .map_err(|e| spec.error(cx.source, format!("table `{table}`: {e}")))?;
             requests.push(PublishRequest {
                 table,
+                name: None,
                 url,
                 partition_by,
                 allow_schema_change,

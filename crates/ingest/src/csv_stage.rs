@@ -690,6 +690,7 @@ impl CsvIngest {
         }
         cx.publish(PublishRequest {
             table,
+            name: Some(self.output.clone()),
             url: url.clone(),
             partition_by: self.partition_by.iter().map(|(n, _)| n.clone()).collect(),
             // A full load may change the schema (a contract gained a column); adding rows
