@@ -668,6 +668,29 @@ impl CsvIngest {
                     .iter()
                     .map(|f| ident(f.name()))
                     .collect();
+                let mut loaded: Vec<&str> = kept
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect();
+                let mut now: Vec<&str> = info
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect();
+                loaded.sort_unstable();
+                now.sort_unstable();
+                if loaded != now {
+                    return Err(self.bad_data(format!(
+                        "staging table {url} has the columns [{}], but the contract {} and `partition_by` now give [{}]; \
+                         rerun with --full-refresh to rebuild staging with the new columns",
+                        loaded.join(", "),
+                        self.contract.file.display(),
+                        now.join(", ")
+                    )));
+                }
                 let new_rows = cx.table(&new_name).await?;
                 let all = kept
                     .select(columns)
