@@ -93,12 +93,15 @@ impl Vars {
 
     /// Expands every `${name}` in `text`. `$$` stands for a literal `$`.
     pub fn expand(&self, file: &Path, text: &str) -> Result<String> {
-        expand_with(file, text, &mut |name| {
-            self.0.get(name).cloned().ok_or_else(|| Error::UnknownVar {
-                file: file.to_path_buf(),
-                name: name.to_string(),
-                known: self.0.keys().cloned().collect(),
-            })
+        expand_with(file, text, &mut |name| self.value(file, name))
+    }
+
+    /// The value of var `name`, or an error listing the known vars.
+    fn value(&self, file: &Path, name: &str) -> Result<String> {
+        self.0.get(name).cloned().ok_or_else(|| Error::UnknownVar {
+            file: file.to_path_buf(),
+            name: name.to_string(),
+            known: self.0.keys().cloned().collect(),
         })
     }
 
@@ -114,7 +117,7 @@ impl Vars {
                     file.display()
                 ),
             }),
-            None => self.expand(file, &format!("${{{name}}}")),
+            None => self.value(file, name),
         })
     }
 
