@@ -63,11 +63,11 @@ fn unknown_stage_key_points_at_its_line_and_lists_the_kinds_keys() {
 #[test]
 fn unknown_kind_lists_the_registered_kinds() {
     let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(dir.path(), "stages:\n  - id: a\n    kind: segment.kmeans\n");
+    let p = pipeline(dir.path(), "stages:\n  - id: a\n    kind: segment.magic\n");
     let out = segflow().arg("validate").arg(&p).output().unwrap();
     assert_eq!(out.status.code(), Some(EXIT_INVALID), "{}", text(&out));
     let e = stderr(&out);
-    assert!(e.contains("has unknown kind `segment.kmeans`; the registered kinds are: export.delta, features.sql, ingest.csv, segment.rules"), "{e}");
+    assert!(e.contains("has unknown kind `segment.magic`; the registered kinds are: export.delta, features.sql, ingest.csv, ingest.ndjson, ingest.parquet, segment.rules"), "{e}");
 }
 
 #[test]

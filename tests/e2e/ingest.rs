@@ -194,42 +194,29 @@ fn mapped_export_with_other_names_formats_and_gzip_parts_matches_the_contract_sh
     }
     std::fs::write(drop.join("_SUCCESS"), "").unwrap();
 
-    let pipeline = dir.path().join("mapped.yaml");
-    let contracts = segflow_testkit::repo_root().join("pipelines/contracts");
-    std::fs::write(
-        &pipeline,
-        format!(
-            r#"name: mapped
-vars:
-  input: {{ default: "" }}
-  output: {{ default: "" }}
-runs: ${{output}}/_runs
-sql_dir: {sql}
-stages:
-  - {{ id: customers, kind: ingest.csv, path: "${{input}}/customers.csv", contract: {c}/customers.yaml, output: customers }}
-  - {{ id: plain, kind: ingest.csv, path: "${{input}}/orders.csv", contract: {c}/orders.yaml, output: plain_orders }}
+    let pipeline = crate::write_pipeline(
+        dir.path(),
+        "mapped",
+        r#"  - { id: customers, kind: ingest.csv, path: "${input}/customers.csv", contract: {contracts}/customers.yaml, output: customers }
+  - { id: plain, kind: ingest.csv, path: "${input}/orders.csv", contract: {contracts}/orders.yaml, output: plain_orders }
   - id: mapped
     kind: ingest.csv
-    path: ${{input}}/drop/
-    contract: {c}/orders.yaml
+    path: ${input}/drop/
+    contract: {contracts}/orders.yaml
     output: orders
     delimiter: ";"
     columns:
       order_id: OrderNo
       customer_id: CustomerID
-      order_ts: {{ from: OrderDate, format: "%d/%m/%Y %H:%M:%S" }}
+      order_ts: { from: OrderDate, format: "%d/%m/%Y %H:%M:%S" }
       amount: Total
       currency: Curr
       category: Category
       channel: Channel
       campaign_id: Campaign
-  - {{ id: publish, kind: export.delta, tables: {{ orders: "${{output}}/orders", plain_orders: "${{output}}/plain_orders" }} }}
+  - { id: publish, kind: export.delta, tables: { orders: "${output}/orders", plain_orders: "${output}/plain_orders" } }
 "#,
-            c = contracts.display(),
-            sql = segflow_testkit::repo_root().join("sql").display()
-        ),
-    )
-    .unwrap();
+    );
     let output = dir.path().join("out");
     let out = run(&pipeline, &input, &output, &[]);
     assert!(out.status.success(), "{}", text(&out));

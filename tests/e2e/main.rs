@@ -4,6 +4,7 @@
 mod atomic;
 mod cli;
 mod errors;
+mod formats;
 mod incremental;
 mod ingest;
 mod rfm;
@@ -43,6 +44,24 @@ pub fn generate(dir: &Path, customers: u64, seed: u64) {
         "generate failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Writes `dir/<name>.yaml`: a pipeline with `input` and `output` vars, runs under the output,
+/// the repo's `sql/`, and these stages (YAML list items), in which `{contracts}` stands for
+/// the repo's contracts folder.
+pub fn write_pipeline(dir: &Path, name: &str, stages: &str) -> PathBuf {
+    let root = segflow_testkit::repo_root();
+    let path = dir.join(format!("{name}.yaml"));
+    let text = format!(
+        "name: {name}\nvars:\n  input: {{ default: \"\" }}\n  output: {{ default: \"\" }}\nruns: ${{output}}/_runs\nsql_dir: {}\nstages:\n{}",
+        root.join("sql").display(),
+        stages.replace(
+            "{contracts}",
+            &root.join("pipelines/contracts").display().to_string()
+        )
+    );
+    std::fs::write(&path, text).expect("write the pipeline");
+    path
 }
 
 /// Runs a pipeline with `input`/`output` vars and any extra `--var`s.

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! A row that breaks any of these is quarantined with a stable reason code (see
-//! [`crate::csv_stage`]), never dropped silently.
+//! [`crate::file_stage`]), never dropped silently.
 
 use std::path::{Path, PathBuf};
 

@@ -1,21 +1,31 @@
 //! segflow-ingest: stages that bring raw CRM exports into a run as typed tables.
 //!
 //! Each input table has a contract ([`contract`]): its columns, their types and nullability,
-//! ranges and accepted values, its keys and foreign keys. `ingest.csv` reads CSV files with a
-//! line-aware reader ([`reader`]), types and checks every column with vectorized DataFusion
+//! ranges and accepted values, its keys and foreign keys. `ingest.csv`, `ingest.ndjson` and
+//! `ingest.parquet` read files with a line-aware reader per format (`reader`, `ndjson`,
+//! `parquet`) that yields every value as text, types and checks every column with vectorized DataFusion
 //! expressions ([`validate`]), and splits the rows: good ones into the output table, bad ones,
 //! with file, line, reason and raw text, into a quarantine table. Nothing is dropped silently,
 //! and a file that is mostly bad fails the stage.
 #![warn(missing_docs)]
 
 pub mod contract;
-pub mod csv_stage;
+pub mod file_stage;
 mod formats;
 pub mod incremental;
+mod ndjson;
+mod parquet;
 mod reader;
 mod validate;
 
 /// Registers this crate's kinds.
 pub fn register(reg: &mut segflow_core::Registry) {
-    reg.register(csv_stage::CsvIngestFactory);
+    use file_stage::{IngestFactory, SourceFormat};
+    for format in [
+        SourceFormat::Csv,
+        SourceFormat::Ndjson,
+        SourceFormat::Parquet,
+    ] {
+        reg.register(IngestFactory(format));
+    }
 }

@@ -37,7 +37,7 @@ use segflow_core::datafusion::physical_plan::streaming::PartitionStream;
 use url::Url;
 
 /// Rows per batch the reader yields.
-const BATCH_ROWS: usize = 8192;
+pub(crate) const BATCH_ROWS: usize = 8192;
 
 pub const SOURCE_FILE: &str = "_source_file";
 pub const LINE_NUMBER: &str = "_line_number";
@@ -55,16 +55,41 @@ pub struct Dialect {
     pub header_line: usize,
 }
 
+/// A source file format and its options.
+#[derive(Debug, Clone)]
+pub enum Format {
+    /// Delimited text with a header row.
+    Csv(Dialect),
+    /// One JSON object per line.
+    Ndjson,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl Format {
+    /// The name users write (`kind: ingest.<name>`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Format::Csv(_) => "csv",
+            Format::Ndjson => "ndjson",
+            Format::Parquet => "parquet",
+        }
+    }
+}
+
 /// One file to read, and where each target column sits in its records.
 #[derive(Debug, Clone)]
 pub struct FileSource {
     pub url: Url,
+    pub size: u64,
     pub compression: FileCompressionType,
-    /// For each target column, its field index in this file's records (`None`: not in this
-    /// file, always null).
+    /// For each target column, the name it has in the file (its header, key or field).
+    pub names: Vec<String>,
+    /// For each target column, its field index in this file's header (`None`: not in this
+    /// file, always null). NDJSON records name their keys, so they go by `names` instead.
     pub positions: Vec<Option<usize>>,
-    /// Number of fields the header has; records with another count are `column_count` errors.
-    pub width: usize,
+    /// The file's column names: its header, its schema, or the keys of its first records.
+    pub header: Vec<String>,
 }
 
 /// The schema the reader yields for these target columns.
@@ -81,23 +106,40 @@ pub fn raw_schema(columns: &[String]) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// A table over the files, one partition each.
+/// A table over the files, one partition each. Keys an NDJSON record has beyond the
+/// contract's are added to `extra_keys`, for the stage to report.
 pub fn table(
     store: Arc<dyn ObjectStore>,
     columns: &[String],
     files: Vec<FileSource>,
-    dialect: &Dialect,
+    format: &Format,
+    extra_keys: crate::ndjson::ExtraKeys,
 ) -> DfResult<StreamingTable> {
     let schema = raw_schema(columns);
     let partitions: Vec<Arc<dyn PartitionStream>> = files
         .into_iter()
         .map(|file| {
-            Arc::new(CsvPartition {
-                schema: schema.clone(),
-                store: store.clone(),
-                file,
-                dialect: dialect.clone(),
-            }) as Arc<dyn PartitionStream>
+            let schema = schema.clone();
+            let store = store.clone();
+            match format {
+                Format::Csv(dialect) => Arc::new(CsvPartition {
+                    schema,
+                    store,
+                    file,
+                    dialect: dialect.clone(),
+                }) as Arc<dyn PartitionStream>,
+                Format::Ndjson => Arc::new(crate::ndjson::NdjsonPartition {
+                    schema,
+                    store,
+                    file,
+                    extra_keys: extra_keys.clone(),
+                }),
+                Format::Parquet => Arc::new(crate::parquet::ParquetPartition {
+                    schema,
+                    store,
+                    file,
+                }),
+            }
         })
         .collect();
     StreamingTable::try_new(schema, partitions)
@@ -167,36 +209,59 @@ impl PartitionStream for CsvPartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel(8);
-        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
-        let feed = tokio::spawn(feed_bytes(
-            self.store.clone(),
-            self.file.url.clone(),
-            self.file.compression,
-            bytes_tx,
-        ));
         let parser = Parser {
             schema: self.schema.clone(),
             file: self.file.clone(),
             dialect: self.dialect.clone(),
         };
-        tokio::task::spawn_blocking(move || {
-            let result = parser.run(ChannelReader::new(bytes_rx), &batch_tx);
-            if let Err(e) = result {
-                let _ = batch_tx.blocking_send(Err(e));
-            }
-            // The feeder may still be blocked on a full channel when the consumer stopped early.
-            feed.abort();
-        });
-        let stream = futures::stream::unfold(batch_rx, |mut rx| async move {
-            rx.recv().await.map(|b| (b, rx))
-        });
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+        parse_blocking(
+            self.schema.clone(),
+            self.store.clone(),
+            &self.file,
+            true,
+            move |input, out| parser.run(input, out),
+        )
     }
 }
 
+/// A stream of the batches `parse` makes from the file's (decompressed) bytes on a blocking
+/// thread, while an async task feeds it the bytes. `record` keeps the bytes read for
+/// [`ChannelReader::seen`] (the CSV reader slices raw records from them).
+pub(crate) fn parse_blocking(
+    schema: SchemaRef,
+    store: Arc<dyn ObjectStore>,
+    file: &FileSource,
+    record: bool,
+    parse: impl FnOnce(ChannelReader, &BatchSender) -> DfResult<()> + Send + 'static,
+) -> SendableRecordBatchStream {
+    let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel(8);
+    let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
+    let feed = tokio::spawn(feed_bytes(
+        store,
+        file.url.clone(),
+        file.compression,
+        bytes_tx,
+    ));
+    tokio::task::spawn_blocking(move || {
+        let mut input = ChannelReader::new(bytes_rx);
+        input.record = record;
+        if let Err(e) = parse(input, &batch_tx) {
+            let _ = batch_tx.blocking_send(Err(e));
+        }
+        // The feeder may still be blocked on a full channel when the consumer stopped early.
+        feed.abort();
+    });
+    let stream = futures::stream::unfold(batch_rx, |mut rx| async move {
+        rx.recv().await.map(|b| (b, rx))
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+}
+
+/// Where a blocking parser sends its batches.
+pub(crate) type BatchSender = tokio::sync::mpsc::Sender<DfResult<RecordBatch>>;
+
 /// Streams the object's (decompressed) bytes into a channel the blocking parser reads.
-async fn feed_bytes(
+pub(crate) async fn feed_bytes(
     store: Arc<dyn ObjectStore>,
     url: Url,
     compression: FileCompressionType,
@@ -232,11 +297,13 @@ async fn feed_bytes(
     }
 }
 
-/// A blocking `Read` over byte chunks from a channel, remembering everything it handed out
-/// since the last `trim`, so the parser can slice each record's raw text.
-struct ChannelReader {
+/// A blocking `Read` over byte chunks from a channel; when `record` is set it remembers
+/// everything it handed out since the last `trim`, so the parser can slice each record's raw
+/// text.
+pub(crate) struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
     current: bytes::Bytes,
+    record: bool,
     /// Bytes handed to the CSV reader, starting at stream offset `base`.
     seen: std::rc::Rc<std::cell::RefCell<Seen>>,
 }
@@ -263,10 +330,11 @@ impl Seen {
 }
 
 impl ChannelReader {
-    fn new(rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> Self {
+    pub(crate) fn new(rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> Self {
         ChannelReader {
             rx,
             current: bytes::Bytes::new(),
+            record: false,
             seen: Default::default(),
         }
     }
@@ -284,7 +352,9 @@ impl Read for ChannelReader {
         let n = buf.len().min(self.current.len());
         let chunk = self.current.split_to(n);
         buf[..n].copy_from_slice(&chunk);
-        self.seen.borrow_mut().bytes.extend_from_slice(&chunk);
+        if self.record {
+            self.seen.borrow_mut().bytes.extend_from_slice(&chunk);
+        }
         Ok(n)
     }
 }
@@ -295,7 +365,18 @@ struct Parser {
     dialect: Dialect,
 }
 
-struct Builders {
+/// Why a record cannot be used at all; its target columns are all null.
+#[derive(Debug)]
+pub(crate) struct Problem {
+    pub code: &'static str,
+    pub column: Option<String>,
+    pub message: String,
+}
+
+/// Rows of the raw schema being built for one file, a batch at a time.
+pub(crate) struct RowBuffer {
+    schema: SchemaRef,
+    url: String,
     line: Int64Builder,
     raw: StringBuilder,
     error: StringBuilder,
@@ -305,9 +386,12 @@ struct Builders {
     rows: usize,
 }
 
-impl Builders {
-    fn new(width: usize) -> Self {
-        Builders {
+impl RowBuffer {
+    pub(crate) fn new(schema: SchemaRef, url: &Url) -> Self {
+        let width = schema.fields().len() - 6;
+        RowBuffer {
+            schema,
+            url: url.to_string(),
             line: Int64Builder::with_capacity(BATCH_ROWS),
             raw: StringBuilder::new(),
             error: StringBuilder::new(),
@@ -317,14 +401,75 @@ impl Builders {
             rows: 0,
         }
     }
+
+    /// The target column names, in order.
+    pub(crate) fn column_name(&self, i: usize) -> &str {
+        self.schema.field(6 + i).name()
+    }
+
+    /// A usable record: one value per target column (`None` or empty: null).
+    pub(crate) fn push<S: AsRef<str>>(&mut self, line: u64, raw: &str, values: &[Option<S>]) {
+        self.line.append_value(line as i64);
+        self.raw.append_value(raw);
+        self.error.append_null();
+        self.column.append_null();
+        self.message.append_null();
+        for (b, v) in self.values.iter_mut().zip(values) {
+            match v.as_ref().map(AsRef::as_ref) {
+                Some(t) if !t.is_empty() => b.append_value(t),
+                _ => b.append_null(),
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// A record that cannot be used.
+    pub(crate) fn push_problem(&mut self, line: u64, raw: &str, problem: Problem) {
+        self.line.append_value(line as i64);
+        self.raw.append_value(raw);
+        self.error.append_value(problem.code);
+        self.column.append_option(problem.column);
+        self.message.append_value(problem.message);
+        for b in &mut self.values {
+            b.append_null();
+        }
+        self.rows += 1;
+    }
+
+    /// Whether a batch is full.
+    pub(crate) fn full(&self) -> bool {
+        self.rows >= BATCH_ROWS
+    }
+
+    /// The rows so far as a batch (`None` when there are none), starting a new one.
+    pub(crate) fn take(&mut self) -> DfResult<Option<RecordBatch>> {
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        let rows = std::mem::take(&mut self.rows);
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(
+                segflow_core::datafusion::arrow::array::StringArray::from_iter_values(
+                    std::iter::repeat_n(self.url.as_str(), rows),
+                ),
+            ),
+            Arc::new(self.line.finish()),
+            Arc::new(self.raw.finish()),
+            Arc::new(self.error.finish()),
+            Arc::new(self.column.finish()),
+            Arc::new(self.message.finish()),
+        ];
+        columns.extend(
+            self.values
+                .iter_mut()
+                .map(|v| Arc::new(v.finish()) as ArrayRef),
+        );
+        Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
+    }
 }
 
 impl Parser {
-    fn run(
-        &self,
-        input: ChannelReader,
-        out: &tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
-    ) -> DfResult<()> {
+    fn run(&self, input: ChannelReader, out: &BatchSender) -> DfResult<()> {
         let seen = input.seen.clone();
         let mut reader = builder(&self.dialect).from_reader(input);
         let mut record = csv::ByteRecord::new();
@@ -336,41 +481,39 @@ impl Parser {
                 return Ok(());
             }
         }
-        let mut b = Builders::new(self.file.positions.len());
+        let width = self.file.header.len();
+        let mut rows = RowBuffer::new(self.schema.clone(), &self.file.url);
         loop {
             let start = reader.position().clone();
             if !reader.read_byte_record(&mut record).map_err(io_err)? {
                 break;
             }
             let end = reader.position().byte();
-            {
-                // The reader's position is where the previous record ended: skip the blank
-                // lines it passed over to find the record's own first line.
-                let seen = seen.borrow();
-                let (blank_lines, raw) = skip_blank_lines(seen.slice(start.byte(), end));
-                b.raw
-                    .append_value(String::from_utf8_lossy(trim_newline(raw)));
-                b.line.append_value((start.line() + blank_lines) as i64);
-            }
+            // The reader's position is where the previous record ended: skip the blank
+            // lines it passed over to find the record's own first line.
+            let seen_now = seen.borrow();
+            let (blank_lines, raw) = skip_blank_lines(seen_now.slice(start.byte(), end));
+            let raw = String::from_utf8_lossy(trim_newline(raw));
+            let line = start.line() + blank_lines;
             let mut field_text: Vec<Option<&str>> = Vec::with_capacity(self.file.positions.len());
-            let problem = if record.len() != self.file.width {
-                Some((
-                    "column_count",
-                    None,
-                    format!(
-                        "has {} fields, the header has {}",
-                        record.len(),
-                        self.file.width
-                    ),
-                ))
+            let mut problem = None;
+            if record.len() != width {
+                problem = Some(Problem {
+                    code: "column_count",
+                    column: None,
+                    message: format!("has {} fields, the header has {width}", record.len()),
+                });
             } else {
-                let mut bad = None;
                 for (i, p) in self.file.positions.iter().enumerate() {
                     let text = match p {
                         Some(p) => match std::str::from_utf8(&record[*p]) {
                             Ok(t) => Some(t),
                             Err(_) => {
-                                bad = Some(i);
+                                problem = Some(Problem {
+                                    code: "invalid_utf8",
+                                    column: Some(rows.column_name(i).to_string()),
+                                    message: "is not valid UTF-8".to_string(),
+                                });
                                 break;
                             }
                         },
@@ -378,71 +521,24 @@ impl Parser {
                     };
                     field_text.push(text);
                 }
-                bad.map(|i| {
-                    let name = self.schema.field(6 + i).name().clone();
-                    ("invalid_utf8", Some(name), "is not valid UTF-8".to_string())
-                })
-            };
-            match problem {
-                Some((code, column, message)) => {
-                    b.error.append_value(code);
-                    b.column.append_option(column);
-                    b.message.append_value(message);
-                    for v in &mut b.values {
-                        v.append_null();
-                    }
-                }
-                None => {
-                    b.error.append_null();
-                    b.column.append_null();
-                    b.message.append_null();
-                    for (v, t) in b.values.iter_mut().zip(&field_text) {
-                        match t {
-                            Some(t) if !t.is_empty() => v.append_value(t),
-                            _ => v.append_null(),
-                        }
-                    }
-                }
             }
-            b.rows += 1;
-            if b.rows == BATCH_ROWS {
-                let batch = self.finish(std::mem::replace(
-                    &mut b,
-                    Builders::new(self.file.positions.len()),
-                ))?;
+            match problem {
+                Some(p) => rows.push_problem(line, &raw, p),
+                None => rows.push(line, &raw, &field_text),
+            }
+            drop(seen_now);
+            if rows.full() {
+                let batch = rows.take()?.expect("a full batch");
                 if out.blocking_send(Ok(batch)).is_err() {
                     return Ok(()); // the consumer stopped reading
                 }
                 seen.borrow_mut().trim(reader.position().byte());
             }
         }
-        if b.rows > 0 {
-            let batch = self.finish(b)?;
+        if let Some(batch) = rows.take()? {
             let _ = out.blocking_send(Ok(batch));
         }
         Ok(())
-    }
-
-    fn finish(&self, mut b: Builders) -> DfResult<RecordBatch> {
-        let rows = b.rows;
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(
-                segflow_core::datafusion::arrow::array::StringArray::from_iter_values(
-                    std::iter::repeat_n(self.file.url.as_str(), rows),
-                ),
-            ),
-            Arc::new(b.line.finish()),
-            Arc::new(b.raw.finish()),
-            Arc::new(b.error.finish()),
-            Arc::new(b.column.finish()),
-            Arc::new(b.message.finish()),
-        ];
-        columns.extend(
-            b.values
-                .iter_mut()
-                .map(|v| Arc::new(v.finish()) as ArrayRef),
-        );
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 }
 
@@ -465,7 +561,7 @@ fn skip_blank_lines(raw: &[u8]) -> (u64, &[u8]) {
     }
 }
 
-fn trim_newline(raw: &[u8]) -> &[u8] {
+pub(crate) fn trim_newline(raw: &[u8]) -> &[u8] {
     let mut r = raw;
     while let [rest @ .., b'\n' | b'\r'] = r {
         r = rest;

@@ -6,7 +6,7 @@
 //! result has the typed columns plus `_reason`, `_column` and `_message` (null for a good row);
 //! the first problem in column order is the one reported.
 //!
-//! Reason codes (stable; documented in README.md, "Quarantine"): `column_count`, `invalid_utf8`
+//! Reason codes (stable; documented in README.md, "Quarantine"): `column_count`, `bad_json`, `invalid_utf8`
 //! (from the reader), `missing_key`, `missing_value`, `bad_number`, `bad_date`, `bad_timestamp`,
 //! `bad_boolean`, `not_accepted`, `out_of_range`, `duplicate_key`, and each reference's own code
 //! (e.g. `unknown_customer`).

@@ -1,10 +1,11 @@
-//! `ingest.csv`: CSV files to a typed run table, checked against its contract, with every row
-//! that breaks the contract moved to a quarantine table instead of failing the run or being
-//! dropped.
+//! `ingest.csv`, `ingest.ndjson`, `ingest.parquet`: source files to a typed run table, checked
+//! against its contract, with every row that breaks the contract moved to a quarantine table
+//! instead of failing the run or being dropped. The three kinds are one stage type; only the
+//! reader differs.
 //!
 //! ```text
-//!  files (one, a glob, or a prefix; gzip/bzip2/xz/zstd)
-//!    └─ reader: text columns + file, line, raw record, parse errors   (reader.rs)
+//!  files (one, a glob, or a prefix; CSV and NDJSON also gzip/bzip2/xz/zstd)
+//!    └─ reader: text columns + file, line, raw record, parse errors   (reader.rs, ndjson.rs, parquet.rs)
 //!        └─ row checks: types, required, accepted values, ranges       (validate.rs)
 //!            └─ duplicate keys (window) ─ foreign keys (left joins)
 //!                └─ <output>__checked (run table) ─┬─ good rows ─> <output>
@@ -31,33 +32,35 @@ use url::Url;
 
 use crate::contract::Contract;
 use crate::incremental::{self, Ledger, Published};
-use crate::reader::{self, Dialect, FileSource};
+use crate::ndjson::ExtraKeys;
+use crate::reader::{self, Dialect, FileSource, Format};
 use crate::validate::{self, Parse};
 
-/// The YAML keys of an `ingest.csv` stage.
+/// The YAML keys of an `ingest.csv`, `ingest.ndjson` or `ingest.parquet` stage.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CsvIngestConfig {
-    /// A CSV file, a glob (`/drop/orders-*.csv.gz`) or a directory / prefix of files; a local
+pub struct IngestConfig {
+    /// A file, a glob (`/drop/orders-*.csv.gz`) or a directory / prefix of files; a local
     /// path or an object store URL.
     pub path: String,
     /// The table's contract, relative to the pipeline file.
     pub contract: String,
-    /// Field separator, one ASCII character. Default `,`.
-    #[serde(default = "comma")]
-    pub delimiter: char,
-    /// Quote character. Default `"`.
-    #[serde(default = "double_quote")]
-    pub quote: char,
-    /// Line of the header row; lines before it are skipped. Default 1.
-    #[serde(default = "one")]
-    pub header_line: usize,
-    /// `auto` (from the file extension: .gz, .bz2, .xz, .zst), `none`, `gzip`, `bzip2`, `xz` or
-    /// `zstd`.
-    #[serde(default = "auto")]
-    pub compression: String,
-    /// Where contract columns come from when the export names them differently, and the
-    /// format of dates and timestamps that are not ISO 8601:
+    /// CSV: field separator, one ASCII character. Default `,`.
+    #[serde(default)]
+    pub delimiter: Option<char>,
+    /// CSV: quote character. Default `"`.
+    #[serde(default)]
+    pub quote: Option<char>,
+    /// CSV: line of the header row; lines before it are skipped. Default 1.
+    #[serde(default)]
+    pub header_line: Option<usize>,
+    /// CSV and NDJSON: `auto` (from the file extension: .gz, .bz2, .xz, .zst), `none`, `gzip`,
+    /// `bzip2`, `xz` or `zstd`.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// Where contract columns come from when the export names them differently (a CSV header,
+    /// an NDJSON key, a Parquet column), and the format of dates and timestamps that are not
+    /// ISO 8601:
     /// `{ customer_id: CustomerID, order_ts: { from: InvoiceDate, format: "%m/%d/%Y %H:%M" } }`.
     #[serde(default)]
     pub columns: BTreeMap<String, ColumnSource>,
@@ -118,31 +121,19 @@ pub enum ExtraColumns {
     Fail,
 }
 
-fn comma() -> char {
-    ','
-}
-fn double_quote() -> char {
-    '"'
-}
-fn one() -> usize {
-    1
-}
-fn auto() -> String {
-    "auto".into()
-}
 fn five_percent() -> f64 {
     0.05
 }
 
-/// A built `ingest.csv` stage.
+/// A built `ingest.csv`, `ingest.ndjson` or `ingest.parquet` stage.
 #[derive(Debug)]
-pub struct CsvIngest {
+pub struct FileIngest {
     id: String,
     url: Url,
     contract: Contract,
-    dialect: Dialect,
+    format: Format,
     compression: Option<FileCompressionType>,
-    /// Per contract column: the header name to read it from.
+    /// Per contract column: the name to read it from (header, key or column).
     headers: Vec<String>,
     /// Per contract column: how to parse it.
     parses: Vec<Parse>,
@@ -156,19 +147,74 @@ pub struct CsvIngest {
     today: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-pub(crate) struct CsvIngestFactory;
+/// Builds the `ingest.<format>` kinds.
+pub(crate) struct IngestFactory(pub(crate) SourceFormat);
 
-impl StageFactory for CsvIngestFactory {
+/// The formats an ingest stage reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SourceFormat {
+    Csv,
+    Ndjson,
+    Parquet,
+}
+
+impl StageFactory for IngestFactory {
     fn kind(&self) -> &'static str {
-        "ingest.csv"
+        match self.0 {
+            SourceFormat::Csv => "ingest.csv",
+            SourceFormat::Ndjson => "ingest.ndjson",
+            SourceFormat::Parquet => "ingest.parquet",
+        }
     }
 
     fn summary(&self) -> &'static str {
-        "reads CSV files into a typed table checked against a contract; bad rows go to quarantine"
+        match self.0 {
+            SourceFormat::Csv => {
+                "reads CSV files into a typed table checked against a contract; bad rows go to quarantine"
+            }
+            SourceFormat::Ndjson => {
+                "reads NDJSON files (a JSON object per line) into a typed table checked against a contract; bad rows go to quarantine"
+            }
+            SourceFormat::Parquet => {
+                "reads Parquet files into a typed table checked against a contract; bad rows go to quarantine"
+            }
+        }
     }
 
     fn example_yaml(&self) -> &'static str {
-        r#"id: ingest_orders
+        match self.0 {
+            SourceFormat::Csv => CSV_EXAMPLE,
+            SourceFormat::Ndjson => {
+                r#"id: ingest_events
+kind: ingest.ndjson
+path: s3://crm-drop/events/
+contract: contracts/events.yaml
+output: events
+columns:
+  customer_id: user.id
+  event_ts: { from: ts, format: "%Y-%m-%d %H:%M:%S" }
+"#
+            }
+            SourceFormat::Parquet => {
+                r#"id: ingest_customers
+kind: ingest.parquet
+path: /data/warehouse/customers/*.parquet
+contract: contracts/customers.yaml
+output: customers
+columns:
+  customer_id: CustomerID
+extra_columns: fail
+"#
+            }
+        }
+    }
+
+    fn build(&self, spec: &StageSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>> {
+        build(self.0, spec, cx)
+    }
+}
+
+const CSV_EXAMPLE: &str = r#"id: ingest_orders
 kind: ingest.csv
 path: /data/crm/orders-*.csv.gz
 contract: contracts/orders.yaml
@@ -177,141 +223,170 @@ quarantine: orders_quarantine
 columns:
   order_ts: { from: InvoiceDate, format: "%m/%d/%Y %H:%M" }
 max_bad_fraction: 0.01
-"#
-    }
+"#;
 
-    fn build(&self, spec: &StageSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>> {
-        let config: CsvIngestConfig = spec.config(cx.source)?;
-        let contract = Contract::load(&cx.relative_path(&config.contract))?;
-        let url = storage::parse_location(&config.path).map_err(|e| spec.error(cx.source, e))?;
-        let err = |m: String| spec.error(cx.source, m);
-        for (key, c) in [("delimiter", config.delimiter), ("quote", config.quote)] {
-            if !c.is_ascii() {
-                return Err(err(format!("`{key}` must be one ASCII character")));
+fn build(format: SourceFormat, spec: &StageSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>> {
+    let config: IngestConfig = spec.config(cx.source)?;
+    let contract = Contract::load(&cx.relative_path(&config.contract))?;
+    let url = storage::parse_location(&config.path).map_err(|e| spec.error(cx.source, e))?;
+    let err = |m: String| spec.error(cx.source, m);
+    let csv_keys = [
+        ("delimiter", config.delimiter.is_some()),
+        ("quote", config.quote.is_some()),
+        ("header_line", config.header_line.is_some()),
+    ];
+    let format = match format {
+        SourceFormat::Csv => {
+            let delimiter = config.delimiter.unwrap_or(',');
+            let quote = config.quote.unwrap_or('"');
+            for (key, c) in [("delimiter", delimiter), ("quote", quote)] {
+                if !c.is_ascii() {
+                    return Err(err(format!("`{key}` must be one ASCII character")));
+                }
             }
+            let header_line = config.header_line.unwrap_or(1);
+            if header_line == 0 {
+                return Err(err("`header_line` counts from 1".into()));
+            }
+            Format::Csv(Dialect {
+                delimiter: delimiter as u8,
+                quote: quote as u8,
+                header_line,
+            })
         }
-        if config.header_line == 0 {
-            return Err(err("`header_line` counts from 1".into()));
-        }
-        let compression = match config.compression.as_str() {
-            "auto" => None,
-            "none" => Some(FileCompressionType::UNCOMPRESSED),
-            "gzip" => Some(FileCompressionType::GZIP),
-            "bzip2" => Some(FileCompressionType::BZIP2),
-            "xz" => Some(FileCompressionType::XZ),
-            "zstd" => Some(FileCompressionType::ZSTD),
-            other => {
+        other => {
+            if let Some((key, _)) = csv_keys.iter().find(|(_, set)| *set) {
                 return Err(err(format!(
-                    "`compression: {other}` is not one of auto, none, gzip, bzip2, xz, zstd"
+                    "`{key}` is a CSV option; `{}` does not take it",
+                    spec.kind
                 )));
             }
-        };
-        if !(0.0..=1.0).contains(&config.max_bad_fraction) {
-            return Err(err("`max_bad_fraction` must be between 0 and 1".into()));
-        }
-        for name in config.columns.keys() {
-            if contract.column(name).is_none() {
-                return Err(err(format!(
-                    "`columns` maps `{name}`, which is not a column of {}; its columns are: {}",
-                    contract.file.display(),
-                    contract
-                        .columns
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+            if other == SourceFormat::Parquet && config.compression.is_some() {
+                return Err(err(
+                    "`compression` is for CSV and NDJSON files; Parquet compresses inside the file"
+                        .into(),
+                ));
+            }
+            if other == SourceFormat::Ndjson {
+                Format::Ndjson
+            } else {
+                Format::Parquet
             }
         }
-        let (mut headers, mut parses) = (Vec::new(), Vec::new());
-        for c in &contract.columns {
-            let (from, format) = match config.columns.get(&c.name) {
-                None => (c.name.clone(), None),
-                Some(ColumnSource::Name(n)) => (n.clone(), None),
-                Some(ColumnSource::Detailed { from, format }) => (
-                    from.clone().unwrap_or_else(|| c.name.clone()),
-                    format.clone(),
-                ),
-            };
-            if let Some(f) = &format {
-                let date_only = match c.data_type {
-                    DataType::Date32 => true,
-                    DataType::Timestamp(..) => false,
-                    _ => {
-                        return Err(err(format!(
-                            "`columns.{}.format` applies to date and timestamp columns; `{}` is {}",
-                            c.name, c.name, c.type_name
-                        )));
-                    }
-                };
-                crate::formats::check_format(f, date_only)
-                    .map_err(|m| err(format!("`columns.{}.format`: {m}", c.name)))?;
-            }
-            headers.push(from);
-            parses.push(Parse { format });
+    };
+    let compression = match config.compression.as_deref().unwrap_or("auto") {
+        "auto" => None,
+        "none" => Some(FileCompressionType::UNCOMPRESSED),
+        "gzip" => Some(FileCompressionType::GZIP),
+        "bzip2" => Some(FileCompressionType::BZIP2),
+        "xz" => Some(FileCompressionType::XZ),
+        "zstd" => Some(FileCompressionType::ZSTD),
+        other => {
+            return Err(err(format!(
+                "`compression: {other}` is not one of auto, none, gzip, bzip2, xz, zstd"
+            )));
         }
-        let Some(output) = spec.output.clone() else {
-            return Err(err("has no `output`; name the table it produces".into()));
-        };
-        if !spec.inputs.is_empty() {
-            return Err(err(
-                "takes no `inputs`; it reads `path` (and the tables its contract references)"
-                    .into(),
-            ));
-        }
-        let quarantine = config
-            .quarantine
-            .unwrap_or_else(|| format!("{output}_quarantine"));
-        let today = match config.today.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(d) => {
-                let day = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                    .map_err(|_| err(format!("`today: {d}` is not a date (YYYY-MM-DD)")))?;
-                // The whole day counts: its last second is "now".
-                let end = day.and_hms_opt(23, 59, 59).expect("valid time");
-                Some(end.and_utc())
-            }
-        };
-        let staging = config
-            .staging
-            .as_deref()
-            .map(storage::parse_location)
-            .transpose()
-            .map_err(|e| err(format!("`staging`: {e}")))?;
-        if !config.partition_by.is_empty() && staging.is_none() {
-            return Err(err(
-                "`partition_by` partitions the `staging` table; set `staging` too".into(),
-            ));
-        }
-        for name in config.partition_by.keys() {
-            if contract.column(name).is_some() || name == incremental::SOURCE_FILE {
-                return Err(err(format!(
-                    "`partition_by` column `{name}` is already a column; give the computed one another name"
-                )));
-            }
-        }
-        Ok(Box::new(CsvIngest {
-            id: spec.id.clone(),
-            url,
-            contract,
-            dialect: Dialect {
-                delimiter: config.delimiter as u8,
-                quote: config.quote as u8,
-                header_line: config.header_line,
-            },
-            compression,
-            headers,
-            parses,
-            extra_columns: config.extra_columns,
-            output,
-            quarantine,
-            max_bad_fraction: config.max_bad_fraction,
-            max_bad_rows: config.max_bad_rows,
-            staging,
-            partition_by: config.partition_by.into_iter().collect(),
-            today,
-        }))
+    };
+    if !(0.0..=1.0).contains(&config.max_bad_fraction) {
+        return Err(err("`max_bad_fraction` must be between 0 and 1".into()));
     }
+    for name in config.columns.keys() {
+        if contract.column(name).is_none() {
+            return Err(err(format!(
+                "`columns` maps `{name}`, which is not a column of {}; its columns are: {}",
+                contract.file.display(),
+                contract
+                    .columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let (mut headers, mut parses) = (Vec::new(), Vec::new());
+    for c in &contract.columns {
+        let (from, format) = match config.columns.get(&c.name) {
+            None => (c.name.clone(), None),
+            Some(ColumnSource::Name(n)) => (n.clone(), None),
+            Some(ColumnSource::Detailed { from, format }) => (
+                from.clone().unwrap_or_else(|| c.name.clone()),
+                format.clone(),
+            ),
+        };
+        if let Some(f) = &format {
+            let date_only = match c.data_type {
+                DataType::Date32 => true,
+                DataType::Timestamp(..) => false,
+                _ => {
+                    return Err(err(format!(
+                        "`columns.{}.format` applies to date and timestamp columns; `{}` is {}",
+                        c.name, c.name, c.type_name
+                    )));
+                }
+            };
+            crate::formats::check_format(f, date_only)
+                .map_err(|m| err(format!("`columns.{}.format`: {m}", c.name)))?;
+        }
+        headers.push(from);
+        parses.push(Parse { format });
+    }
+    let Some(output) = spec.output.clone() else {
+        return Err(err("has no `output`; name the table it produces".into()));
+    };
+    if !spec.inputs.is_empty() {
+        return Err(err(
+            "takes no `inputs`; it reads `path` (and the tables its contract references)".into(),
+        ));
+    }
+    let quarantine = config
+        .quarantine
+        .unwrap_or_else(|| format!("{output}_quarantine"));
+    let today = match config.today.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(d) => {
+            let day = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .map_err(|_| err(format!("`today: {d}` is not a date (YYYY-MM-DD)")))?;
+            // The whole day counts: its last second is "now".
+            let end = day.and_hms_opt(23, 59, 59).expect("valid time");
+            Some(end.and_utc())
+        }
+    };
+    let staging = config
+        .staging
+        .as_deref()
+        .map(storage::parse_location)
+        .transpose()
+        .map_err(|e| err(format!("`staging`: {e}")))?;
+    if !config.partition_by.is_empty() && staging.is_none() {
+        return Err(err(
+            "`partition_by` partitions the `staging` table; set `staging` too".into(),
+        ));
+    }
+    for name in config.partition_by.keys() {
+        if contract.column(name).is_some() || name == incremental::SOURCE_FILE {
+            return Err(err(format!(
+                "`partition_by` column `{name}` is already a column; give the computed one another name"
+            )));
+        }
+    }
+    Ok(Box::new(FileIngest {
+        id: spec.id.clone(),
+        url,
+        contract,
+        format,
+        compression,
+        headers,
+        parses,
+        extra_columns: config.extra_columns,
+        output,
+        quarantine,
+        max_bad_fraction: config.max_bad_fraction,
+        max_bad_rows: config.max_bad_rows,
+        staging,
+        partition_by: config.partition_by.into_iter().collect(),
+        today,
+    }))
 }
 
 /// The schema of every quarantine table (documented in README.md, "Quarantine").
@@ -326,7 +401,7 @@ pub const QUARANTINE_COLUMNS: [&str; 8] = [
     "raw_record",
 ];
 
-impl CsvIngest {
+impl FileIngest {
     fn bad_data(&self, message: String) -> Error {
         Error::BadData {
             stage: self.id.clone(),
@@ -351,27 +426,56 @@ impl CsvIngest {
         .unwrap_or(FileCompressionType::UNCOMPRESSED)
     }
 
-    /// Reads a file's header and works out where each contract column is in it.
+    /// Reads a file's header (CSV), schema (Parquet) or first records' keys (NDJSON) and
+    /// works out where each contract column is in it.
     async fn plan_file(
         &self,
         cx: &StageContext<'_>,
         store: &Arc<dyn object_store::ObjectStore>,
         file: &FileEntry,
     ) -> Result<FileSource> {
-        let compression = self.compression_of(&file.url);
-        let header = reader::read_header(store, &file.url, compression, &self.dialect)
-            .await
-            .map_err(|m| self.bad_data(format!("{}: {m}", file.url)))?;
+        let compression = match self.format {
+            Format::Parquet => FileCompressionType::UNCOMPRESSED,
+            _ => self.compression_of(&file.url),
+        };
+        let in_file = |m: String| self.bad_data(format!("{}: {m}", file.url));
+        let header = match &self.format {
+            Format::Csv(dialect) => reader::read_header(store, &file.url, compression, dialect)
+                .await
+                .map_err(in_file)?,
+            Format::Ndjson => crate::ndjson::sample_keys(store, &file.url, compression)
+                .await
+                .map_err(in_file)?,
+            Format::Parquet => {
+                let columns = crate::parquet::columns(store, &file.url, file.size)
+                    .await
+                    .map_err(in_file)?;
+                for (c, from) in self.contract.columns.iter().zip(&self.headers) {
+                    if let Some((_, t)) = columns.iter().find(|(n, _)| n == from)
+                        && !crate::parquet::readable(t)
+                    {
+                        return Err(in_file(format!(
+                            "column `{from}` is {t}, which cannot be read as `{}` ({}); map `{}` to another column with `columns:`",
+                            c.name, c.type_name, c.name
+                        )));
+                    }
+                }
+                columns.into_iter().map(|(n, _)| n).collect()
+            }
+        };
         let mut positions = Vec::new();
         let mut missing = Vec::new();
         for (c, from) in self.contract.columns.iter().zip(&self.headers) {
             let at = header.iter().position(|h| h == from);
             if at.is_none() {
                 if c.nullable {
-                    cx.warn(&format!(
-                        "{}: no column `{from}`; `{}` is null for its rows",
-                        file.url, c.name
-                    ));
+                    // NDJSON records may each have other keys; only the first were sampled.
+                    if self.format.name() != "ndjson" {
+                        cx.warn(&format!(
+                            "{}: no column `{from}`; `{}` is null for its rows",
+                            file.url, c.name
+                        ));
+                    }
                 } else {
                     missing.push(from.as_str());
                 }
@@ -379,15 +483,25 @@ impl CsvIngest {
             positions.push(at);
         }
         let expected: Vec<&str> = self.headers.iter().map(String::as_str).collect();
-        let extra: Vec<&str> = header
-            .iter()
-            .filter(|h| !expected.contains(&h.as_str()))
-            .map(String::as_str)
-            .collect();
+        // NDJSON records each have their own keys: the reader reports (or, with
+        // `extra_columns: fail`, stops at) keys beyond the contract's in every record.
+        let extra: Vec<&str> = match self.format {
+            Format::Ndjson => Vec::new(),
+            _ => header
+                .iter()
+                .filter(|h| !expected.contains(&h.as_str()))
+                .map(String::as_str)
+                .collect(),
+        };
         if !missing.is_empty() || (!extra.is_empty() && self.extra_columns == ExtraColumns::Fail) {
             return Err(self.bad_data(format!(
-                "{}: the header does not match the contract {}: missing [{}], unexpected [{}]; expected columns: {}; found: {}\nrename the columns in the file, or map them with `columns:` in stage `{}`",
+                "{}: the {} does not match the contract {}: missing [{}], unexpected [{}]; expected columns: {}; found: {}\nrename the columns in the file, or map them with `columns:` in stage `{}`",
                 file.url,
+                match self.format {
+                    Format::Csv(_) => "header",
+                    Format::Ndjson => "keys of its first records",
+                    Format::Parquet => "schema",
+                },
                 self.contract.file.display(),
                 missing.join(", "),
                 extra.join(", "),
@@ -405,15 +519,17 @@ impl CsvIngest {
         }
         Ok(FileSource {
             url: file.url.clone(),
+            size: file.size,
             compression,
+            names: self.headers.clone(),
             positions,
-            width: header.len(),
+            header,
         })
     }
 }
 
 #[async_trait]
-impl Stage for CsvIngest {
+impl Stage for FileIngest {
     fn inputs(&self) -> Vec<String> {
         let tables: std::collections::BTreeSet<String> = self
             .contract
@@ -430,7 +546,7 @@ impl Stage for CsvIngest {
 
     fn describe(&self) -> Vec<String> {
         let mut lines = vec![
-            format!("path: {}", self.url),
+            format!("path: {} ({})", self.url, self.format.name()),
             format!("contract: {}", self.contract.file.display()),
             format!("quarantine: {}", self.quarantine),
         ];
@@ -492,7 +608,8 @@ impl Stage for CsvIngest {
             .iter()
             .map(|c| c.name.clone())
             .collect();
-        let table = reader::table(store, &names, sources, &self.dialect)
+        let extra_keys = ExtraKeys::new(self.extra_columns == ExtraColumns::Fail);
+        let table = reader::table(store, &names, sources, &self.format, extra_keys.clone())
             .map_err(cx.df_err("reading the files"))?;
         let raw = cx
             .ctx
@@ -540,6 +657,12 @@ impl Stage for CsvIngest {
         let checked_name = format!("{}__checked", self.output);
         let info = cx.materialize(&checked_name, checked).await?;
         let rows_read = info.rows;
+        for (file, keys) in extra_keys.take() {
+            cx.warn(&format!(
+                "{file}: ignoring keys the contract does not have: {}",
+                keys.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
 
         let by_reason = self.count_by_reason(cx, &checked_name).await?;
         let bad: u64 = by_reason.values().sum();
@@ -639,7 +762,7 @@ impl Stage for CsvIngest {
     }
 }
 
-impl CsvIngest {
+impl FileIngest {
     /// Builds the output from the published staging rows still current (`kept`) and this
     /// run's good rows, and asks for the one commit that adds those rows to staging with the
     /// new ledger.
@@ -832,8 +955,12 @@ mod tests {
     #[test]
     fn example_yaml_builds() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let stage = segflow_core::stage::check_example(&CsvIngestFactory, &root).unwrap();
+        let stage =
+            segflow_core::stage::check_example(&IngestFactory(SourceFormat::Csv), &root).unwrap();
         assert_eq!(stage.outputs(), ["orders", "orders_quarantine"]);
         assert_eq!(stage.inputs(), ["customers"]);
+        for format in [SourceFormat::Ndjson, SourceFormat::Parquet] {
+            segflow_core::stage::check_example(&IngestFactory(format), &root).unwrap();
+        }
     }
 }
