@@ -58,20 +58,12 @@ fn failed_run_leaves_previous_version_and_a_failed_manifest() {
         .iter()
         .map(|s| s["status"].as_str().unwrap().to_string())
         .collect();
+    // Ingest of survey answers fails; every stage after it is skipped.
     assert_eq!(
-        statuses,
-        [
-            "succeeded",
-            "succeeded",
-            "succeeded",
-            "failed",
-            "skipped",
-            "skipped",
-            "skipped",
-            "skipped",
-            "skipped"
-        ]
+        statuses[..4],
+        ["succeeded", "succeeded", "succeeded", "failed"]
     );
+    assert!(statuses.len() > 4 && statuses[4..].iter().all(|s| s == "skipped"));
     assert_eq!(failed_manifest["published"].as_array().unwrap().len(), 0);
 }
 

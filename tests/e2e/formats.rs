@@ -257,7 +257,7 @@ fn ndjson_keys_beyond_the_contract_fail_with_file_and_line_when_declared() {
     assert!(!out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(".ndjson:1: key `note` is not a column of the contract"),
+        stderr.contains(":1: key `note` is not a column of the contract (extra_columns: fail)"),
         "{}",
         text(&out)
     );

@@ -9,6 +9,7 @@ mod incremental;
 mod ingest;
 mod rfm;
 mod s3;
+mod segments;
 mod slt;
 
 use std::path::{Path, PathBuf};

@@ -1,8 +1,9 @@
 //! `segment.rules`: ordered predicates to a `<segmentation>_segment` column.
 
 use async_trait::async_trait;
+use segflow_core::datafusion::arrow::array::{Array, Int64Array};
 use segflow_core::datafusion::arrow::util::display::array_value_to_string;
-use segflow_core::datafusion::functions_aggregate::expr_fn::count;
+use segflow_core::datafusion::functions_aggregate::expr_fn::{count, sum};
 use segflow_core::datafusion::logical_expr::{Expr, ident, lit, when};
 use segflow_core::datafusion::sql::sqlparser::dialect::GenericDialect;
 use segflow_core::datafusion::sql::sqlparser::parser::Parser;
@@ -195,6 +196,41 @@ impl Stage for Rules {
         }
         let case = segment_expr(&predicates, &self.config.rules, &self.config.default)
             .map_err(cx.df_err("building the segment expression"))?;
+        // How many rows each rule matches on its own, first match or not: a rule whose
+        // segment ends up empty either matches nothing or is shadowed by earlier rules.
+        let matched = df
+            .clone()
+            .aggregate(
+                vec![],
+                predicates
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        when(p.clone(), lit(1i64))
+                            .otherwise(lit(0i64))
+                            .map(|e| sum(e).alias(format!("rule_{i}")))
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(cx.df_err("counting rule matches"))?,
+            )
+            .map_err(cx.df_err("counting rule matches"))?
+            .collect()
+            .await
+            .map_err(cx.df_err("counting rule matches"))?;
+        let matched: Vec<i64> = (0..predicates.len())
+            .map(|i| {
+                matched
+                    .first()
+                    .and_then(|b| {
+                        b.column(i)
+                            .as_any()
+                            .downcast_ref::<Int64Array>()
+                            .filter(|a| a.is_valid(0))
+                            .map(|a| a.value(0))
+                    })
+                    .unwrap_or(0)
+            })
+            .collect();
         let df = df
             .with_column(&column, case)
             .map_err(cx.df_err("adding the segment column"))?;
@@ -219,19 +255,24 @@ impl Stage for Rules {
                 counts.insert(name, n.value(i));
             }
         }
-        let all_segments = self
-            .config
-            .rules
-            .iter()
-            .map(|r| &r.segment)
-            .chain(std::iter::once(&self.config.default));
-        for s in all_segments {
-            if !counts.contains_key(s) && info.rows > 0 {
-                cx.warn(&format!(
-                    "segmentation `{}`: segment `{s}` is empty",
-                    self.config.segmentation
-                ));
+        // An empty default is fine (the rules cover every row); an empty rule segment is
+        // worth a look, with the reason.
+        for (i, rule) in self.config.rules.iter().enumerate() {
+            if counts.contains_key(&rule.segment) || info.rows == 0 {
+                continue;
             }
+            let why = match matched[i] {
+                0 => format!("its rule {} (`{}`) matches no row", i + 1, rule.when),
+                n => format!(
+                    "all {n} rows its rule {} (`{}`) matches are taken by earlier rules",
+                    i + 1,
+                    rule.when
+                ),
+            };
+            cx.warn(&format!(
+                "segmentation `{}`: segment `{}` is empty: {why}",
+                self.config.segmentation, rule.segment
+            ));
         }
         cx.metric(
             &format!("{}_segments", self.config.segmentation),

@@ -1,0 +1,287 @@
+-- customer_features: one row per customer_id in customers, every feature at the run's as_of.
+-- Reads customers, customer_rfm, orders, events, survey_responses and run_as_of (one row: as_of).
+-- Every column is documented in README.md ("customer_features"). In short:
+--   windows   a row counts when its date (UTC) is before as_of; "in the last N days" means
+--             1 <= as_of - date <= N, with N = $recent_days (the *_90d columns) or
+--             $year_days (the *_365d columns)
+--   behavior  from counted orders (date before as_of); null without any, except the *_90d and
+--             *_365d counts and sums, which are 0
+--   shares    channel shares and refund_rate are fractions of counted orders; top_category is
+--             the category with the most counted orders (ties: alphabetical)
+--   engagement from events in the window; rates are opened / sent and clicked / sent, null
+--             when nothing was sent
+--   demographic  age in whole years at as_of; age_band from $age_band_edges ('18,25,35'
+--             gives <18, 18-24, 25-34, 35+); income_band from $income_band_edges and
+--             $income_band_labels (one more label than edges; an edge starts its band)
+--   psychographic  interest_<name>: the score of the latest answer (before as_of) for that
+--             interest, the higher score on a tie; top_interest: the highest of them, ties in
+--             the contract's order (sustainability, technology, fitness, luxury, family,
+--             travel, value); null when the customer answered nothing
+with run as (
+    select r.as_of
+    from run_as_of as r
+),
+
+counted_orders as (
+    select
+        o.customer_id,
+        o.order_id,
+        cast(o.order_ts as date) as order_date,
+        cast(run.as_of as bigint) - cast(cast(o.order_ts as date) as bigint) as days_before,
+        o.amount,
+        o.channel,
+        o.category
+    from orders as o
+    cross join run
+    where cast(o.order_ts as date) < run.as_of
+),
+
+order_features as (
+    select
+        co.customer_id,
+        min(co.order_date) as first_order_date,
+        max(co.order_date) as last_order_date,
+        count(distinct co.order_id) as orders,
+        sum(case when co.amount < 0 then 1 else 0 end) as refunds,
+        sum(case when co.days_before <= $recent_days then 1 else 0 end) as orders_90d,
+        sum(case when co.days_before <= $year_days then co.amount else 0 end) as spend_365d,
+        sum(case when co.channel = 'web' then 1 else 0 end) as web_orders,
+        sum(case when co.channel = 'store' then 1 else 0 end) as store_orders,
+        sum(case when co.channel = 'app' then 1 else 0 end) as app_orders
+    from counted_orders as co
+    group by co.customer_id
+),
+
+category_counts as (
+    select
+        co.customer_id,
+        co.category,
+        count(*) as n,
+        row_number() over (
+            partition by co.customer_id order by count(*) desc, co.category asc
+        ) as pick
+    from counted_orders as co
+    where co.category is not null
+    group by co.customer_id, co.category
+),
+
+windowed_events as (
+    select
+        e.customer_id,
+        e.event_type,
+        cast(run.as_of as bigint) - cast(cast(e.event_ts as date) as bigint) as days_before
+    from events as e
+    cross join run
+    where cast(e.event_ts as date) < run.as_of
+),
+
+event_features as (
+    select
+        we.customer_id,
+        sum(case when we.event_type = 'email_sent' and we.days_before <= $recent_days then 1 else 0 end)
+            as emails_sent_90d,
+        sum(case when we.event_type = 'email_open' and we.days_before <= $recent_days then 1 else 0 end)
+            as emails_opened_90d,
+        sum(case when we.event_type = 'email_click' and we.days_before <= $recent_days then 1 else 0 end)
+            as emails_clicked_90d,
+        sum(case when we.event_type = 'page_view' and we.days_before <= $recent_days then 1 else 0 end)
+            as page_views_90d,
+        sum(case when we.event_type = 'cart_add' and we.days_before <= $recent_days then 1 else 0 end)
+            as cart_adds_90d,
+        sum(case when we.event_type = 'support_ticket' and we.days_before <= $year_days then 1 else 0 end)
+            as support_tickets_365d
+    from windowed_events as we
+    group by we.customer_id
+),
+
+latest_answers as (
+    select
+        s.customer_id,
+        s.interest,
+        s.score,
+        case s.interest
+            when 'sustainability' then 1
+            when 'technology' then 2
+            when 'fitness' then 3
+            when 'luxury' then 4
+            when 'family' then 5
+            when 'travel' then 6
+            when 'value' then 7
+        end as interest_order,
+        row_number() over (
+            partition by s.customer_id, s.interest order by s.answered_at desc, s.score desc
+        ) as pick
+    from survey_responses as s
+    cross join run
+    where s.answered_at < run.as_of
+),
+
+interests as (
+    select
+        la.customer_id,
+        max(case when la.interest = 'sustainability' then la.score end) as interest_sustainability,
+        max(case when la.interest = 'technology' then la.score end) as interest_technology,
+        max(case when la.interest = 'fitness' then la.score end) as interest_fitness,
+        max(case when la.interest = 'luxury' then la.score end) as interest_luxury,
+        max(case when la.interest = 'family' then la.score end) as interest_family,
+        max(case when la.interest = 'travel' then la.score end) as interest_travel,
+        max(case when la.interest = 'value' then la.score end) as interest_value
+    from latest_answers as la
+    where la.pick = 1
+    group by la.customer_id
+),
+
+top_interests as (
+    select
+        la.customer_id,
+        la.interest as top_interest,
+        la.score as top_interest_score,
+        row_number() over (
+            partition by la.customer_id order by la.score desc, la.interest_order asc
+        ) as pick
+    from latest_answers as la
+    where la.pick = 1
+),
+
+demographics as (
+    select
+        c.customer_id,
+        c.annual_income,
+        cast(
+            extract(year from run.as_of) - extract(year from c.birth_date)
+            - case
+                when extract(month from run.as_of) * 100 + extract(day from run.as_of)
+                    < extract(month from c.birth_date) * 100 + extract(day from c.birth_date)
+                    then 1
+                else 0
+            end
+            as int
+        ) as age
+    from customers as c
+    cross join run
+),
+
+age_edges as (
+    select cast(e.edge as int) as edge
+    from (select unnest(string_to_array($age_band_edges, ',')) as edge) as e
+),
+
+age_bands as (
+    select
+        d.customer_id,
+        max(case when ae.edge <= d.age then ae.edge end) as lower_edge,
+        min(case when ae.edge > d.age then ae.edge end) as upper_edge
+    from demographics as d
+    cross join age_edges as ae
+    where d.age is not null
+    group by d.customer_id
+),
+
+income_edges as (
+    select cast(e.edge as double) as edge
+    from (select unnest(string_to_array($income_band_edges, ',')) as edge) as e
+),
+
+income_bands as (
+    select
+        d.customer_id,
+        array_element(
+            string_to_array($income_band_labels, ','),
+            1 + sum(case when ie.edge <= d.annual_income then 1 else 0 end)
+        ) as income_band
+    from demographics as d
+    cross join income_edges as ie
+    where d.annual_income is not null
+    group by d.customer_id
+)
+
+select
+    c.customer_id,
+    run.as_of,
+    -- demographic
+    d.age,
+    arrow_cast(
+        case
+            when ab.customer_id is null then null
+            when ab.lower_edge is null then concat('<', cast(ab.upper_edge as varchar))
+            when ab.upper_edge is null then concat(cast(ab.lower_edge as varchar), '+')
+            else concat(cast(ab.lower_edge as varchar), '-', cast(ab.upper_edge - 1 as varchar))
+        end,
+        'Utf8'
+    ) as age_band,
+    c.gender,
+    c.annual_income,
+    ib.income_band,
+    -- geographic
+    c.country,
+    c.region,
+    c.city,
+    -- behavioral
+    c.signup_date,
+    cast(cast(run.as_of as bigint) - cast(c.signup_date as bigint) as int) as tenure_days,
+    rfm.recency_days,
+    rfm.frequency,
+    rfm.monetary,
+    rfm.r_score,
+    rfm.f_score,
+    rfm.m_score,
+    cast(rfm.monetary / rfm.frequency as decimal(18, 2)) as avg_order_value,
+    ofe.first_order_date,
+    ofe.last_order_date,
+    case
+        when ofe.orders > 1
+            then cast(cast(ofe.last_order_date as bigint) - cast(ofe.first_order_date as bigint) as double)
+            / (ofe.orders - 1)
+    end as mean_days_between_orders,
+    cast(ofe.refunds as double) / ofe.orders as refund_rate,
+    cast(coalesce(ofe.orders_90d, 0) as int) as orders_90d,
+    cast(coalesce(ofe.spend_365d, 0) as decimal(18, 2)) as spend_365d,
+    cast(ofe.web_orders as double) / ofe.orders as web_share,
+    cast(ofe.store_orders as double) / ofe.orders as store_share,
+    cast(ofe.app_orders as double) / ofe.orders as app_share,
+    cc.category as top_category,
+    cast(cc.n as double) / ofe.orders as top_category_share,
+    -- engagement
+    c.email_opt_in,
+    cast(coalesce(ef.emails_sent_90d, 0) as int) as emails_sent_90d,
+    cast(coalesce(ef.emails_opened_90d, 0) as int) as emails_opened_90d,
+    cast(coalesce(ef.emails_clicked_90d, 0) as int) as emails_clicked_90d,
+    case
+        when ef.emails_sent_90d > 0 then cast(ef.emails_opened_90d as double) / ef.emails_sent_90d
+    end as email_open_rate_90d,
+    case
+        when ef.emails_sent_90d > 0 then cast(ef.emails_clicked_90d as double) / ef.emails_sent_90d
+    end as email_click_rate_90d,
+    cast(coalesce(ef.page_views_90d, 0) as int) as page_views_90d,
+    cast(coalesce(ef.cart_adds_90d, 0) as int) as cart_adds_90d,
+    cast(coalesce(ef.support_tickets_365d, 0) as int) as support_tickets_365d,
+    -- psychographic
+    i.interest_sustainability,
+    i.interest_technology,
+    i.interest_fitness,
+    i.interest_luxury,
+    i.interest_family,
+    i.interest_travel,
+    i.interest_value,
+    ti.top_interest,
+    ti.top_interest_score
+from customers as c
+cross join run
+inner join customer_rfm as rfm
+    on rfm.customer_id = c.customer_id
+inner join demographics as d
+    on d.customer_id = c.customer_id
+left join age_bands as ab
+    on ab.customer_id = c.customer_id
+left join income_bands as ib
+    on ib.customer_id = c.customer_id
+left join order_features as ofe
+    on ofe.customer_id = c.customer_id
+left join category_counts as cc
+    on cc.customer_id = c.customer_id and cc.pick = 1
+left join event_features as ef
+    on ef.customer_id = c.customer_id
+left join interests as i
+    on i.customer_id = c.customer_id
+left join top_interests as ti
+    on ti.customer_id = c.customer_id and ti.pick = 1

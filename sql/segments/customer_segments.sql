@@ -1,0 +1,19 @@
+-- customer_segments: the published segment table (output contract v1), one row per customer.
+-- Reads `segmented`: customer_features with one `<name>_segment` column per rule segmentation
+-- (added by the segment.rules stages). Keeps the RFM values behind rfm_segment and every
+-- segment column; the features themselves are published as customer_features.
+select
+    s.customer_id,
+    s.as_of,
+    s.recency_days,
+    s.frequency,
+    s.monetary,
+    s.r_score,
+    s.f_score,
+    s.m_score,
+    s.rfm_segment,
+    s.demographic_segment,
+    s.geographic_segment,
+    s.psychographic_segment,
+    s.engagement_segment
+from segmented as s
