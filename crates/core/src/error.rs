@@ -113,7 +113,7 @@ pub enum Error {
     },
 
     /// DataFusion rejected a stage's SQL, at planning or execution.
-    #[error("stage `{stage}`: {}: {source}", sql.display())]
+    #[error("stage `{stage}`: {}: {}", sql.display(), df_message(source))]
     Sql {
         stage: String,
         sql: PathBuf,
@@ -122,7 +122,7 @@ pub enum Error {
     },
 
     /// DataFusion failed outside a SQL file (a scan, a write, a plan built in code).
-    #[error("stage `{stage}`: {context}: {source}")]
+    #[error("stage `{stage}`: {context}: {}", df_message(source))]
     DataFusion {
         stage: String,
         context: String,
@@ -192,3 +192,14 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A DataFusion error's text for a person. Errors that segflow's own readers raise (a file and
+/// line, what is wrong) travel as `External` and read better without DataFusion's
+/// "External error: " prefix.
+pub(crate) fn df_message(e: &datafusion::error::DataFusionError) -> String {
+    // The root past DataFusion's wrappers (shared across partitions, through Arrow).
+    match e.find_root() {
+        datafusion::error::DataFusionError::External(inner) => inner.to_string(),
+        _ => e.to_string(),
+    }
+}

@@ -269,7 +269,11 @@ pub fn error_chain(e: &Error) -> String {
     let mut source = std::error::Error::source(e);
     while let Some(inner) = source {
         let text = inner.to_string();
-        if !s.contains(&text) {
+        // A DataFusion error is already in the message as its root's text.
+        let shown = inner
+            .downcast_ref::<datafusion::error::DataFusionError>()
+            .is_some_and(|df| s.contains(&crate::error::df_message(df)));
+        if !shown && !s.contains(&text) {
             s.push_str(": ");
             s.push_str(&text);
         }

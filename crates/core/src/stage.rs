@@ -100,13 +100,23 @@ impl Registry {
 /// Builds a factory's `example_yaml` against the repository's `sql/` directory. Each stage crate
 /// calls this from a unit test, so the documented examples always build.
 pub fn check_example(factory: &dyn StageFactory, repo_root: &Path) -> Result<Box<dyn Stage>> {
+    build_yaml(factory, repo_root, factory.example_yaml())
+}
+
+/// Builds one stage from its YAML (as in a pipeline's `stages:` list) against the repository's
+/// `pipelines/` and `sql/` directories: for unit tests of a factory's checks.
+pub fn build_yaml(
+    factory: &dyn StageFactory,
+    repo_root: &Path,
+    text: &str,
+) -> Result<Box<dyn Stage>> {
     let file = repo_root.join("pipelines/examples/<example>.yaml");
-    let text = factory.example_yaml().to_string();
+    let text = text.to_string();
     let spec: StageSpec = crate::yaml::from_str(&file, &text)?;
     assert_eq!(
         spec.kind,
         factory.kind(),
-        "example_yaml of `{}` uses another kind",
+        "the YAML of `{}` uses another kind",
         factory.kind()
     );
     let source = SpecSource { file, text };

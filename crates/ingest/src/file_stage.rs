@@ -495,12 +495,12 @@ impl FileIngest {
         };
         if !missing.is_empty() || (!extra.is_empty() && self.extra_columns == ExtraColumns::Fail) {
             return Err(self.bad_data(format!(
-                "{}: the {} does not match the contract {}: missing [{}], unexpected [{}]; expected columns: {}; found: {}\nrename the columns in the file, or map them with `columns:` in stage `{}`",
+                "{}: the {} the contract {}: missing [{}], unexpected [{}]; expected columns: {}; found: {}\nrename the columns in the file, or map them with `columns:` in stage `{}`",
                 file.url,
                 match self.format {
-                    Format::Csv(_) => "header",
-                    Format::Ndjson => "keys of its first records",
-                    Format::Parquet => "schema",
+                    Format::Csv(_) => "header does not match",
+                    Format::Ndjson => "keys of its first records do not match",
+                    Format::Parquet => "schema does not match",
                 },
                 self.contract.file.display(),
                 missing.join(", "),
@@ -962,5 +962,34 @@ mod tests {
         for format in [SourceFormat::Ndjson, SourceFormat::Parquet] {
             segflow_core::stage::check_example(&IngestFactory(format), &root).unwrap();
         }
+    }
+
+    #[test]
+    fn options_of_another_format_are_rejected_by_name() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let build = |format, yaml: &str| {
+            segflow_core::stage::build_yaml(&IngestFactory(format), &root, yaml)
+                .unwrap_err()
+                .to_string()
+        };
+        let base = "id: t\npath: /in/\ncontract: contracts/orders.yaml\noutput: orders\n";
+        let e = build(
+            SourceFormat::Ndjson,
+            &format!("{base}kind: ingest.ndjson\ndelimiter: \";\"\n"),
+        );
+        assert!(
+            e.contains("`delimiter` is a CSV option; `ingest.ndjson` does not take it"),
+            "{e}"
+        );
+        let e = build(
+            SourceFormat::Parquet,
+            &format!("{base}kind: ingest.parquet\ncompression: gzip\n"),
+        );
+        assert!(e.contains("Parquet compresses inside the file"), "{e}");
+        let e = build(
+            SourceFormat::Csv,
+            &format!("{base}kind: ingest.csv\ncompression: lz4\n"),
+        );
+        assert!(e.contains("`compression: lz4` is not one of auto"), "{e}");
     }
 }
