@@ -26,7 +26,7 @@ use url::Url;
 use crate::reader::{self, BatchSender, ChannelReader, FileSource, Problem, RowBuffer};
 
 /// Lines read to learn a file's keys before the stage runs.
-const SAMPLE_LINES: usize = 1000;
+const SAMPLE_LINES: u64 = 1000;
 
 /// Keys the records have beyond the contract's, per file; or, with `fail`, an error at the
 /// first one.
@@ -135,7 +135,7 @@ fn parse(
     file: &FileSource,
     extra_keys: &ExtraKeys,
 ) -> DfResult<()> {
-    let mut input = std::io::BufReader::with_capacity(1 << 16, input);
+    let mut lines = Lines::new(input);
     // A top-level key is wanted when a column reads it or a path into it.
     let wanted: BTreeSet<&str> = file
         .names
@@ -144,19 +144,8 @@ fn parse(
         .collect();
     let mut extra = BTreeSet::new();
     let mut rows = RowBuffer::new(schema, &file.url);
-    let mut buf = Vec::new();
-    let mut line = 0u64;
     let io_err = |e: std::io::Error| DataFusionError::External(format!("{}: {e}", file.url).into());
-    loop {
-        buf.clear();
-        if input.read_until(b'\n', &mut buf).map_err(io_err)? == 0 {
-            break;
-        }
-        line += 1;
-        let bytes = reader::trim_newline(&buf);
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
+    while let Some((line, bytes)) = lines.next_record().map_err(io_err)? {
         let raw = String::from_utf8_lossy(bytes);
         match object(bytes) {
             Err(problem) => rows.push_problem(line, &raw, problem),
@@ -214,32 +203,16 @@ pub async fn sample_keys(
     url: &Url,
     compression: FileCompressionType,
 ) -> Result<Vec<String>, String> {
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let feed = tokio::spawn(reader::feed_bytes(
-        store.clone(),
-        url.clone(),
-        compression,
-        tx,
-    ));
-    let keys = tokio::task::spawn_blocking(move || {
-        let mut input = std::io::BufReader::new(ChannelReader::new(rx));
+    reader::read_start(store, url, compression, |input| {
+        let mut lines = Lines::new(input);
         let mut keys: Vec<String> = Vec::new();
-        let (mut buf, mut line, mut objects) = (Vec::new(), 0, 0);
+        let (mut last_line, mut objects) = (0, 0);
         let mut first_error = None;
-        while line < SAMPLE_LINES {
-            buf.clear();
-            if input
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| e.to_string())?
-                == 0
-            {
+        while last_line < SAMPLE_LINES {
+            let Some((line, bytes)) = lines.next_record().map_err(|e| e.to_string())? else {
                 break;
-            }
-            line += 1;
-            let bytes = reader::trim_newline(&buf);
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
+            };
+            last_line = line;
             match object(bytes) {
                 Ok(obj) => {
                     objects += 1;
@@ -252,16 +225,44 @@ pub async fn sample_keys(
         }
         if objects == 0 {
             return Err(match first_error {
-                Some(e) => format!("no JSON object in its first {line} lines; {e}"),
+                Some(e) => format!("no JSON object in its first {last_line} lines; {e}"),
                 None => "the file is empty: it has no records".to_string(),
             });
         }
         Ok(keys)
     })
     .await
-    .map_err(|e| e.to_string())?;
-    feed.abort();
-    keys
+}
+
+/// The file's non-blank lines, each with its 1-based line number (blank lines count).
+struct Lines {
+    input: std::io::BufReader<ChannelReader>,
+    buf: Vec<u8>,
+    line: u64,
+}
+
+impl Lines {
+    fn new(input: ChannelReader) -> Self {
+        Lines {
+            input: std::io::BufReader::with_capacity(1 << 16, input),
+            buf: Vec::new(),
+            line: 0,
+        }
+    }
+
+    /// The next non-blank line, without its line ending; `None` at the end of the file.
+    fn next_record(&mut self) -> std::io::Result<Option<(u64, &[u8])>> {
+        loop {
+            self.buf.clear();
+            if self.input.read_until(b'\n', &mut self.buf)? == 0 {
+                return Ok(None);
+            }
+            self.line += 1;
+            if !self.buf.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Some((self.line, reader::trim_newline(&self.buf))));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -152,11 +152,9 @@ pub async fn read_header(
     compression: FileCompressionType,
     dialect: &Dialect,
 ) -> Result<Vec<String>, String> {
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let feed = tokio::spawn(feed_bytes(store.clone(), url.clone(), compression, tx));
     let dialect = dialect.clone();
-    let header = tokio::task::spawn_blocking(move || {
-        let mut reader = builder(&dialect).from_reader(ChannelReader::new(rx));
+    read_start(store, url, compression, move |input| {
+        let mut reader = builder(&dialect).from_reader(input);
         let mut record = csv::ByteRecord::new();
         for _ in 0..dialect.header_line {
             match reader.read_byte_record(&mut record) {
@@ -181,9 +179,23 @@ pub async fn read_header(
             .collect()
     })
     .await
-    .map_err(|e| e.to_string())?;
+}
+
+/// Runs `read` on a blocking thread over the start of the file's (decompressed) bytes, and
+/// stops fetching the rest once it returns: for headers and samples before a stage reads.
+pub(crate) async fn read_start<T: Send + 'static>(
+    store: &Arc<dyn ObjectStore>,
+    url: &Url,
+    compression: FileCompressionType,
+    read: impl FnOnce(ChannelReader) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let feed = tokio::spawn(feed_bytes(store.clone(), url.clone(), compression, tx));
+    let out = tokio::task::spawn_blocking(move || read(ChannelReader::new(rx)))
+        .await
+        .map_err(|e| e.to_string());
     feed.abort();
-    header
+    out?
 }
 
 fn builder(dialect: &Dialect) -> csv::ReaderBuilder {
@@ -261,7 +273,7 @@ pub(crate) fn parse_blocking(
 pub(crate) type BatchSender = tokio::sync::mpsc::Sender<DfResult<RecordBatch>>;
 
 /// Streams the object's (decompressed) bytes into a channel the blocking parser reads.
-pub(crate) async fn feed_bytes(
+async fn feed_bytes(
     store: Arc<dyn ObjectStore>,
     url: Url,
     compression: FileCompressionType,
