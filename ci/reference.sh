@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The RFM reference check: the default pipeline's customer_segments must equal an independent
-# DuckDB computation for every customer (tests/reference/rfm_duckdb.py), on freshly generated
-# data, for the default as_of and for one in the middle of the history.
+# The reference checks, on freshly generated data: the default pipeline's customer_segments must
+# equal an independent DuckDB computation of RFM for every customer (tests/reference/rfm_duckdb.py),
+# for the default as_of and for one in the middle of the history; and its k-means inertia must be
+# within 1% of scikit-learn's best of 10 for every k it tried (tests/reference/kmeans_sklearn.py).
 # Python tools come from ci/pyenv.sh. Called by ci/test.sh after the cargo tests built the binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,4 +18,5 @@ for as_of in "" 2024-02-29; do
         --var "output=$work/out" --var "as_of=$as_of" > "$work/run.log" 2>&1 \
         || { cat "$work/run.log"; exit 1; }
     "$venv/bin/python" tests/reference/rfm_duckdb.py "$work/in" "$work/out" $as_of
+    "$venv/bin/python" tests/reference/kmeans_sklearn.py "$work/out"
 done

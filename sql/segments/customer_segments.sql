@@ -1,7 +1,9 @@
 -- customer_segments: the published segment table (output contract v1), one row per customer.
--- Reads `segmented`: customer_features with one `<name>_segment` column per rule segmentation
--- (added by the segment.rules stages). Keeps the RFM values behind rfm_segment and every
--- segment column; the features themselves are published as customer_features.
+-- Reads `clustered`: customer_features with one `<name>_segment` column per rule segmentation
+-- (added by the segment.rules stages) and `cluster_id` (segment.kmeans; null for customers not
+-- clustered), and `cluster_centers` for each cluster's label. Keeps the RFM values behind
+-- rfm_segment and every segment column; the features themselves are published as
+-- customer_features.
 select
     s.customer_id,
     s.as_of,
@@ -15,5 +17,9 @@ select
     s.demographic_segment,
     s.geographic_segment,
     s.psychographic_segment,
-    s.engagement_segment
-from segmented as s
+    s.engagement_segment,
+    s.cluster_id,
+    c.label as cluster_label
+from clustered as s
+left join cluster_centers as c
+    on c.cluster_id = s.cluster_id

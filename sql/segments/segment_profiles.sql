@@ -23,6 +23,10 @@ membership as (
     select 'psychographic', s.psychographic_segment, s.customer_id from customer_segments as s
     union all
     select 'engagement', s.engagement_segment, s.customer_id from customer_segments as s
+    union all
+    -- Clusters by label; customers outside the clustering (no orders) form their own segment.
+    select 'cluster', coalesce(s.cluster_label, 'unclustered'), s.customer_id
+    from customer_segments as s
 ),
 
 totals as (

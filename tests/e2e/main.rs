@@ -3,6 +3,7 @@
 
 mod atomic;
 mod cli;
+mod clusters;
 mod errors;
 mod formats;
 mod incremental;

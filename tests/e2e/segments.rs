@@ -59,6 +59,7 @@ fn every_customer_has_one_segment_per_segmentation_and_profiles_add_up() {
              from t group by segmentation order by segmentation",
         );
         let mut expected_names: Vec<&str> = SEGMENTATIONS.to_vec();
+        expected_names.push("cluster");
         expected_names.sort();
         assert_eq!(
             sums.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(),
@@ -70,11 +71,18 @@ fn every_customer_has_one_segment_per_segmentation_and_profiles_add_up() {
             assert_eq!(row[3], features[0][1], "seed {seed}: revenue {row:?}");
         }
         // The profiles list exactly the segments customers are in, with their sizes.
-        for s in SEGMENTATIONS {
+        let columns = SEGMENTATIONS
+            .iter()
+            .map(|s| (*s, format!("{s}_segment")))
+            .chain([(
+                "cluster",
+                "coalesce(cluster_label, 'unclustered')".to_string(),
+            )]);
+        for (s, column) in columns {
             let from_customers = query(
                 &output,
                 "customer_segments",
-                &format!("select {s}_segment, count(*) from t group by {s}_segment order by 1"),
+                &format!("select {column}, count(*) from t group by {column} order by 1"),
             );
             let from_profiles = query(
                 &output,

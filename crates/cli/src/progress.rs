@@ -134,13 +134,19 @@ pub fn print_summary(outcome: &RunOutcome) {
             let mut rows: Vec<_> = counts.into_iter().collect();
             rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             println!("{name} segments ({} customers):", thousands(total));
+            let width = rows
+                .iter()
+                .map(|r| r.0.len() + 1)
+                .max()
+                .unwrap_or(0)
+                .max(22);
             for (segment, n) in rows {
                 let share = if total == 0 {
                     0.0
                 } else {
                     100.0 * n as f64 / total as f64
                 };
-                println!("  {segment:<22} {:>12} {share:>6.1}%", thousands(n));
+                println!("  {segment:<width$} {:>12} {share:>6.1}%", thousands(n));
             }
         }
     }

@@ -15,6 +15,13 @@ pub async fn query(url: &Url, sql: &str) -> (u64, Vec<RecordBatch>) {
 /// [`query`] in `ctx`, whose object stores (registered beforehand, e.g. a test S3 server's)
 /// serve the table.
 pub async fn query_in(ctx: &SessionContext, url: &Url, sql: &str) -> (u64, Vec<RecordBatch>) {
+    let version = register(ctx, "t", url).await;
+    (version, collect(ctx, sql).await)
+}
+
+/// Registers the Delta table at `url` in `ctx` as `name` (replacing any table of that name);
+/// returns its current version.
+pub async fn register(ctx: &SessionContext, name: &str, url: &Url) -> u64 {
     let table = publish::open_table(ctx, url)
         .await
         .unwrap_or_else(|e| panic!("open {url}: {e}"));
@@ -23,17 +30,20 @@ pub async fn query_in(ctx: &SessionContext, url: &Url, sql: &str) -> (u64, Vec<R
         .update_datafusion_session(&ctx.state())
         .expect("register store");
     let provider = table.table_provider().await.expect("table provider");
-    ctx.deregister_table("t").expect("deregister");
-    ctx.register_table("t", Arc::clone(&provider))
+    ctx.deregister_table(name).expect("deregister");
+    ctx.register_table(name, Arc::clone(&provider))
         .expect("register");
-    let batches = ctx
-        .sql(sql)
+    version
+}
+
+/// Runs `sql` in `ctx` and collects every batch.
+pub async fn collect(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
+    ctx.sql(sql)
         .await
-        .expect("plan")
+        .unwrap_or_else(|e| panic!("plan {sql}: {e}"))
         .collect()
         .await
-        .expect("collect");
-    (version, batches)
+        .unwrap_or_else(|e| panic!("run {sql}: {e}"))
 }
 
 /// Rows as strings (NULL for null), in the query's order.

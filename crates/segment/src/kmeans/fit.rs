@@ -1,0 +1,313 @@
+//! The k-means driver: k-means++ seeding and Lloyd iterations for `n_init` runs, each pass a
+//! DataFusion aggregate over the in-memory feature table.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use segflow_core::datafusion::catalog::MemTable;
+use segflow_core::datafusion::common::cast::as_binary_array;
+use segflow_core::datafusion::error::DataFusionError;
+use segflow_core::datafusion::logical_expr::{Expr, col};
+use segflow_core::datafusion::prelude::SessionContext;
+
+use super::kernel::{self, Pass, Scales, State, Task, nearest, step_stride, unfixed};
+use super::udf::KMeansPass;
+
+/// Why a fit failed.
+#[derive(Debug)]
+pub(super) enum FitError {
+    DataFusion(DataFusionError),
+    /// Something about the data, for the user.
+    Data(String),
+}
+
+impl From<DataFusionError> for FitError {
+    fn from(e: DataFusionError) -> Self {
+        FitError::DataFusion(e)
+    }
+}
+
+/// The best of `n_init` runs for one k, clusters numbered by size (largest first).
+#[derive(Debug, Clone)]
+pub(super) struct Fit {
+    pub k: usize,
+    /// `k * d`, row-major, in the transformed (clustered) space.
+    pub centers: Vec<f64>,
+    /// Sum of squared distances of each cluster's rows to its center.
+    pub within: Vec<f64>,
+    /// Sum of `within`: what scikit-learn calls inertia.
+    pub inertia: f64,
+    /// Lloyd iterations of the winning run.
+    pub iterations: usize,
+    /// Mean silhouette on the sample (NaN when not computed).
+    pub silhouette: f64,
+    /// Wall time of the fit (all runs, seeding included).
+    pub seconds: f64,
+    /// Passes over the data.
+    pub passes: usize,
+}
+
+/// The transformed features, as a table for passes and as columns for the sample.
+pub(super) struct Data<'a> {
+    ctx: &'a SessionContext,
+    table: Arc<MemTable>,
+    scaled: &'a [Vec<f64>],
+    scales: Scales,
+    seed: u64,
+    /// Mean variance of the features: `tol` is relative to it.
+    mean_variance: f64,
+}
+
+/// A seeded sample of rows, for silhouettes.
+pub(super) struct Sample {
+    xs: Vec<f64>,
+    d: usize,
+}
+
+impl<'a> Data<'a> {
+    pub fn new(
+        ctx: &'a SessionContext,
+        table: Arc<MemTable>,
+        scaled: &'a [Vec<f64>],
+        seed: u64,
+    ) -> Data<'a> {
+        let max_abs: Vec<f64> = scaled
+            .iter()
+            .map(|v| v.iter().fold(0.0f64, |m, x| m.max(x.abs())))
+            .collect();
+        let n = scaled.first().map_or(0, Vec::len).max(1) as f64;
+        let mean_variance = scaled
+            .iter()
+            .map(|v| {
+                let m = v.iter().sum::<f64>() / n;
+                v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n
+            })
+            .sum::<f64>()
+            / scaled.len().max(1) as f64;
+        Data {
+            ctx,
+            table,
+            scaled,
+            scales: Scales::for_bounds(&max_abs),
+            seed,
+            mean_variance,
+        }
+    }
+
+    fn d(&self) -> usize {
+        self.scaled.len()
+    }
+
+    fn n(&self) -> usize {
+        self.scaled.first().map_or(0, Vec::len)
+    }
+
+    /// One pass over the data as a DataFusion aggregate.
+    async fn pass(&self, task: Task) -> Result<State, FitError> {
+        let pass = Pass {
+            scales: self.scales.clone(),
+            task,
+        };
+        let args: Vec<Expr> = std::iter::once(col("__row"))
+            .chain((0..self.d()).map(|j| col(format!("__f{j}"))))
+            .collect();
+        let batches = self
+            .ctx
+            .read_table(self.table.clone())?
+            .aggregate(vec![], vec![KMeansPass::call(&pass, args).alias("state")])?
+            .collect()
+            .await?;
+        let bytes = batches
+            .first()
+            .filter(|b| b.num_rows() == 1)
+            .map(|b| as_binary_array(b.column(0)).map(|a| a.value(0).to_vec()))
+            .transpose()?
+            .ok_or_else(|| FitError::Data("a k-means pass returned no state".into()))?;
+        State::decode(&bytes).map_err(|e| FitError::Data(e.to_string()))
+    }
+
+    /// The best of `n_init` k-means++ seeded Lloyd runs.
+    pub async fn fit(
+        &self,
+        k: usize,
+        n_init: usize,
+        max_iter: usize,
+        tol: f64,
+    ) -> Result<Fit, FitError> {
+        let started = Instant::now();
+        let d = self.d();
+        let mut passes = 0;
+        let runs: Vec<u64> = (0..n_init as u64).collect();
+        let mut centers: Vec<Vec<f64>> = vec![Vec::new(); n_init];
+
+        // k-means++ (greedy, as scikit-learn): the first center uniformly at random, then each
+        // next one the best of 2 + ln(k) draws weighted by squared distance.
+        let trials = 2 + (k as f64).ln() as usize;
+        for step in 0..k {
+            let candidates = if step == 0 { 1 } else { trials };
+            let drawn = self
+                .pass(Task::Sample {
+                    seed: self.seed,
+                    step: step as u64,
+                    candidates,
+                    runs: runs.clone(),
+                    centers: centers.clone(),
+                })
+                .await?;
+            passes += 1;
+            let drawn: Vec<Vec<f64>> = (0..n_init)
+                .map(|r| {
+                    drawn.slots[r * candidates..(r + 1) * candidates]
+                        .iter()
+                        .filter(|s| !s.is_empty())
+                        .flat_map(|s| s.x.iter().copied())
+                        .collect()
+                })
+                .collect();
+            if drawn.iter().any(Vec::is_empty) {
+                return Err(FitError::Data(format!(
+                    "the rows have only {step} distinct points, fewer than k = {k}; lower `k`"
+                )));
+            }
+            if step == 0 {
+                centers = drawn;
+                continue;
+            }
+            let potentials = self
+                .pass(Task::Potential {
+                    centers: centers.clone(),
+                    candidates: drawn.clone(),
+                })
+                .await?;
+            passes += 1;
+            let mut at = 0;
+            for (r, cands) in drawn.iter().enumerate() {
+                let m = cands.len() / d;
+                let pots = &potentials.ints[at..at + m];
+                at += m;
+                let best = (0..m).min_by_key(|&j| (pots[j], j)).unwrap_or(0);
+                centers[r].extend_from_slice(&cands[best * d..(best + 1) * d]);
+            }
+        }
+
+        // Lloyd: every pass serves the runs that have not converged yet.
+        let tol = tol * self.mean_variance;
+        let stride = step_stride(k, d);
+        let mut iterations = vec![0usize; n_init];
+        let mut active: Vec<usize> = (0..n_init).collect();
+        for _ in 0..max_iter {
+            if active.is_empty() {
+                break;
+            }
+            let state = self
+                .pass(Task::Step {
+                    k,
+                    centers: active.iter().map(|&r| centers[r].clone()).collect(),
+                })
+                .await?;
+            passes += 1;
+            let mut still = Vec::with_capacity(active.len());
+            for (i, &r) in active.iter().enumerate() {
+                let ints = &state.ints[i * stride..(i + 1) * stride];
+                let mut shift = 0.0;
+                for c in 0..k {
+                    let count = ints[c];
+                    if count == 0 {
+                        continue; // an empty cluster keeps its center
+                    }
+                    for j in 0..d {
+                        let sum = unfixed(ints[k + c * d + j], self.scales.features[j]);
+                        let new = sum / count as f64;
+                        let old = &mut centers[r][c * d + j];
+                        shift += (new - *old) * (new - *old);
+                        *old = new;
+                    }
+                }
+                iterations[r] += 1;
+                if shift > tol {
+                    still.push(r);
+                }
+            }
+            active = still;
+        }
+
+        // Inertia of every run's final centers; the lowest wins (ties: the first run).
+        let state = self
+            .pass(Task::Step {
+                k,
+                centers: centers.clone(),
+            })
+            .await?;
+        passes += 1;
+        let within_of = |r: usize| -> Vec<f64> {
+            let ints = &state.ints[r * stride..(r + 1) * stride];
+            (0..k)
+                .map(|c| unfixed(ints[k + k * d + c], self.scales.squared))
+                .collect()
+        };
+        let inertia_of = |r: usize| -> i128 {
+            state.ints[r * stride + k + k * d..(r + 1) * stride]
+                .iter()
+                .sum()
+        };
+        let best = (0..n_init).min_by_key(|&r| (inertia_of(r), r)).unwrap_or(0);
+        let sizes: Vec<i64> = state.ints[best * stride..best * stride + k]
+            .iter()
+            .map(|&c| c as i64)
+            .collect();
+        let within = within_of(best);
+
+        // Number clusters by size, largest first (ties: the earlier center).
+        let mut order: Vec<usize> = (0..k).collect();
+        order.sort_by_key(|&c| (std::cmp::Reverse(sizes[c]), c));
+        let centers_best = &centers[best];
+        Ok(Fit {
+            k,
+            centers: order
+                .iter()
+                .flat_map(|&c| centers_best[c * d..(c + 1) * d].iter().copied())
+                .collect(),
+            within: order.iter().map(|&c| within[c]).collect(),
+            inertia: unfixed(inertia_of(best), self.scales.squared),
+            iterations: iterations[best],
+            silhouette: f64::NAN,
+            seconds: started.elapsed().as_secs_f64(),
+            passes,
+        })
+    }
+
+    /// `size` rows chosen by a hash of the seed and row id: the same rows on every run.
+    pub fn sample(&self, size: usize) -> Sample {
+        let d = self.d();
+        let mut keyed: Vec<(f64, usize)> = (0..self.n())
+            .map(|i| (kernel::uniform(self.seed, u64::MAX, 0, 0, i as u64), i))
+            .collect();
+        if size < keyed.len() {
+            keyed.select_nth_unstable_by(size, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            keyed.truncate(size);
+        }
+        let mut rows: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
+        rows.sort_unstable();
+        let xs = rows
+            .iter()
+            .flat_map(|&i| self.scaled.iter().map(move |v| v[i]))
+            .collect();
+        Sample { xs, d }
+    }
+}
+
+impl Sample {
+    /// Mean silhouette of the sample labelled by its nearest centers; NaN for fewer than 2
+    /// rows or when every row falls in one cluster.
+    pub fn silhouette(&self, centers: &[f64], k: usize) -> f64 {
+        if self.xs.is_empty() {
+            return f64::NAN;
+        }
+        let labels: Vec<usize> = self
+            .xs
+            .chunks_exact(self.d)
+            .map(|x| nearest(x, centers, self.d).0)
+            .collect();
+        kernel::silhouette(&self.xs, &labels, k, self.d)
+    }
+}

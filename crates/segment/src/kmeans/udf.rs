@@ -1,0 +1,212 @@
+//! k-means as DataFusion functions, so every pass over the data is a DataFusion plan.
+//!
+//! - `kmeans_pass(row_id, f1, ..., fd)`: an aggregate that runs one [`Pass`] (a Lloyd step,
+//!   k-means++ draws or candidate potentials) for every run at once. Its state is the exact
+//!   [`State`], merged by addition and maximum, so DataFusion's partial/final aggregation (and
+//!   a distributed engine's) gives the same bytes whatever the partitioning.
+//! - `kmeans_assign(f1, ..., fd)`: the nearest of a set of centers, as a 0-based `Int32`.
+//!
+//! Both carry their centers in the function value rather than as a literal argument: an
+//! aggregate's literal arguments are expanded to a full column per batch, which for a few
+//! kilobytes of centers would copy megabytes per batch. A plan that crosses machines ships the
+//! function with its bytes ([`Pass::encode`]) through an extension codec.
+
+use std::sync::Arc;
+
+use segflow_core::datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int32Array};
+use segflow_core::datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use segflow_core::datafusion::common::cast::{as_binary_array, as_float64_array, as_uint64_array};
+use segflow_core::datafusion::common::{Result, ScalarValue, exec_err};
+use segflow_core::datafusion::error::DataFusionError;
+use segflow_core::datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use segflow_core::datafusion::logical_expr::utils::format_state_name;
+use segflow_core::datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Expr, ScalarFunctionArgs,
+    ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+use super::kernel::{Pass, State, WireError, nearest};
+
+fn wire(e: WireError) -> DataFusionError {
+    DataFusionError::Execution(format!("kmeans: {e}"))
+}
+
+/// The aggregate running one pass; see the module docs.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct KMeansPass {
+    bytes: Vec<u8>,
+    signature: Signature,
+}
+
+impl KMeansPass {
+    /// `kmeans_pass(row_id, features...)` for this pass.
+    pub fn call(pass: &Pass, args: Vec<Expr>) -> Expr {
+        AggregateUDF::from(KMeansPass {
+            bytes: pass.encode(),
+            signature: Signature::variadic_any(Volatility::Immutable),
+        })
+        .call(args)
+    }
+}
+
+impl AggregateUDFImpl for KMeansPass {
+    fn name(&self) -> &str {
+        "kmeans_pass"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Binary)
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let pass = Pass::decode(&self.bytes).map_err(wire)?;
+        if args.exprs.len() != pass.dims() + 1 {
+            return exec_err!(
+                "kmeans_pass takes a row id and {} features, got {} arguments",
+                pass.dims(),
+                args.exprs.len()
+            );
+        }
+        Ok(Box::new(PassAccumulator {
+            state: pass.empty_state(),
+            pass,
+            xs: Vec::new(),
+        }))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![
+            Field::new(
+                format_state_name(args.name, "state"),
+                DataType::Binary,
+                true,
+            )
+            .into(),
+        ])
+    }
+}
+
+#[derive(Debug)]
+struct PassAccumulator {
+    pass: Pass,
+    state: State,
+    /// The batch's rows, row-major: reused between batches.
+    xs: Vec<f64>,
+}
+
+impl Accumulator for PassAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let rows = as_uint64_array(&values[0])?;
+        let features: Vec<&Float64Array> = values[1..]
+            .iter()
+            .map(|a| as_float64_array(a))
+            .collect::<Result<_>>()?;
+        if rows.null_count() > 0 || features.iter().any(|f| f.null_count() > 0) {
+            return exec_err!("kmeans_pass got a null row id or feature");
+        }
+        row_major(&features, &mut self.xs);
+        self.pass.update(&mut self.state, rows.values(), &self.xs);
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Binary(Some(self.state.encode())))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+            + self.state.ints.len() * 16
+            + self.state.slots.len() * (24 + 8 * self.pass.dims())
+            + self.xs.capacity() * 8
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![self.evaluate()?])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let states = as_binary_array(&states[0])?;
+        for bytes in states.iter().flatten() {
+            let other = State::decode(bytes).map_err(wire)?;
+            self.state.merge(&other).map_err(wire)?;
+        }
+        Ok(())
+    }
+}
+
+/// Columns to one row-major buffer, which the distance loops read contiguously.
+fn row_major(features: &[&Float64Array], xs: &mut Vec<f64>) {
+    let d = features.len();
+    let n = features.first().map_or(0, |f| f.len());
+    xs.clear();
+    xs.resize(n * d, 0.0);
+    for (j, f) in features.iter().enumerate() {
+        for (i, &v) in f.values().iter().enumerate() {
+            xs[i * d + j] = v;
+        }
+    }
+}
+
+/// The scalar function giving each row its nearest center.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct KMeansAssign {
+    /// `k * d` centers, row-major, as bit patterns (f64 has no `Eq`/`Hash`).
+    centers: Vec<u64>,
+    d: usize,
+    signature: Signature,
+}
+
+impl KMeansAssign {
+    /// `kmeans_assign(features...)` against these centers.
+    pub fn call(centers: &[f64], args: Vec<Expr>) -> Expr {
+        let d = args.len();
+        ScalarUDF::from(KMeansAssign {
+            centers: centers.iter().map(|c| c.to_bits()).collect(),
+            d,
+            signature: Signature::variadic_any(Volatility::Immutable),
+        })
+        .call(args)
+    }
+}
+
+impl ScalarUDFImpl for KMeansAssign {
+    fn name(&self) -> &str {
+        "kmeans_assign"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int32)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        if arrays.len() != self.d {
+            return exec_err!("kmeans_assign takes {} features", self.d);
+        }
+        let features: Vec<&Float64Array> = arrays
+            .iter()
+            .map(|a| as_float64_array(a))
+            .collect::<Result<_>>()?;
+        let centers: Vec<f64> = self.centers.iter().map(|&b| f64::from_bits(b)).collect();
+        let mut xs = Vec::new();
+        row_major(&features, &mut xs);
+        let nulls = features.iter().any(|f| f.null_count() > 0);
+        let ids: Int32Array = xs
+            .chunks_exact(self.d)
+            .enumerate()
+            .map(|(i, x)| {
+                let null = nulls && features.iter().any(|f| f.is_null(i));
+                (!null).then(|| nearest(x, &centers, self.d).0 as i32)
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(ids)))
+    }
+}
