@@ -1,5 +1,6 @@
 //! Segmentations on generated data: every customer gets exactly one segment per segmentation,
-//! profiles add up, and rules that cannot fill their segment are named.
+//! profiles add up, and rules that cannot fill their segment are named. A golden test sends
+//! hand-made customers through the default pipeline's rules, one customer per rule.
 
 use std::path::Path;
 
@@ -135,4 +136,127 @@ fn rules_that_leave_their_segment_empty_are_named_with_the_reason() {
         text(&out)
     );
     assert!(!stderr.contains("segment `unknown` is empty"), "{stderr}");
+}
+
+/// Hand-made customers, one per rule: the default pipeline's rule segmentations (copied from
+/// pipelines/customer_segmentation.yaml as they are) must put each where the README says.
+/// Columns: id, r, f, frequency, age, income_band, country, region, top_interest, score,
+/// opt_in, clicked, open_rate, opened, sent, then the expected rfm, demographic, geographic,
+/// psychographic and engagement segments.
+const HAND_MADE: &str = "
+  ('h01', 5, 4, 9, 22, 'middle', 'US', 'California', 'sustainability', 5, true, 1, 0.1, 1, 10, 'champions', 'young_adults', 'us_west', 'eco_conscious', 'email_engaged'),
+  ('h02', 3, 5, 12, 30, 'high', 'US', 'New York', 'technology', 4, true, 0, 0.25, 1, 4, 'loyal_customers', 'young_professionals', 'us_east', 'tech_enthusiasts', 'email_engaged'),
+  ('h03', 5, 1, 1, 30, 'middle', 'US', 'Texas', 'fitness', 4, true, 0, 0.2, 2, 10, 'new_customers', 'early_career', 'us_central', 'active_lifestyle', 'email_casual'),
+  ('h04', 4, 1, 1, 45, 'upper_middle', 'CA', 'Ontario', 'luxury', 5, true, 0, 0.0, 0, 3, 'promising', 'affluent_midlife', 'canada', 'luxury_seekers', 'email_lapsed'),
+  ('h05', 4, 2, 2, 45, 'low', 'IE', 'Dublin', 'family', 4, true, 0, null, 0, 0, 'potential_loyalists', 'midlife', 'uk_ireland', 'family_focused', 'not_emailed'),
+  ('h06', 3, 3, 3, 60, 'high', 'AT', 'Wien', 'travel', 4, false, 2, 0.5, 2, 4, 'need_attention', 'affluent_seniors', 'dach', 'travelers', 'not_opted_in'),
+  ('h07', 3, 1, 1, 70, null, 'FR', 'Paris', 'value', 5, null, 0, null, 0, 0, 'about_to_sleep', 'seniors', 'western_europe', 'value_seekers', 'not_opted_in'),
+  ('h08', 1, 5, 20, null, 'high', 'ES', 'Madrid', 'travel', 3, true, 0, 0.0, 0, 1, 'cant_lose_them', 'age_unknown', 'southern_europe', 'undeclared', 'email_lapsed'),
+  ('h09', 2, 3, 3, 24, 'high', 'SE', 'Stockholm', null, null, true, 1, 1.0, 1, 1, 'at_risk', 'young_adults', 'nordics', 'undeclared', 'email_engaged'),
+  ('h10', 2, 2, 2, 35, 'middle', 'BR', 'Sao Paulo', 'sustainability', 3, true, 0, null, 0, 0, 'hibernating', 'midlife', 'latin_america', 'undeclared', 'not_emailed'),
+  ('h11', null, null, null, 55, 'upper_middle', 'JP', 'Tokyo', 'technology', 5, true, 0, null, 0, 0, 'no_purchase', 'affluent_seniors', 'asia_pacific', 'tech_enthusiasts', 'not_emailed'),
+  ('h12', 1, 1, 1, 34, 'upper_middle', 'ZA', 'Gauteng', 'luxury', 4, true, 0, 0.1, 1, 10, 'hibernating', 'young_professionals', 'rest_of_world', 'luxury_seekers', 'email_casual')";
+
+#[test]
+fn default_rules_put_hand_made_customers_where_the_readme_says() {
+    use segflow_core::yaml::{Mapping, Value};
+
+    let dir = tempfile::tempdir().unwrap();
+    let sql = dir.path().join("sql");
+    std::fs::create_dir_all(&sql).unwrap();
+    std::fs::write(
+        sql.join("hand_made.sql"),
+        format!(
+            "select column1 as customer_id, cast(column2 as int) as r_score, \
+             cast(column3 as int) as f_score, cast(column4 as int) as frequency, \
+             cast(column5 as int) as age, column6 as income_band, column7 as country, \
+             column8 as region, column9 as top_interest, cast(column10 as int) as top_interest_score, \
+             cast(column11 as boolean) as email_opt_in, cast(column12 as int) as emails_clicked_90d, \
+             cast(column13 as double) as email_open_rate_90d, cast(column14 as int) as emails_opened_90d, \
+             cast(column15 as int) as emails_sent_90d, column16 as expected_rfm, \
+             column17 as expected_demographic, column18 as expected_geographic, \
+             column19 as expected_psychographic, column20 as expected_engagement \
+             from (values {HAND_MADE}) as t"
+        ),
+    )
+    .unwrap();
+
+    // The default pipeline's rule stages, verbatim, after a stage that makes the rows.
+    let default = std::fs::read_to_string(crate::default_pipeline()).unwrap();
+    let default: Value = serde_yaml_value(&default);
+    let mut stages = vec![serde_yaml_value(
+        "{ id: rows, kind: features.sql, sql: hand_made.sql, output: customer_features }",
+    )];
+    let rules: Vec<Value> = default["stages"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "segment.rules")
+        .cloned()
+        .collect();
+    assert_eq!(rules.len(), 5, "the five rule segmentations");
+    let last = rules.last().unwrap()["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    stages.extend(rules);
+    stages.push(serde_yaml_value(&format!(
+        "{{ id: publish, kind: export.delta, tables: {{ {last}: \"${{output}}/segmented\" }} }}"
+    )));
+    let mut pipeline = Mapping::new();
+    pipeline.insert("name".into(), "hand_made".into());
+    pipeline.insert(
+        "vars".into(),
+        serde_yaml_value("{ output: { default: \"\" }, input: { default: \"\" } }"),
+    );
+    pipeline.insert("runs".into(), "${output}/_runs".into());
+    pipeline.insert("stages".into(), Value::Sequence(stages));
+    let file = dir.path().join("hand_made.yaml");
+    std::fs::write(&file, segflow_core::yaml::to_string(&pipeline).unwrap()).unwrap();
+
+    let output = dir.path().join("out");
+    let out = run(&file, dir.path(), &output, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut checked = 0;
+    for s in SEGMENTATIONS {
+        let wrong = query(
+            &output,
+            "segmented",
+            &format!(
+                "select customer_id, {s}_segment, expected_{s} from t \
+                 where {s}_segment is distinct from expected_{s} order by 1"
+            ),
+        );
+        assert!(wrong.is_empty(), "{s}: got, expected: {wrong:?}");
+        checked += 1;
+    }
+    assert_eq!(checked, 5);
+    // Every rule and default of every segmentation is reached by some hand-made row.
+    for s in SEGMENTATIONS {
+        let reached = query(
+            &output,
+            "segmented",
+            &format!("select count(distinct {s}_segment) from t"),
+        );
+        let stage = default["stages"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|st| st["segmentation"] == s)
+            .unwrap();
+        let mut names: Vec<&str> = stage["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|r| r["segment"].as_str().unwrap())
+            .collect();
+        names.push(stage["default"].as_str().unwrap());
+        names.sort();
+        names.dedup();
+        assert_eq!(reached, [[names.len().to_string()]], "{s}: {names:?}");
+    }
+}
+
+fn serde_yaml_value(text: &str) -> segflow_core::yaml::Value {
+    segflow_core::yaml::from_str(Path::new("<test>"), text).unwrap()
 }
