@@ -6,6 +6,7 @@ mod cli;
 mod clusters;
 mod errors;
 mod formats;
+mod history;
 mod incremental;
 mod ingest;
 mod rfm;

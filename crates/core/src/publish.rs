@@ -49,8 +49,10 @@ pub struct PublishRequest {
     /// Whether a different schema may replace the table's current one. Off by default: a
     /// changed output schema breaks readers, so it should be a deliberate choice.
     pub allow_schema_change: bool,
-    /// Replace the table's rows (`overwrite`, the default) or add to them (`append`, for logs
-    /// such as the quarantine, where each run adds its rows in one commit).
+    /// Replace the table's rows (`overwrite`, the default), add to them (`append`, for logs
+    /// such as the quarantine, where each run adds its rows in one commit), or replace only the
+    /// partitions the run's rows fall in (`replace_partitions`, for snapshots by date such as
+    /// the segment history: rerunning a date replaces that date's rows, keeping the others).
     pub mode: PublishMode,
     /// With `overwrite`: replace only the rows where this column holds one of these values
     /// (Delta's replaceWhere), in one commit; the run's rows must all match. An incremental
@@ -74,6 +76,8 @@ pub enum PublishMode {
     #[default]
     Overwrite,
     Append,
+    /// Needs exactly one `partition_by` column.
+    ReplacePartitions,
 }
 
 /// Writes `request.table` as a new version of the Delta table at `request.url`.
@@ -136,7 +140,7 @@ pub async fn publish(
         .with_input_plan(plan)
         .with_session_state(Arc::new(delta_session(ctx)))
         .with_save_mode(match request.mode {
-            PublishMode::Overwrite => SaveMode::Overwrite,
+            PublishMode::Overwrite | PublishMode::ReplacePartitions => SaveMode::Overwrite,
             PublishMode::Append => SaveMode::Append,
         })
         .with_table_name(request.display_name().to_string())
@@ -144,7 +148,20 @@ pub async fn publish(
     if !request.partition_by.is_empty() {
         write = write.with_partition_columns(request.partition_by.clone());
     }
-    if let Some((column, values)) = &request.replace_where
+    let replace_where = match (request.mode, request.partition_by.as_slice()) {
+        (PublishMode::ReplacePartitions, [column]) => Some((
+            column.clone(),
+            partition_values(ctx, &request.table, column).await?,
+        )),
+        (PublishMode::ReplacePartitions, _) => {
+            return Err(Error::Internal(format!(
+                "table `{}`: replace_partitions needs exactly one partition_by column",
+                request.display_name()
+            )));
+        }
+        _ => request.replace_where.clone(),
+    };
+    if let Some((column, values)) = &replace_where
         && before.is_some()
     {
         use datafusion::prelude::{col, lit};
@@ -168,6 +185,34 @@ pub async fn publish(
         version,
         rows,
     })
+}
+
+/// The distinct values of `column` in run table `table`, as text (Delta partition values).
+async fn partition_values(ctx: &SessionContext, table: &str, column: &str) -> Result<Vec<String>> {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::prelude::{cast, ident};
+    let err = |source| Error::DataFusion {
+        stage: "publish".into(),
+        context: format!("listing the `{column}` partitions of `{table}`"),
+        source,
+    };
+    let batches = ctx
+        .table(table)
+        .await
+        .map_err(err)?
+        .select(vec![cast(ident(column), DataType::Utf8).alias("v")])
+        .and_then(|df| df.distinct())
+        .map_err(err)?
+        .collect()
+        .await
+        .map_err(err)?;
+    let mut values = Vec::new();
+    for b in &batches {
+        let a = datafusion::common::cast::as_string_array(b.column(0)).map_err(err)?;
+        values.extend(a.iter().map(|v| v.unwrap_or_default().to_string()));
+    }
+    values.sort();
+    Ok(values)
 }
 
 /// Our session (its object stores, its registered run tables) with delta-rs's query planner,

@@ -41,8 +41,10 @@ pub struct TargetOptions {
     /// Let a run replace the table's schema. Off by default: readers rely on the schema.
     #[serde(default)]
     pub allow_schema_change: bool,
-    /// `overwrite` (default: the new version holds this run's rows) or `append` (the run's
-    /// rows are added in one commit; for logs such as the quarantine).
+    /// `overwrite` (default: the new version holds this run's rows), `append` (the run's
+    /// rows are added in one commit; for logs such as the quarantine) or `replace_partitions`
+    /// (the run's rows replace the published rows of their `partition_by` values, one commit;
+    /// for snapshots such as the segment history).
     #[serde(default)]
     pub mode: PublishMode,
 }
@@ -95,9 +97,25 @@ tables:
             };
             let url = storage::parse_location(&path)
                 .map_err(|e| spec.error(cx.source, format!("table `{table}`: {e}")))?;
+            if mode == PublishMode::ReplacePartitions && partition_by.len() != 1 {
+                return Err(spec.error(
+                    cx.source,
+                    format!(
+                        "table `{table}`: `mode: replace_partitions` needs exactly one \
+                         `partition_by` column (the rows of its values in this run replace \
+                         the published ones)"
+                    ),
+                ));
+            }
+            // Reports name the table by where it goes when that differs from the run table
+            // (customer_segments published as segment_history).
+            let last = url
+                .path_segments()
+                .and_then(|mut s| s.rfind(|p| !p.is_empty()));
+            let name = last.filter(|l| *l != table).map(str::to_string);
             requests.push(PublishRequest {
                 table,
-                name: None,
+                name,
                 url,
                 partition_by,
                 allow_schema_change,
@@ -126,6 +144,12 @@ impl Stage for DeltaExport {
             .map(|r| match r.mode {
                 PublishMode::Overwrite => format!("{} -> {} (delta)", r.table, r.url),
                 PublishMode::Append => format!("{} -> {} (delta, append)", r.table, r.url),
+                PublishMode::ReplacePartitions => format!(
+                    "{} -> {} (delta, replacing its {} partitions)",
+                    r.table,
+                    r.url,
+                    r.partition_by.join(", ")
+                ),
             })
             .collect()
     }

@@ -6,10 +6,12 @@
 //! `parquet`) that yields every value as text, types and checks every column with vectorized DataFusion
 //! expressions ([`validate`]), and splits the rows: good ones into the output table, bad ones,
 //! with file, line, reason and raw text, into a quarantine table. Nothing is dropped silently,
-//! and a file that is mostly bad fails the stage.
+//! and a file that is mostly bad fails the stage. `ingest.delta` ([`delta_source`]) reads a
+//! table segflow published earlier, such as the segment history.
 #![warn(missing_docs)]
 
 pub mod contract;
+pub mod delta_source;
 pub mod file_stage;
 mod formats;
 pub mod incremental;
@@ -28,4 +30,5 @@ pub fn register(reg: &mut segflow_core::Registry) {
     ] {
         reg.register(IngestFactory(format));
     }
+    reg.register(delta_source::DeltaSourceFactory);
 }

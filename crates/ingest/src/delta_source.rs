@@ -1,0 +1,127 @@
+//! `ingest.delta`: a published Delta table (its current version) as a run table, e.g. the
+//! segment history earlier runs wrote, to compare this run's segments with.
+//!
+//! A table that does not exist yet (the first run) is not an error: the stage yields an empty
+//! table shaped like `empty_like`, a table of this run with the columns the Delta table will
+//! have, so the SQL that reads it runs unchanged and finds no rows.
+
+use async_trait::async_trait;
+use segflow_core::spec::StageSpec;
+use segflow_core::stage::{BuildContext, Stage, StageContext, StageFactory};
+use segflow_core::{Result, publish, storage};
+use serde::Deserialize;
+use url::Url;
+
+/// The YAML keys of an `ingest.delta` stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaSourceConfig {
+    /// Location of the Delta table: a directory or an object store URL.
+    pub path: String,
+    /// A table of this run whose columns the Delta table has; its empty copy stands in while
+    /// the Delta table does not exist.
+    pub empty_like: String,
+}
+
+/// A built `ingest.delta` stage.
+#[derive(Debug)]
+pub struct DeltaSource {
+    url: Url,
+    empty_like: String,
+    output: String,
+}
+
+pub(crate) struct DeltaSourceFactory;
+
+impl StageFactory for DeltaSourceFactory {
+    fn kind(&self) -> &'static str {
+        "ingest.delta"
+    }
+
+    fn summary(&self) -> &'static str {
+        "reads a published Delta table (its current version); empty, shaped like a run table, until it exists"
+    }
+
+    fn example_yaml(&self) -> &'static str {
+        r#"id: history
+kind: ingest.delta
+path: /tmp/segflow-example/segment_history
+empty_like: customer_segments
+output: segment_history_before
+"#
+    }
+
+    fn build(&self, spec: &StageSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>> {
+        let config: DeltaSourceConfig = spec.config(cx.source)?;
+        let Some(output) = spec.output.clone() else {
+            return Err(spec.error(cx.source, "has no `output`; name the table it produces"));
+        };
+        if !spec.inputs.is_empty() {
+            return Err(spec.error(
+                cx.source,
+                "takes no `inputs`: it reads `path` and, until that exists, `empty_like`",
+            ));
+        }
+        let url = storage::parse_location(&config.path)
+            .map_err(|e| spec.error(cx.source, format!("`path`: {e}")))?;
+        Ok(Box::new(DeltaSource {
+            url,
+            empty_like: config.empty_like,
+            output,
+        }))
+    }
+}
+
+#[async_trait]
+impl Stage for DeltaSource {
+    fn inputs(&self) -> Vec<String> {
+        vec![self.empty_like.clone()]
+    }
+
+    fn outputs(&self) -> Vec<String> {
+        vec![self.output.clone()]
+    }
+
+    fn describe(&self) -> Vec<String> {
+        vec![format!(
+            "{} (delta; empty like {} until it exists)",
+            self.url, self.empty_like
+        )]
+    }
+
+    async fn run(&self, cx: &StageContext<'_>) -> Result<()> {
+        let read = format!("reading Delta table {}", self.url);
+        let df = if storage::has_objects(cx.ctx, &storage::join(&self.url, "_delta_log/")).await? {
+            let table = publish::open_table(cx.ctx, &self.url).await?;
+            table
+                .update_datafusion_session(&cx.ctx.state())
+                .map_err(|e| segflow_core::Error::Storage {
+                    location: self.url.to_string(),
+                    message: format!("cannot register the table's store: {e}"),
+                    source: None,
+                })?;
+            let provider = table.table_provider().await.map_err(cx.df_err(&read))?;
+            cx.ctx.read_table(provider).map_err(cx.df_err(&read))?
+        } else {
+            cx.table(&self.empty_like)
+                .await?
+                .limit(0, Some(0))
+                .map_err(cx.df_err(format!("an empty copy of `{}`", self.empty_like)))?
+        };
+        cx.materialize(&self.output, df).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_yaml_builds() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let stage = segflow_core::stage::check_example(&DeltaSourceFactory, &root).unwrap();
+        assert_eq!(stage.inputs(), ["customer_segments"]);
+        assert_eq!(stage.outputs(), ["segment_history_before"]);
+    }
+}

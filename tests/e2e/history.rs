@@ -1,0 +1,181 @@
+//! Segments over time on generated data: the history keeps one partition per as_of (a rerun
+//! replaces its own), migrations and the change feed equal a join of consecutive snapshots,
+//! and campaign metrics equal a direct recomputation from the staged events and orders.
+
+use std::path::Path;
+
+use segflow_core::datafusion::prelude::SessionContext;
+
+use crate::{default_pipeline, run, table_url, text};
+
+/// Rows of `sql` over the published tables named in `tables` (`staging/x` is registered as
+/// `x`).
+fn query(output: &Path, tables: &[&str], sql: &str) -> Vec<Vec<String>> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ctx = SessionContext::new();
+        for t in tables {
+            let name = t.rsplit('/').next().unwrap();
+            segflow_testkit::delta::register(&ctx, name, &table_url(output, t)).await;
+        }
+        segflow_testkit::delta::rows(&segflow_testkit::delta::collect(&ctx, sql).await)
+    })
+}
+
+fn run_at(input: &Path, output: &Path, as_of: &str) {
+    let out = run(
+        &default_pipeline(),
+        input,
+        output,
+        &[&format!("as_of={as_of}")],
+    );
+    assert!(out.status.success(), "as_of {as_of}: {}", text(&out));
+}
+
+/// The migrations a join of the two snapshots in segment_history gives.
+const JOINED_MIGRATIONS: &str = "
+    with cur as (select * from segment_history where as_of = DATE '2026-10-01'),
+         prev as (select * from segment_history where as_of = DATE '2026-08-01')
+    select 'rfm', coalesce(p.rfm_segment, 'new'), c.rfm_segment, count(*)
+    from cur c left join prev p on p.customer_id = c.customer_id
+    group by 1, 2, 3
+    union all
+    select 'engagement', coalesce(p.engagement_segment, 'new'), c.engagement_segment, count(*)
+    from cur c left join prev p on p.customer_id = c.customer_id
+    group by 1, 2, 3
+    order by 1, 2, 3";
+
+#[test]
+fn history_migrations_changes_and_campaigns_follow_the_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    crate::generate(&input, 500, 41);
+    let output = dir.path().join("out");
+
+    // First run: no previous snapshot, so everyone is new and the change feed is empty.
+    run_at(&input, &output, "2026-08-01");
+    let first = query(
+        &output,
+        &["segment_migrations", "segment_changes"],
+        "select (select count(*) from segment_changes) as changes, \
+                (select count(*) from segment_migrations where from_segment <> 'new' or from_as_of is not null) as old, \
+                (select sum(customers) from segment_migrations where segmentation = 'rfm') as rfm",
+    );
+    assert_eq!(first, [["0", "0", "500"]]);
+
+    run_at(&input, &output, "2026-10-01");
+    let partitions = query(
+        &output,
+        &["segment_history"],
+        "select cast(as_of as varchar) as d, count(*) from segment_history group by as_of order by d",
+    );
+    assert_eq!(partitions, [["2026-08-01", "500"], ["2026-10-01", "500"]]);
+
+    let migrations = query(
+        &output,
+        &["segment_migrations"],
+        "select segmentation, from_segment, to_segment, customers from segment_migrations \
+         where segmentation in ('rfm', 'engagement') and from_as_of = DATE '2026-08-01' \
+         and to_as_of = DATE '2026-10-01' order by 1, 2, 3",
+    );
+    assert!(migrations.len() > 5, "{migrations:?}");
+    assert_eq!(
+        migrations,
+        query(&output, &["segment_history"], JOINED_MIGRATIONS)
+    );
+    let sums = query(
+        &output,
+        &["segment_migrations"],
+        "select segmentation, sum(customers) from segment_migrations group by 1 order by 1",
+    );
+    assert!(sums.iter().all(|r| r[1] == "500"), "{sums:?}");
+
+    // The change feed is exactly the customers whose segment differs between the snapshots.
+    let changes = query(
+        &output,
+        &["segment_changes"],
+        "select customer_id, from_segment, to_segment from segment_changes \
+         where segmentation = 'rfm' order by 1",
+    );
+    let joined = query(
+        &output,
+        &["segment_history"],
+        "with cur as (select * from segment_history where as_of = DATE '2026-10-01'), \
+              prev as (select * from segment_history where as_of = DATE '2026-08-01') \
+         select c.customer_id, coalesce(p.rfm_segment, 'new'), c.rfm_segment \
+         from cur c left join prev p on p.customer_id = c.customer_id \
+         where p.rfm_segment is distinct from c.rfm_segment order by 1",
+    );
+    assert!(!changes.is_empty());
+    assert_eq!(changes, joined);
+
+    // Campaign metrics over all segments of one segmentation equal a direct count.
+    let ours = query(
+        &output,
+        &["campaign_performance"],
+        "select campaign_id, sum(sends), sum(opens), sum(clicks), sum(conversions), sum(revenue) \
+         from campaign_performance where segmentation = 'geographic' group by 1 order by 1",
+    );
+    let direct = query(
+        &output,
+        &["staging/events", "staging/orders"],
+        "with sent as (select distinct campaign_id from events where event_type = 'email_sent' \
+                       and event_ts < TIMESTAMP '2026-10-01T00:00:00Z' and campaign_id is not null), \
+              e as (select campaign_id, \
+                      count(distinct case when event_type = 'email_sent' then customer_id end) as s, \
+                      count(distinct case when event_type = 'email_open' then customer_id end) as o, \
+                      count(distinct case when event_type = 'email_click' then customer_id end) as c \
+                    from events where event_ts < TIMESTAMP '2026-10-01T00:00:00Z' group by 1), \
+              v as (select campaign_id, count(distinct customer_id) as n, sum(amount) as r from orders \
+                    where order_ts < TIMESTAMP '2026-10-01T00:00:00Z' group by 1) \
+         select sent.campaign_id, e.s, e.o, e.c, coalesce(v.n, 0), coalesce(v.r, 0) \
+         from sent join e on e.campaign_id = sent.campaign_id \
+         left join v on v.campaign_id = sent.campaign_id order by 1",
+    );
+    assert!(!direct.is_empty());
+    assert_eq!(ours, direct);
+    // Campaigns first sent on or after the first snapshot take their segments from it; those
+    // sent before any snapshot from this run's.
+    let snapshots = query(
+        &output,
+        &["campaign_performance", "staging/events"],
+        "with f as (select campaign_id, min(cast(event_ts as date)) as first from events \
+                    where event_type = 'email_sent' and event_ts < TIMESTAMP '2026-10-01T00:00:00Z' \
+                    group by 1) \
+         select count(*) filter (where p.snapshot_as_of is not distinct from \
+                    case when f.first >= DATE '2026-08-01' then DATE '2026-08-01' end) as right, \
+                count(*) filter (where p.snapshot_as_of is not null) as from_history, count(*) as all \
+         from campaign_performance p join f on f.campaign_id = p.campaign_id",
+    );
+    let [right, from_history, all] = &snapshots[0][..] else {
+        panic!("{snapshots:?}")
+    };
+    assert_eq!(right, all, "{snapshots:?}");
+    assert!(from_history != "0" && from_history != all, "{snapshots:?}");
+
+    // Rerunning an as_of replaces its partition in one commit and changes no row.
+    let before = query(
+        &output,
+        &["segment_history"],
+        "select * from segment_history order by as_of, customer_id",
+    );
+    let version = |output: &Path| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(segflow_testkit::delta::query(
+            &table_url(output, "segment_history"),
+            "select 1",
+        ))
+        .0
+    };
+    let v = version(&output);
+    run_at(&input, &output, "2026-10-01");
+    assert_eq!(version(&output), v + 1);
+    assert_eq!(
+        before,
+        query(
+            &output,
+            &["segment_history"],
+            "select * from segment_history order by as_of, customer_id",
+        )
+    );
+}
