@@ -86,7 +86,8 @@ fn history_migrations_changes_and_campaigns_follow_the_snapshots() {
     let sums = query(
         &output,
         &["segment_migrations"],
-        "select segmentation, sum(customers) from segment_migrations group by 1 order by 1",
+        "select segmentation, sum(customers) from segment_migrations \
+         where to_as_of = DATE '2026-10-01' group by 1 order by 1",
     );
     assert!(sums.iter().all(|r| r[1] == "500"), "{sums:?}");
 

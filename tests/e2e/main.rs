@@ -2,6 +2,7 @@
 //! reader would. Golden SQL tests (`tests/slt`) run from here too, to keep one test binary.
 
 mod atomic;
+mod backfill;
 mod cli;
 mod clusters;
 mod errors;

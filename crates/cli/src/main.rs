@@ -4,6 +4,7 @@
 //! check, storage); 2 the pipeline or the command line is invalid (nothing was read);
 //! 130 interrupted.
 
+mod backfill;
 mod dirty;
 mod generate;
 mod progress;
@@ -63,6 +64,9 @@ enum Command {
         #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_var)]
         vars: Vec<(String, String)>,
     },
+    /// Run a pipeline once per as_of date over a range, oldest first, skipping dates a
+    /// succeeded run already published (resumable).
+    Backfill(backfill::Args),
     /// List the stage kinds this binary knows.
     Stages,
     /// Write a realistic, seeded CRM export (the four input CSV files).
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -172,6 +177,7 @@ async fn dispatch(command: Command) -> ExitCode {
             );
         }),
         Command::Plan { pipeline, vars } => load(&pipeline, &vars).map(|plan| print_plan(&plan)),
+        Command::Backfill(args) => return backfill::run(args).await,
         Command::Stages => {
             for f in registry().factories() {
                 println!("{:<16} {}", f.kind(), f.summary());

@@ -91,3 +91,32 @@ impl StageReport {
         }
     }
 }
+
+/// The values var `var` had in the succeeded runs of pipeline `pipeline` whose manifests are
+/// under `runs` (e.g. the as_of dates a backfill has already published). A manifest that cannot
+/// be parsed is an error rather than skipped: skipping it could rerun a published period.
+pub async fn succeeded_values(
+    ctx: &datafusion::prelude::SessionContext,
+    runs: &url::Url,
+    pipeline: &str,
+    var: &str,
+) -> crate::Result<std::collections::BTreeSet<String>> {
+    let mut values = std::collections::BTreeSet::new();
+    let pattern = crate::storage::join(runs, "*.json");
+    for file in crate::storage::list_files(ctx, &pattern).await? {
+        let bytes = crate::storage::read(ctx, &file.url).await?;
+        let m: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| crate::Error::Storage {
+                location: file.url.to_string(),
+                message: format!("run manifest is not JSON ({e}); move it aside if it is not one"),
+                source: None,
+            })?;
+        if m["pipeline"] == pipeline
+            && m["status"] == "succeeded"
+            && let Some(v) = m["vars"][var].as_str()
+        {
+            values.insert(v.to_string());
+        }
+    }
+    Ok(values)
+}

@@ -242,6 +242,18 @@ pub async fn exists(ctx: &SessionContext, url: &Url) -> Result<bool> {
     }
 }
 
+/// The bytes of the object at `url`.
+pub async fn read(ctx: &SessionContext, url: &Url) -> Result<Vec<u8>> {
+    let store = store_for(ctx, url)?;
+    let fail = |e| Error::Storage {
+        location: url.to_string(),
+        message: "cannot read".into(),
+        source: Some(e),
+    };
+    let got = store.get(&store_path(url)?).await.map_err(fail)?;
+    Ok(got.bytes().await.map_err(fail)?.to_vec())
+}
+
 /// One file an input location stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
