@@ -4,21 +4,12 @@
 
 use std::path::Path;
 
-use segflow_core::datafusion::prelude::SessionContext;
-
 use crate::{table_url, text};
 
 /// Rows of `sql` over the published tables named in `tables`, sorted (as text) so that two
 /// queries compare as sets.
 fn query(output: &Path, tables: &[&str], sql: &str) -> Vec<Vec<String>> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut rows = rt.block_on(async {
-        let ctx = SessionContext::new();
-        for t in tables {
-            segflow_testkit::delta::register(&ctx, t, &table_url(output, t)).await;
-        }
-        segflow_testkit::delta::rows(&segflow_testkit::delta::collect(&ctx, sql).await)
-    });
+    let mut rows = crate::query_tables(output, tables, sql);
     rows.sort();
     rows
 }

@@ -4,9 +4,7 @@
 
 use std::path::Path;
 
-use segflow_core::datafusion::prelude::SessionContext;
-
-use crate::{table_url, text};
+use crate::text;
 
 fn run_with_partitions(input: &Path, output: &Path, partitions: usize) {
     let out = crate::segflow()
@@ -22,16 +20,8 @@ fn run_with_partitions(input: &Path, output: &Path, partitions: usize) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-/// Rows of `sql` over the published tables named in `tables`.
 fn query(output: &Path, tables: &[&str], sql: &str) -> Vec<Vec<String>> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let ctx = SessionContext::new();
-        for t in tables {
-            segflow_testkit::delta::register(&ctx, t, &table_url(output, t)).await;
-        }
-        segflow_testkit::delta::rows(&segflow_testkit::delta::collect(&ctx, sql).await)
-    })
+    crate::query_tables(output, tables, sql)
 }
 
 #[test]

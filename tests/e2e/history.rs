@@ -4,22 +4,10 @@
 
 use std::path::Path;
 
-use segflow_core::datafusion::prelude::SessionContext;
-
 use crate::{default_pipeline, run, table_url, text};
 
-/// Rows of `sql` over the published tables named in `tables` (`staging/x` is registered as
-/// `x`).
 fn query(output: &Path, tables: &[&str], sql: &str) -> Vec<Vec<String>> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let ctx = SessionContext::new();
-        for t in tables {
-            let name = t.rsplit('/').next().unwrap();
-            segflow_testkit::delta::register(&ctx, name, &table_url(output, t)).await;
-        }
-        segflow_testkit::delta::rows(&segflow_testkit::delta::collect(&ctx, sql).await)
-    })
+    crate::query_tables(output, tables, sql)
 }
 
 fn run_at(input: &Path, output: &Path, as_of: &str) {

@@ -101,3 +101,17 @@ pub fn read_table(output: &Path, table: &str, columns: &str) -> (u64, Vec<Vec<St
     let (version, batches) = rt.block_on(segflow_testkit::delta::query(&url, &sql));
     (version, segflow_testkit::delta::rows(&batches))
 }
+
+/// Rows of `sql` over the published tables named in `tables`, each registered under its last
+/// path segment (`staging/orders` as `orders`).
+pub fn query_tables(output: &Path, tables: &[&str], sql: &str) -> Vec<Vec<String>> {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let ctx = segflow_core::datafusion::prelude::SessionContext::new();
+        for t in tables {
+            let name = t.rsplit('/').next().unwrap_or(t);
+            segflow_testkit::delta::register(&ctx, name, &table_url(output, t)).await;
+        }
+        segflow_testkit::delta::rows(&segflow_testkit::delta::collect(&ctx, sql).await)
+    })
+}
