@@ -2,8 +2,9 @@
 -- segment in the previous snapshot (from_segment; null when that snapshot lacks the customer or
 -- there is none) and now (to_segment), with both as_of (from_as_of null when there is no
 -- previous snapshot). segment_migrations counts these, segment_changes filters them. Reads
--- customer_segments, previous_segments and run_as_of. Clusters are left out: cluster ids are
--- refitted each run and do not yet mean the same thing from one run to the next.
+-- customer_segments, previous_segments and run_as_of. The `cluster` segmentation's segments are
+-- cluster ids (as text; `unclustered` for customers without one): the clusters stage matches
+-- each run's clusters to the previous centers, so an id names the same group from run to run.
 with run as (
     select r.as_of
     from run_as_of as r
@@ -22,7 +23,8 @@ snapshots as (
         s.demographic_segment,
         s.geographic_segment,
         s.psychographic_segment,
-        s.engagement_segment
+        s.engagement_segment,
+        coalesce(cast(s.cluster_id as varchar), 'unclustered') as cluster_segment
     from customer_segments as s
     union all
     select
@@ -32,7 +34,8 @@ snapshots as (
         p.demographic_segment,
         p.geographic_segment,
         p.psychographic_segment,
-        p.engagement_segment
+        p.engagement_segment,
+        coalesce(cast(p.cluster_id as varchar), 'unclustered')
     from previous_segments as p
 ),
 
@@ -46,6 +49,8 @@ members as (
     select s.snapshot, s.customer_id, 'psychographic', s.psychographic_segment from snapshots as s
     union all
     select s.snapshot, s.customer_id, 'engagement', s.engagement_segment from snapshots as s
+    union all
+    select s.snapshot, s.customer_id, 'cluster', s.cluster_segment from snapshots as s
 )
 
 select

@@ -79,6 +79,20 @@ fn history_migrations_changes_and_campaigns_follow_the_snapshots() {
     );
     assert!(sums.iter().all(|r| r[1] == "500"), "{sums:?}");
 
+    // Cluster ids carry over: customers in a cluster two months ago are mostly in the cluster
+    // with the same id now.
+    let stay = query(
+        &output,
+        &["segment_migrations"],
+        "with m as (select from_segment, to_segment, customers from segment_migrations \
+                    where segmentation = 'cluster' and to_as_of = DATE '2026-10-01' \
+                    and from_segment not in ('new', 'unclustered') and to_segment <> 'unclustered'), \
+              top as (select from_segment, to_segment, \
+                      row_number() over (partition by from_segment order by customers desc) as r from m) \
+         select count(*) filter (where from_segment = to_segment), count(*) from top where r = 1",
+    );
+    assert!(stay[0][1] != "0" && stay[0][0] == stay[0][1], "{stay:?}");
+
     // The change feed is exactly the customers whose segment differs between the snapshots.
     let changes = query(
         &output,

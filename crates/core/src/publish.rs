@@ -187,6 +187,29 @@ pub async fn publish(
     })
 }
 
+/// The current version of the published Delta table at `url`, read through `ctx`'s object
+/// stores (for stages that read what earlier runs published).
+pub async fn read_published(
+    ctx: &SessionContext,
+    url: &Url,
+) -> Result<datafusion::prelude::DataFrame> {
+    let table = open_table(ctx, url).await?;
+    let fail = |message: String| Error::Storage {
+        location: url.to_string(),
+        message,
+        source: None,
+    };
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| fail(format!("cannot register the table's store: {e}")))?;
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| fail(format!("cannot read the table: {e}")))?;
+    ctx.read_table(provider)
+        .map_err(|e| fail(format!("cannot read the table: {e}")))
+}
+
 /// The distinct values of `column` in run table `table`, as text (Delta partition values).
 async fn partition_values(ctx: &SessionContext, table: &str, column: &str) -> Result<Vec<String>> {
     use datafusion::arrow::datatypes::DataType;

@@ -90,18 +90,8 @@ impl Stage for DeltaSource {
     }
 
     async fn run(&self, cx: &StageContext<'_>) -> Result<()> {
-        let read = format!("reading Delta table {}", self.url);
         let df = if storage::has_objects(cx.ctx, &storage::join(&self.url, "_delta_log/")).await? {
-            let table = publish::open_table(cx.ctx, &self.url).await?;
-            table
-                .update_datafusion_session(&cx.ctx.state())
-                .map_err(|e| segflow_core::Error::Storage {
-                    location: self.url.to_string(),
-                    message: format!("cannot register the table's store: {e}"),
-                    source: None,
-                })?;
-            let provider = table.table_provider().await.map_err(cx.df_err(&read))?;
-            cx.ctx.read_table(provider).map_err(cx.df_err(&read))?
+            publish::read_published(cx.ctx, &self.url).await?
         } else {
             cx.table(&self.empty_like)
                 .await?

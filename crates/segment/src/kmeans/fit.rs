@@ -35,6 +35,8 @@ pub(super) struct Fit {
     pub centers: Vec<f64>,
     /// Sum of squared distances of each cluster's rows to its center.
     pub within: Vec<f64>,
+    /// Each cluster's id: 0, 1, 2, ... by size, or as [`Fit::renumber`] gave them.
+    pub ids: Vec<i32>,
     /// Sum of `within`: what scikit-learn calls inertia.
     pub inertia: f64,
     /// Lloyd iterations of the winning run.
@@ -45,6 +47,21 @@ pub(super) struct Fit {
     pub seconds: f64,
     /// Passes over the data.
     pub passes: usize,
+}
+
+impl Fit {
+    /// Gives the clusters `ids` (one per cluster, in the current order) and orders them by id.
+    pub fn renumber(&mut self, ids: &[i32]) {
+        let d = self.centers.len() / self.k.max(1);
+        let mut order: Vec<usize> = (0..self.k).collect();
+        order.sort_by_key(|&i| ids[i]);
+        self.centers = order
+            .iter()
+            .flat_map(|&i| self.centers[i * d..(i + 1) * d].to_vec())
+            .collect();
+        self.within = order.iter().map(|&i| self.within[i]).collect();
+        self.ids = order.iter().map(|&i| ids[i]).collect();
+    }
 }
 
 /// The transformed features, as a table for passes and as columns for the sample.
@@ -268,6 +285,7 @@ impl<'a> Data<'a> {
                 .flat_map(|&c| centers_best[c * d..(c + 1) * d].iter().copied())
                 .collect(),
             within: order.iter().map(|&c| within[c]).collect(),
+            ids: (0..k as i32).collect(),
             inertia: unfixed(inertia_of(best), self.scales.squared),
             iterations: iterations[best],
             silhouette: f64::NAN,

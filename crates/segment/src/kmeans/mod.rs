@@ -10,10 +10,13 @@
 //!
 //! The same seed gives the same clusters whatever the number of threads: every sum a pass
 //! keeps is exact (see [`kernel`]), draws are hashes of row ids, and ties break by index.
-//! Clusters are numbered 0..k by size, largest first.
+//! Clusters are numbered 0..k by size, largest first, unless `previous_centers` names the
+//! centers of an earlier run: then each cluster takes the id of the previous center it matches
+//! ([`matching`]), so ids keep their meaning from run to run.
 
 mod fit;
 mod kernel;
+mod matching;
 pub mod transform;
 mod udf;
 
@@ -79,6 +82,12 @@ pub struct KMeansConfig {
     /// Optional table with one row per k tried: inertia, silhouette, iterations, chosen.
     #[serde(default)]
     pub scores: Option<String>,
+    /// Where the previous run published its centers table (a Delta location). When it exists,
+    /// this run's clusters take the ids of the previous centers they match (the one-to-one
+    /// matching with the least total squared distance in this run's feature space), so a
+    /// cluster id means the same group of customers from run to run.
+    #[serde(default)]
+    pub previous_centers: Option<String>,
 }
 
 fn default_n_init() -> usize {
@@ -166,6 +175,7 @@ pub struct KMeans {
     output: String,
     config: KMeansConfig,
     ks: Vec<usize>,
+    previous_centers: Option<url::Url>,
 }
 
 pub(crate) struct KMeansFactory;
@@ -258,12 +268,20 @@ scores: cluster_scores
         if !crate::rules::is_name(&config.column) {
             return Err(err(format!("`column: {}` is not a name", config.column)));
         }
+        let previous_centers = match &config.previous_centers {
+            Some(p) => Some(
+                segflow_core::storage::parse_location(p)
+                    .map_err(|e| err(format!("`previous_centers`: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(Box::new(KMeans {
             id: spec.id.clone(),
             input: input.clone(),
             output,
             config,
             ks,
+            previous_centers,
         }))
     }
 }
@@ -377,12 +395,18 @@ impl Stage for KMeans {
                 .unwrap_or(0);
             (fits, Some(chosen))
         };
+        let mut fits = fits;
+        if let (Some(i), Some(url)) = (chosen, &self.previous_centers) {
+            let previous = self.previous_centers(cx, url, &fitted).await?;
+            let ids = matching::ids(&fits[i].centers, &previous, d);
+            fits[i].renumber(&ids);
+        }
         let fit = chosen.map(|i| &fits[i]);
 
         // Every row's cluster, as a DataFusion plan over the in-memory table.
         let features: Vec<Expr> = (0..d).map(|j| col(format!("__f{j}"))).collect();
         let assign = match fit {
-            Some(fit) => KMeansAssign::call(&fit.centers, features),
+            Some(fit) => KMeansAssign::call(&fit.centers, &fit.ids, features),
             None => lit(ScalarValue::Int32(None)),
         };
         let assigned = cx
@@ -622,6 +646,73 @@ impl KMeans {
         Ok(Rows { n, keys, raw })
     }
 
+    /// The previous run's centers, carried into this run's feature space (its fitted
+    /// transforms applied to the centers in original units); empty when there are none yet, or
+    /// when they were fitted on other features (with a warning).
+    async fn previous_centers(
+        &self,
+        cx: &StageContext<'_>,
+        url: &url::Url,
+        fitted: &[Vec<Fitted>],
+    ) -> Result<Vec<(i32, Vec<f64>)>> {
+        use segflow_core::{publish, storage};
+        if !storage::has_objects(cx.ctx, &storage::join(url, "_delta_log/")).await? {
+            return Ok(Vec::new());
+        }
+        let c = &self.config;
+        let read = format!("reading previous centers {url}");
+        let df = publish::read_published(cx.ctx, url).await?;
+        let mut wanted = vec![c.column.clone()];
+        wanted.extend(c.features.iter().map(|f| f.name.clone()));
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|w| df.schema().index_of_column_by_name(None, w).is_none())
+            .collect();
+        if !missing.is_empty() {
+            cx.warn(&format!(
+                "previous centers at {url} have no column {}; cluster ids start afresh",
+                missing
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            return Ok(Vec::new());
+        }
+        let batches = df
+            .select(
+                std::iter::once(cast(ident(&c.column), DataType::Int32))
+                    .chain(
+                        c.features
+                            .iter()
+                            .map(|f| cast(ident(&f.name), DataType::Float64)),
+                    )
+                    .collect::<Vec<Expr>>(),
+            )
+            .map_err(cx.df_err(&read))?
+            .collect()
+            .await
+            .map_err(cx.df_err(&read))?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let ids = segflow_core::datafusion::common::cast::as_int32_array(b.column(0))
+                .map_err(cx.df_err(&read))?;
+            for i in 0..b.num_rows() {
+                let mut center = Vec::with_capacity(fitted.len());
+                for (j, steps) in fitted.iter().enumerate() {
+                    let a =
+                        segflow_core::datafusion::common::cast::as_float64_array(b.column(j + 1))
+                            .map_err(cx.df_err(&read))?;
+                    center.push(steps.iter().fold(a.value(i), |v, s| s.apply(v)));
+                }
+                if ids.is_valid(i) && center.iter().all(|v| v.is_finite()) {
+                    out.push((ids.value(i), center));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// One row per cluster: id, label, size, share, within-cluster sum of squares, and per
     /// feature the center in original units, the members' mean and the center as clustered.
     fn centers_batch(
@@ -639,15 +730,19 @@ impl KMeans {
         // sizes are exactly the published cluster_id counts).
         let mut mean = vec![vec![f64::NAN; d]; k];
         let mut sizes = vec![0i64; k];
+        let position = |id: i32| fit.and_then(|f| f.ids.iter().position(|&x| x == id));
         for b in means {
             let ids = b.column(0).as_any().downcast_ref::<Int32Array>();
             let counts = b.column(1).as_any().downcast_ref::<Int64Array>();
             for i in 0..b.num_rows() {
-                let Some(id) = ids.filter(|a| a.is_valid(i)).map(|a| a.value(i) as usize) else {
+                let Some(at) = ids
+                    .filter(|a| a.is_valid(i))
+                    .and_then(|a| position(a.value(i)))
+                else {
                     continue;
                 };
-                sizes[id] = counts.map_or(0, |a| a.value(i));
-                for (j, m) in mean[id].iter_mut().enumerate() {
+                sizes[at] = counts.map_or(0, |a| a.value(i));
+                for (j, m) in mean[at].iter_mut().enumerate() {
                     if let Some(a) = b.column(j + 2).as_any().downcast_ref::<Float64Array>() {
                         *m = a.value(i);
                     }
@@ -676,7 +771,9 @@ impl KMeans {
             Field::new("within_ss", DataType::Float64, false),
         ];
         let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(Int32Array::from_iter_values(0..k as i32)),
+            Arc::new(Int32Array::from(
+                fit.map(|f| f.ids.clone()).unwrap_or_default(),
+            )),
             Arc::new(StringArray::from(labels)),
             Arc::new(Int64Array::from(sizes.clone())),
             Arc::new(Float64Array::from_iter_values(

@@ -151,21 +151,24 @@ fn row_major(features: &[&Float64Array], xs: &mut Vec<f64>) {
     }
 }
 
-/// The scalar function giving each row its nearest center.
+/// The scalar function giving each row the id of its nearest center.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct KMeansAssign {
     /// `k * d` centers, row-major, as bit patterns (f64 has no `Eq`/`Hash`).
     centers: Vec<u64>,
+    /// Each center's cluster id.
+    ids: Vec<i32>,
     d: usize,
     signature: Signature,
 }
 
 impl KMeansAssign {
-    /// `kmeans_assign(features...)` against these centers.
-    pub fn call(centers: &[f64], args: Vec<Expr>) -> Expr {
+    /// `kmeans_assign(features...)` against these centers and their ids.
+    pub fn call(centers: &[f64], ids: &[i32], args: Vec<Expr>) -> Expr {
         let d = args.len();
         ScalarUDF::from(KMeansAssign {
             centers: centers.iter().map(|c| c.to_bits()).collect(),
+            ids: ids.to_vec(),
             d,
             signature: Signature::variadic_any(Volatility::Immutable),
         })
@@ -204,7 +207,7 @@ impl ScalarUDFImpl for KMeansAssign {
             .enumerate()
             .map(|(i, x)| {
                 let null = nulls && features.iter().any(|f| f.is_null(i));
-                (!null).then(|| nearest(x, &centers, self.d).0 as i32)
+                (!null).then(|| self.ids[nearest(x, &centers, self.d).0])
             })
             .collect();
         Ok(ColumnarValue::Array(Arc::new(ids)))
