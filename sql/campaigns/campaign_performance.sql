@@ -48,7 +48,8 @@ snapshots as (
         h.demographic_segment,
         h.geographic_segment,
         h.psychographic_segment,
-        h.engagement_segment
+        h.engagement_segment,
+        coalesce(cast(h.cluster_id as varchar), 'unclustered') as cluster_segment
     from segment_history_before as h
     where h.as_of in (select s.snapshot_as_of from snapshot_of as s)
     union all
@@ -59,7 +60,8 @@ snapshots as (
         s.demographic_segment,
         s.geographic_segment,
         s.psychographic_segment,
-        s.engagement_segment
+        s.engagement_segment,
+        coalesce(cast(s.cluster_id as varchar), 'unclustered')
     from customer_segments as s
 ),
 
@@ -73,6 +75,8 @@ members as (
     select s.snapshot_as_of, s.customer_id, 'psychographic', s.psychographic_segment from snapshots as s
     union all
     select s.snapshot_as_of, s.customer_id, 'engagement', s.engagement_segment from snapshots as s
+    union all
+    select s.snapshot_as_of, s.customer_id, 'cluster', s.cluster_segment from snapshots as s
 ),
 
 segmentations as (
