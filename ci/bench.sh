@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The benchmark: segflow against DuckDB + scikit-learn on the same generated data, same machine,
+# same run, alternating, 3 times each, then medians and ratios (ci/bench/summarize.py).
+#
+#   ci/bench.sh [S|M|L]      S: 100k customers (default), M: 1M, L: 5M; about 10 orders each
+#
+# Timed: (1) segflow on pipelines/bench/reference.yaml: ingest the four CSV tables to typed
+# Parquet, RFM values and scores, k-means k=6 (k-means++, n_init=10), write customer_segments;
+# (2) the same work in DuckDB + scikit-learn (ci/bench/duckdb_sklearn.py); (3) segflow's full
+# default pipeline, for information. Peak RSS from /usr/bin/time -v. Checks that the RFM values
+# and scores of (1) and (2) agree for every customer.
+#
+# segflow runs as the debug build the tests use (dependencies optimised, see Cargo.toml); set
+# BENCH_PROFILE=release to build and time a release binary instead (its first build takes 40+
+# minutes). Generated data is kept under $CARGO_TARGET_DIR/bench/<size> for the next run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=${1:-S}
+case "$size" in
+    S) customers=100000 ;;
+    M) customers=1000000 ;;
+    L) customers=5000000 ;;
+    *) echo "usage: ci/bench.sh [S|M|L]" >&2; exit 2 ;;
+esac
+target="${CARGO_TARGET_DIR:-target}"
+venv=$(ci/pyenv.sh)
+profile=${BENCH_PROFILE:-debug}
+if [ "$profile" = release ]; then
+    cargo build -p segflow-cli --locked --quiet --release
+else
+    cargo build -p segflow-cli --locked --quiet
+fi
+bin="$target/$profile/segflow"
+dir="$target/bench/$size"
+if [ ! -f "$dir/generated" ]; then
+    rm -rf "$dir"
+    "$bin" generate --customers "$customers" --seed 42 --out "$dir/in" > /dev/null
+    touch "$dir/generated"
+fi
+records="$dir/records.jsonl"
+rm -f "$records"
+timed() { # timed NAME RSS_FILE command...: runs it under /usr/bin/time -v, quietly
+    local name=$1 rss=$2; shift 2
+    /usr/bin/time -v -o "$rss" "$@" > "$dir/$name.log" 2>&1 || { cat "$dir/$name.log"; exit 1; }
+}
+for i in 1 2 3; do
+    echo "round $i/3 ($size, $customers customers)" >&2
+    rm -rf "$dir/segflow"
+    timed segflow "$dir/segflow.time" "$bin" run pipelines/bench/reference.yaml \
+        --var "input=$dir/in" --var "output=$dir/segflow"
+    rm -rf "$dir/peer"
+    timed peer "$dir/peer.time" "$venv/bin/python" ci/bench/duckdb_sklearn.py "$dir/in" "$dir/peer"
+    rm -rf "$dir/full"
+    timed full "$dir/full.time" "$bin" run pipelines/customer_segmentation.yaml \
+        --var "input=$dir/in" --var "output=$dir/full"
+    "$venv/bin/python" ci/bench/summarize.py record "$dir" >> "$records"
+done
+"$venv/bin/python" ci/bench/summarize.py report "$dir" "$records" "$size" "$customers"

@@ -1,0 +1,91 @@
+"""ci/bench.sh's bookkeeping.
+
+    summarize.py record DIR      one JSON line for the round just run in DIR
+    summarize.py report DIR RECORDS SIZE CUSTOMERS
+                                 the table: medians per step, peak RSS, ratios segflow / peer;
+                                 checks that segflow's and the peer's RFM agree (exit 1 if not)
+"""
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+
+def rss_gib(path: Path) -> float:
+    kb = re.search(r"Maximum resident set size \(kbytes\): (\d+)", path.read_text())
+    return int(kb.group(1)) / 1024 / 1024
+
+
+def manifest(out: Path) -> dict:
+    return json.loads(sorted((out / "_runs").glob("*.json"))[-1].read_text())
+
+
+def record(d: Path) -> None:
+    m = manifest(d / "segflow")
+    stages = {s["id"]: s["duration_ms"] / 1000 for s in m["stages"]}
+    seg = {
+        "ingest": sum(v for k, v in stages.items() if k.startswith("ingest_")),
+        "rfm": stages["as_of"] + stages["rfm"],
+        "kmeans": stages["clusters"],
+    }
+    seg["write"] = m["duration_ms"] / 1000 - sum(stages.values()) + stages.get("publish", 0)
+    seg["total"] = m["duration_ms"] / 1000
+    kmeans = next(s["metrics"]["kmeans"] for s in m["stages"] if s["id"] == "clusters")
+    peer = json.loads((d / "peer.log").read_text().strip().splitlines()[-1])
+    full = manifest(d / "full")
+    print(json.dumps({
+        "segflow": seg,
+        "peer": peer["seconds"],
+        "full": full["duration_ms"] / 1000,
+        "rss": {"segflow": rss_gib(d / "segflow.time"), "peer": rss_gib(d / "peer.time"),
+                "full": rss_gib(d / "full.time")},
+        "inertia": {"segflow": kmeans["inertia"], "peer": peer["inertia"]},
+        "kmeans_iterations_segflow": kmeans["iterations"],
+    }))
+
+
+def rfm_agreement(d: Path) -> tuple[int, int]:
+    import duckdb
+    from deltalake import DeltaTable
+    ours = DeltaTable(str(d / "segflow" / "customer_segments")).to_pyarrow_table()  # noqa: F841
+    row = duckdb.sql(
+        f"""select count(*), count(*) filter (where o.recency_days is not distinct from p.recency_days
+                and o.frequency is not distinct from p.frequency
+                and o.monetary is not distinct from p.monetary
+                and o.r_score is not distinct from p.r_score
+                and o.f_score is not distinct from p.f_score
+                and o.m_score is not distinct from p.m_score)
+            from ours o full join '{d}/peer/customer_segments.parquet' p using (customer_id)"""
+    ).fetchall()[0]
+    return row[0], row[1]
+
+
+def report(d: Path, records: Path, size: str, customers: str) -> int:
+    rows = [json.loads(line) for line in records.read_text().splitlines()]
+    med = statistics.median
+    print(f"ci/bench.sh {size}: {customers} customers, {len(rows)} alternating rounds, medians")
+    print(f"{'step':<10} {'segflow s':>10} {'peer s':>10} {'segflow/peer':>13}")
+    for step in ["ingest", "rfm", "kmeans", "write", "total"]:
+        a = med(r["segflow"][step] for r in rows)
+        b = med(r["peer"][step] for r in rows)
+        print(f"{step:<10} {a:10.2f} {b:10.2f} {a / b:13.2f}")
+    a, b = med(r["rss"]["segflow"] for r in rows), med(r["rss"]["peer"] for r in rows)
+    print(f"{'peak RSS':<10} {a:9.2f}G {b:9.2f}G {a / b:13.2f}")
+    full = med(r["full"] for r in rows)
+    print(f"full default pipeline (information): {full:.2f} s, peak RSS "
+          f"{med(r['rss']['full'] for r in rows):.2f} GiB")
+    i = rows[-1]["inertia"]
+    print(f"k-means inertia: segflow {i['segflow']:.4f}, peer {i['peer']:.4f}, "
+          f"ratio {i['segflow'] / i['peer']:.5f}")
+    total, same = rfm_agreement(d)
+    print(f"RFM values and scores: {same} of {total} customers agree")
+    return 0 if total == same and total > 0 else 1
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "record":
+        record(Path(sys.argv[2]))
+    else:
+        sys.exit(report(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5]))
