@@ -364,7 +364,7 @@ impl Stage for KMeans {
 
         let table = rows.table(cx, &scaled)?;
         let ks: Vec<usize> = self.ks.iter().copied().filter(|&k| k <= n).collect();
-        let (fits, chosen) = if n == 0 {
+        let (mut fits, chosen) = if n == 0 {
             cx.warn("no rows to cluster: every row gets a null cluster");
             (Vec::new(), None)
         } else if ks.is_empty() {
@@ -384,18 +384,18 @@ impl Stage for KMeans {
                 fit.silhouette = sample.silhouette(&fit.centers, k);
                 fits.push(fit);
             }
-            // The best silhouette; a fixed k is simply the only one.
+            // The best silhouette (ties: the smaller k; an undefined one never wins); a fixed
+            // k is simply the only one.
+            let score = |i: usize| {
+                Some(fits[i].silhouette)
+                    .filter(|s| s.is_finite())
+                    .unwrap_or(f64::NEG_INFINITY)
+            };
             let chosen = (0..fits.len())
-                .max_by(|&a, &b| {
-                    let (sa, sb) = (fits[a].silhouette, fits[b].silhouette);
-                    sa.partial_cmp(&sb)
-                        .unwrap_or(std::cmp::Ordering::Equal)
-                        .then(b.cmp(&a))
-                })
+                .max_by(|&a, &b| score(a).total_cmp(&score(b)).then(b.cmp(&a)))
                 .unwrap_or(0);
             (fits, Some(chosen))
         };
-        let mut fits = fits;
         if let (Some(i), Some(url)) = (chosen, &self.previous_centers) {
             let previous = self.previous_centers(cx, url, &fitted).await?;
             let ids = matching::ids(&fits[i].centers, &previous, d);
@@ -567,19 +567,17 @@ impl KMeans {
                 })?;
             exprs.push(cast(e, DataType::Float64).alias(format!("__raw{j}")));
         }
-        let batches = df
+        let sorted = df
             .select(exprs)
             .and_then(|df| df.sort(vec![col("__key").sort(true, true)]))
-            .map_err(cx.df_err("evaluating the features"))?
+            .map_err(cx.df_err("evaluating the features"))?;
+        let key_type = sorted.schema().field(0).data_type().clone();
+        let batches = sorted
             .collect()
             .await
             .map_err(cx.df_err("evaluating the features"))?;
         let n: usize = batches.iter().map(|b| b.num_rows()).sum();
         let d = c.features.len();
-        let key_type = batches
-            .first()
-            .map(|b| b.column(0).data_type().clone())
-            .unwrap_or(DataType::Null);
         let keys = if batches.is_empty() {
             segflow_core::datafusion::arrow::array::new_empty_array(&key_type)
         } else {
