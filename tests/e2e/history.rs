@@ -182,3 +182,74 @@ fn history_migrations_changes_and_campaigns_follow_the_snapshots() {
         )
     );
 }
+
+#[test]
+fn replace_partitions_replaces_only_the_runs_partitions_and_an_empty_run_adds_no_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = dir.path().join("sql");
+    std::fs::create_dir_all(&sql).unwrap();
+    std::fs::write(
+        sql.join("rows.sql"),
+        "select cast($day as date) as day, cast($value as bigint) as value \
+         from (values (1), (2)) as t(n) where t.n <= $rows",
+    )
+    .unwrap();
+    let pipeline = dir.path().join("p.yaml");
+    std::fs::write(
+        &pipeline,
+        r#"name: partitions
+vars:
+  output: { default: "" }
+  day: { default: "" }
+  value: { default: "0" }
+  rows: { default: "2" }
+runs: ${output}/_runs
+stages:
+  - { id: rows, kind: features.sql, sql: rows.sql, params: { day: "${day}", value: "${value}", rows: "${rows}" }, output: rows }
+  - id: publish
+    kind: export.delta
+    tables:
+      rows: { path: "${output}/t", partition_by: [day], mode: replace_partitions }
+"#,
+    )
+    .unwrap();
+    let output = dir.path().join("out");
+    let run = |day: &str, value: &str, rows: &str| {
+        let out = crate::segflow()
+            .arg("run")
+            .arg(&pipeline)
+            .args(["--var", &format!("output={}", output.display())])
+            .args([
+                "--var",
+                &format!("day={day}"),
+                "--var",
+                &format!("value={value}"),
+            ])
+            .args(["--var", &format!("rows={rows}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    let table = |sql: &str| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (version, batches) =
+            rt.block_on(segflow_testkit::delta::query(&table_url(&output, "t"), sql));
+        (version, segflow_testkit::delta::rows(&batches))
+    };
+    let all =
+        "select cast(day as varchar) as d, value, count(*) from t group by day, value order by d";
+    run("2026-01-01", "1", "2");
+    run("2026-01-02", "2", "2");
+    assert_eq!(
+        table(all).1,
+        [["2026-01-01", "1", "2"], ["2026-01-02", "2", "2"]]
+    );
+    // Rerunning a day replaces its rows only, in one commit.
+    run("2026-01-01", "3", "1");
+    let (version, rows) = table(all);
+    assert_eq!(version, 2);
+    assert_eq!(rows, [["2026-01-01", "3", "1"], ["2026-01-02", "2", "2"]]);
+    // A run without rows has no partition to replace: no new version, nothing lost.
+    run("2026-01-02", "4", "0");
+    assert_eq!(table(all), (2, rows));
+}

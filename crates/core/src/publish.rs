@@ -161,6 +161,20 @@ pub async fn publish(
         }
         _ => request.replace_where.clone(),
     };
+    // A run without rows falls in no partition: there is nothing to replace, and no empty
+    // version is added (as an append of nothing).
+    if request.mode == PublishMode::ReplacePartitions
+        && replace_where.as_ref().is_some_and(|(_, v)| v.is_empty())
+        && let Some(version) = before
+    {
+        return Ok(PublishReport {
+            table: request.display_name().to_string(),
+            url: request.url.to_string(),
+            previous_version: before,
+            version,
+            rows,
+        });
+    }
     if let Some((column, values)) = &replace_where
         && before.is_some()
     {
