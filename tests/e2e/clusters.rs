@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::text;
+use crate::{query_tables as query, text};
 
 fn run_with_partitions(input: &Path, output: &Path, partitions: usize) {
     let out = crate::segflow()
@@ -18,10 +18,6 @@ fn run_with_partitions(input: &Path, output: &Path, partitions: usize) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-}
-
-fn query(output: &Path, tables: &[&str], sql: &str) -> Vec<Vec<String>> {
-    crate::query_tables(output, tables, sql)
 }
 
 #[test]

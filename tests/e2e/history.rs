@@ -4,11 +4,7 @@
 
 use std::path::Path;
 
-use crate::{default_pipeline, run, table_url, text};
-
-fn query(output: &Path, tables: &[&str], sql: &str) -> Vec<Vec<String>> {
-    crate::query_tables(output, tables, sql)
-}
+use crate::{default_pipeline, query_tables as query, run, table_url, text};
 
 fn run_at(input: &Path, output: &Path, as_of: &str) {
     let out = run(

@@ -112,10 +112,13 @@ pub async fn publish(
             source,
         })?
         .into_unoptimized_plan();
-    // Appending nothing to an existing table would only add an empty version: a rerun that
-    // found no new bad rows leaves the quarantine log as it was.
-    if request.mode == PublishMode::Append
-        && rows == 0
+    // Appending nothing, or replacing the partitions of no rows (there are none), would only
+    // add an empty version to an existing table: a rerun that found no new bad rows leaves the
+    // quarantine log as it was, a run without changes the change feed.
+    if matches!(
+        request.mode,
+        PublishMode::Append | PublishMode::ReplacePartitions
+    ) && rows == 0
         && request.commit_info.is_empty()
         && let Some(version) = before
     {
@@ -161,20 +164,6 @@ pub async fn publish(
         }
         _ => request.replace_where.clone(),
     };
-    // A run without rows falls in no partition: there is nothing to replace, and no empty
-    // version is added (as an append of nothing).
-    if request.mode == PublishMode::ReplacePartitions
-        && replace_where.as_ref().is_some_and(|(_, v)| v.is_empty())
-        && let Some(version) = before
-    {
-        return Ok(PublishReport {
-            table: request.display_name().to_string(),
-            url: request.url.to_string(),
-            previous_version: before,
-            version,
-            rows,
-        });
-    }
     if let Some((column, values)) = &replace_where
         && before.is_some()
     {
@@ -201,13 +190,30 @@ pub async fn publish(
     })
 }
 
+/// Whether a Delta table exists at `url` (its log has entries).
+pub async fn is_table(ctx: &SessionContext, url: &Url) -> Result<bool> {
+    storage::has_objects(ctx, &storage::join(url, "_delta_log/")).await
+}
+
 /// The current version of the published Delta table at `url`, read through `ctx`'s object
-/// stores (for stages that read what earlier runs published).
+/// stores (for stages that read what earlier runs published); `None` while there is none.
 pub async fn read_published(
     ctx: &SessionContext,
     url: &Url,
-) -> Result<datafusion::prelude::DataFrame> {
+) -> Result<Option<datafusion::prelude::DataFrame>> {
+    if !is_table(ctx, url).await? {
+        return Ok(None);
+    }
     let table = open_table(ctx, url).await?;
+    rows(ctx, &table, url).await.map(Some)
+}
+
+/// The rows of a loaded Delta table (the one at `url`) as a DataFrame in `ctx`.
+pub async fn rows(
+    ctx: &SessionContext,
+    table: &DeltaTable,
+    url: &Url,
+) -> Result<datafusion::prelude::DataFrame> {
     let fail = |message: String| Error::Storage {
         location: url.to_string(),
         message,
@@ -270,7 +276,7 @@ async fn open_or_new(
         Err(e) => return Ok(Err(e)),
     };
     // Loading a table that does not exist yet logs an error inside delta-rs; look first.
-    if !storage::has_objects(ctx, &storage::join(url, "_delta_log/")).await? {
+    if !is_table(ctx, url).await? {
         return Ok(Ok(table));
     }
     let mut table = table;

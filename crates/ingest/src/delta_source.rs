@@ -90,13 +90,13 @@ impl Stage for DeltaSource {
     }
 
     async fn run(&self, cx: &StageContext<'_>) -> Result<()> {
-        let df = if storage::has_objects(cx.ctx, &storage::join(&self.url, "_delta_log/")).await? {
-            publish::read_published(cx.ctx, &self.url).await?
-        } else {
-            cx.table(&self.empty_like)
+        let df = match publish::read_published(cx.ctx, &self.url).await? {
+            Some(df) => df,
+            None => cx
+                .table(&self.empty_like)
                 .await?
                 .limit(0, Some(0))
-                .map_err(cx.df_err(format!("an empty copy of `{}`", self.empty_like)))?
+                .map_err(cx.df_err(format!("an empty copy of `{}`", self.empty_like)))?,
         };
         cx.materialize(&self.output, df).await?;
         Ok(())

@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 use segflow_core::datafusion::prelude::DataFrame;
 use segflow_core::stage::StageContext;
 use segflow_core::storage::FileEntry;
-use segflow_core::{Result, publish, storage};
+use segflow_core::{Result, publish};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -55,7 +55,7 @@ pub struct Published {
 /// no table yet, or a table without a ledger (written by a full load of another tool), which
 /// the caller then rebuilds.
 pub async fn published(cx: &StageContext<'_>, url: &Url) -> Result<Option<Published>> {
-    if !storage::has_objects(cx.ctx, &storage::join(url, "_delta_log/")).await? {
+    if !publish::is_table(cx.ctx, url).await? {
         return Ok(None);
     }
     let table = publish::open_table(cx.ctx, url).await?;
@@ -88,17 +88,7 @@ pub async fn published(cx: &StageContext<'_>, url: &Url) -> Result<Option<Publis
         ));
         return Ok(None);
     };
-    table
-        .update_datafusion_session(&cx.ctx.state())
-        .map_err(fail)?;
-    let provider = table
-        .table_provider()
-        .await
-        .map_err(cx.df_err(format!("reading staging table {url}")))?;
-    let rows = cx
-        .ctx
-        .read_table(provider)
-        .map_err(cx.df_err(format!("reading staging table {url}")))?;
+    let rows = publish::rows(cx.ctx, &table, url).await?;
     Ok(Some(Published { ledger, rows }))
 }
 

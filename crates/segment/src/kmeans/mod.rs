@@ -31,6 +31,7 @@ use segflow_core::datafusion::arrow::array::{
 use segflow_core::datafusion::arrow::compute::concat;
 use segflow_core::datafusion::arrow::datatypes::{DataType, Field, Schema};
 use segflow_core::datafusion::arrow::row::{RowConverter, SortField};
+use segflow_core::datafusion::arrow::util::display::array_value_to_string;
 use segflow_core::datafusion::catalog::MemTable;
 use segflow_core::datafusion::common::{JoinType, ScalarValue};
 use segflow_core::datafusion::functions_aggregate::expr_fn::{avg, count};
@@ -604,9 +605,7 @@ impl KMeans {
                 let i = (1..n)
                     .find(|&i| rows.row(i) == rows.row(i - 1))
                     .unwrap_or(1);
-                let example =
-                    segflow_core::datafusion::arrow::util::display::array_value_to_string(&keys, i)
-                        .unwrap_or_default();
+                let example = array_value_to_string(&keys, i).unwrap_or_default();
                 return Err(self.bad(format!(
                     "key `{}` is not unique among the rows to cluster: {dups} repeats (e.g. \
                      `{example}`); cluster a table with one row per key",
@@ -628,9 +627,7 @@ impl KMeans {
             let bad = values.iter().filter(|v| !v.is_finite()).count();
             if bad > 0 {
                 let i = values.iter().position(|v| !v.is_finite()).unwrap_or(0);
-                let example =
-                    segflow_core::datafusion::arrow::util::display::array_value_to_string(&keys, i)
-                        .unwrap_or_default();
+                let example = array_value_to_string(&keys, i).unwrap_or_default();
                 return Err(self.bad(format!(
                     "feature `{}` (`{}`) is null or not finite in {bad} of the {n} rows to \
                      cluster (e.g. {} = {example}); leave those rows out with `where` or give \
@@ -653,13 +650,11 @@ impl KMeans {
         url: &url::Url,
         fitted: &[Vec<Fitted>],
     ) -> Result<Vec<(i32, Vec<f64>)>> {
-        use segflow_core::{publish, storage};
-        if !storage::has_objects(cx.ctx, &storage::join(url, "_delta_log/")).await? {
+        let Some(df) = segflow_core::publish::read_published(cx.ctx, url).await? else {
             return Ok(Vec::new());
-        }
+        };
         let c = &self.config;
         let read = format!("reading previous centers {url}");
-        let df = publish::read_published(cx.ctx, url).await?;
         let mut wanted = vec![c.column.clone()];
         wanted.extend(c.features.iter().map(|f| f.name.clone()));
         let missing: Vec<&String> = wanted
