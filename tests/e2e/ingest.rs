@@ -232,3 +232,99 @@ fn mapped_export_with_other_names_formats_and_gzip_parts_matches_the_contract_sh
     assert_eq!(mapped, plain);
     assert_eq!(mapped[0][0], (lines.len()).to_string());
 }
+
+/// Every `on_duplicate` policy, with and without `duplicate_order_by`, over two files: the
+/// copies lose in file order (file, then line) or by the ordering column, and a copy that
+/// breaks another check does not compete for its key (so it cannot take the good copy down).
+#[test]
+fn duplicate_keys_follow_on_duplicate_and_only_good_rows_compete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::create_dir_all(&input).unwrap();
+    // key a: the first copy has a bad version, so the second is the only good one.
+    std::fs::write(
+        input.join("items-1.csv"),
+        "id,version,note\na,x,a-bad\na,1,a-good\nb,2,b1\nc,5,c1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        input.join("items-2.csv"),
+        "id,version,note\nb,1,b2\nc,3,c2\nc,9,c3\nd,1,d\n",
+    )
+    .unwrap();
+    let policies = [
+        ("keep_first", "", "a-good b1 c1 d"),
+        ("keep_last", "", "a-good b2 c3 d"),
+        ("keep_first", "version", "a-good b2 c2 d"),
+        ("keep_last", "version", "a-good b1 c3 d"),
+        ("quarantine_all", "", "a-good d"),
+    ];
+    let mut stages = String::new();
+    let mut publish = String::from("  - id: publish\n    kind: export.delta\n    tables:\n");
+    for (i, (policy, order_by, _)) in policies.iter().enumerate() {
+        let contract = dir.path().join(format!("items_{i}.yaml"));
+        let order = if order_by.is_empty() {
+            String::new()
+        } else {
+            format!("duplicate_order_by: {order_by}\n")
+        };
+        std::fs::write(
+            &contract,
+            format!(
+                "table: items\nunique: [id]\non_duplicate: {policy}\n{order}columns:\n  - {{ name: id, type: string, nullable: false }}\n  - {{ name: version, type: int }}\n  - {{ name: note, type: string }}\n"
+            ),
+        )
+        .unwrap();
+        stages.push_str(&format!(
+            "  - {{ id: items_{i}, kind: ingest.csv, path: \"${{input}}/items-*.csv\", contract: {}, output: items_{i}, max_bad_fraction: 1 }}\n",
+            contract.display()
+        ));
+        publish.push_str(&format!(
+            "      items_{i}: ${{output}}/items_{i}\n      items_{i}_quarantine: ${{output}}/items_{i}_quarantine\n"
+        ));
+    }
+    let pipeline = crate::write_pipeline(dir.path(), "dups", &(stages + &publish));
+    let out = run(&pipeline, &input, &output, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let all = ["a-bad", "a-good", "b1", "b2", "c1", "c2", "c3", "d"];
+    for (i, (policy, order_by, kept)) in policies.iter().enumerate() {
+        let what = format!("{policy} by `{order_by}`");
+        let (_, rows) = read_table(&output, &format!("items_{i}"), "note");
+        let got: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(got.join(" "), *kept, "{what}");
+        let (_, bad) = read_table(
+            &output,
+            &format!("items_{i}_quarantine"),
+            "raw_record, reason, column_name, message, line_number",
+        );
+        // Everything not kept is quarantined once, with its reason.
+        let expected: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|n| !kept.split(' ').any(|k| k == *n))
+            .collect();
+        let mut got: Vec<&str> = bad
+            .iter()
+            .map(|r| r[0].rsplit(',').next().unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, expected, "{what}");
+        for r in &bad {
+            if r[0].ends_with("a-bad") {
+                assert_eq!((r[1].as_str(), r[2].as_str()), ("bad_number", "version"));
+            } else {
+                assert_eq!(
+                    (r[1].as_str(), r[2].as_str()),
+                    ("duplicate_key", "id"),
+                    "{r:?}"
+                );
+                let key = &r[0][..1];
+                assert!(
+                    r[3].starts_with(&format!("id '{key}': another row has the same id")),
+                    "{r:?}"
+                );
+            }
+        }
+    }
+}

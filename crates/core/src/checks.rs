@@ -28,7 +28,16 @@ pub async fn run_checks(
 ) -> Result<Vec<CheckReport>> {
     let mut reports = Vec::with_capacity(checks.len());
     for check in checks {
-        match run_check(cx, table, check).await? {
+        let started = std::time::Instant::now();
+        let outcome = run_check(cx, table, check).await?;
+        tracing::debug!(
+            stage = cx.stage_id,
+            table,
+            check = %check.name(),
+            ms = started.elapsed().as_millis() as u64,
+            "check run"
+        );
+        match outcome {
             None => reports.push(CheckReport {
                 check: check.name(),
                 passed: true,

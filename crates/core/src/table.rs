@@ -41,6 +41,7 @@ pub(crate) async fn materialize(
     name: &str,
     df: DataFrame,
 ) -> Result<TableInfo> {
+    let started = std::time::Instant::now();
     let dir = storage::as_dir(&storage::join(cx.work_dir(), name));
     let store = storage::store_for(cx.ctx, &dir)?;
     let prefix = storage::store_path(&dir)?;
@@ -85,6 +86,13 @@ pub(crate) async fn materialize(
     }
     let rows = rows.load(Ordering::Relaxed);
     cx.report_rows(rows);
+    tracing::debug!(
+        stage = cx.stage_id,
+        table = name,
+        rows,
+        ms = started.elapsed().as_millis() as u64,
+        "run table written"
+    );
     register(cx, name, &dir, schema.clone()).await?;
     Ok(TableInfo {
         name: name.to_string(),

@@ -7,9 +7,10 @@
 //!  files (one, a glob, or a prefix; CSV and NDJSON also gzip/bzip2/xz/zstd)
 //!    └─ reader: text columns + file, line, raw record, parse errors   (reader.rs, ndjson.rs, parquet.rs)
 //!        └─ row checks: types, required, accepted values, ranges       (validate.rs)
-//!            └─ duplicate keys (window) ─ foreign keys (left joins)
-//!                └─ <output>__checked (run table) ─┬─ good rows ─> <output>
-//!                                                  └─ bad rows  ─> <quarantine>
+//!            └─ <output>__rows (run table: the text is parsed once)
+//!                └─ duplicate keys (key count, then order only duplicated keys) ─ foreign keys (left joins)
+//!                    ├─ bad rows  ─> <quarantine>   (first: they decide whether the run goes on)
+//!                    └─ good rows ─> <output>
 //! ```
 //! Beyond `max_bad_fraction` / `max_bad_rows` the stage fails, so nothing is published.
 
@@ -21,9 +22,9 @@ use segflow_core::datafusion::arrow::array::{Array, AsArray};
 use segflow_core::datafusion::arrow::datatypes::{DataType, Int64Type};
 use segflow_core::datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use segflow_core::datafusion::functions_aggregate::expr_fn::count;
-use segflow_core::datafusion::logical_expr::{col, ident, lit};
+use segflow_core::datafusion::logical_expr::{ident, lit};
 use segflow_core::publish::{PublishMode, PublishRequest};
-use segflow_core::spec::StageSpec;
+use segflow_core::spec::{CheckSpec, StageSpec};
 use segflow_core::stage::{BuildContext, Stage, StageContext, StageFactory};
 use segflow_core::storage::FileEntry;
 use segflow_core::{Error, Result, checks, storage};
@@ -615,56 +616,80 @@ impl Stage for FileIngest {
             .ctx
             .read_table(Arc::new(table))
             .map_err(cx.df_err("reading the files"))?;
-        let mut checked = validate::check_rows(
+        let mut rows = validate::check_rows(
             raw,
             &self.contract,
             &self.parses,
             self.today.unwrap_or(cx.run.started_at),
         )
-        .and_then(|df| validate::check_duplicates(df, &self.contract))
         .map_err(cx.df_err("checking rows"))?;
         if let Some(kept) = &kept
             && !self.contract.unique.is_empty()
         {
-            checked = validate::check_already_loaded(checked, kept.clone(), &self.contract.unique)
+            rows = validate::check_already_loaded(rows, kept.clone(), &self.contract.unique)
                 .map_err(cx.df_err("checking keys against staging"))?;
         }
         for r in &self.contract.references {
             let target = cx.table(&r.table).await?;
-            checked = validate::check_reference(checked, target, &r.columns, &r.reason, &r.table)
+            rows = validate::check_reference(rows, target, &r.columns, &r.reason, &r.table)
                 .map_err(cx.df_err(format!("checking references to `{}`", r.table)))?;
         }
-        // Keep the raw text only where a quarantine row needs it.
-        let keep: Vec<_> = checked
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| {
-                if f.name() == reader::RAW_RECORD {
-                    segflow_core::datafusion::logical_expr::when(
-                        ident(validate::REASON).is_not_null(),
-                        ident(reader::RAW_RECORD),
-                    )
-                    .end()
-                    .map(|e| e.alias(reader::RAW_RECORD))
-                } else {
-                    Ok(ident(f.name()))
-                }
-            })
-            .collect::<std::result::Result<_, _>>()
-            .map_err(cx.df_err("checking rows"))?;
-        let checked = checked.select(keep).map_err(cx.df_err("checking rows"))?;
-        let checked_name = format!("{}__checked", self.output);
-        let info = cx.materialize(&checked_name, checked).await?;
-        let rows_read = info.rows;
+        // Every row-level check in one pass, written once: parsing the text is the costly
+        // part. The duplicate-key count, the quarantine and the good rows read it again.
+        let rows_name = format!("{}__rows", self.output);
+        let rows_read = cx.materialize(&rows_name, rows).await?.rows;
         for (file, keys) in extra_keys.take() {
             cx.warn(&format!(
                 "{file}: ignoring keys the contract does not have: {}",
                 keys.into_iter().collect::<Vec<_>>().join(", ")
             ));
         }
+        let rows = cx.table(&rows_name).await?;
+        let mut good = rows
+            .clone()
+            .filter(ident(validate::REASON).is_null())
+            .map_err(cx.df_err("selecting good rows"))?;
+        // Parquet statistics skip the row groups without bad rows: usually all of them.
+        let mut bad = rows
+            .clone()
+            .filter(ident(validate::REASON).is_not_null())
+            .map_err(cx.df_err("selecting quarantined rows"))?;
+        // Only rows that pass every other check compete for a key. The keys and the losing
+        // rows are run tables so that their (exact) row counts let DataFusion build the joins'
+        // hash tables from them, not from the rows.
+        if let Some(duplicated) = validate::duplicated_keys(rows.clone(), &self.contract)
+            .map_err(cx.df_err("counting keys"))?
+        {
+            let keys_name = format!("{}__duplicated_keys", self.output);
+            cx.materialize(&keys_name, duplicated).await?;
+            let losers =
+                validate::duplicate_rows(rows.clone(), cx.table(&keys_name).await?, &self.contract)
+                    .map_err(cx.df_err("ordering duplicated keys"))?;
+            let losers_name = format!("{}__duplicate_rows", self.output);
+            cx.materialize(&losers_name, losers).await?;
+            let losers = cx.table(&losers_name).await?;
+            bad = validate::duplicates_flagged(good.clone(), losers.clone(), &self.contract)
+                .and_then(|dups| bad.union(dups))
+                .map_err(cx.df_err("flagging duplicate keys"))?;
+            good = validate::without_duplicates(good, losers)
+                .map_err(cx.df_err("flagging duplicate keys"))?;
+        }
 
-        let by_reason = self.count_by_reason(cx, &checked_name).await?;
+        // The quarantine first: its rows decide whether the run may go on.
+        let bad_rows = bad
+            .select(vec![
+                lit(cx.run.run_id.clone()).alias("run_id"),
+                lit(self.output.clone()).alias("table_name"),
+                ident(reader::SOURCE_FILE).alias("source_file"),
+                ident(reader::LINE_NUMBER).alias("line_number"),
+                ident(validate::COLUMN).alias("column_name"),
+                ident(validate::REASON).alias("reason"),
+                ident(validate::MESSAGE).alias("message"),
+                ident(reader::RAW_RECORD).alias("raw_record"),
+            ])
+            .map_err(cx.df_err("selecting quarantined rows"))?;
+        cx.materialize(&self.quarantine, bad_rows).await?;
+        let by_reason = self.count_by_reason(cx).await?;
         let bad: u64 = by_reason.values().sum();
         cx.metric(
             &format!("{}_rows_read", self.output),
@@ -689,7 +714,7 @@ impl Stage for FileIngest {
         };
         let over_rows = self.max_bad_rows.is_some_and(|m| bad > m);
         if fraction > self.max_bad_fraction || over_rows {
-            let examples = self.examples(cx, &checked_name).await?;
+            let examples = self.examples(cx).await?;
             return Err(self.bad_data(format!(
                 "{bad} of {rows_read} rows ({:.2}%) break the contract {}, over the limit ({}): {}\nfirst bad rows:\n{examples}\nfix the files, or raise `max_bad_fraction` / `max_bad_rows` in stage `{}` to quarantine them and go on",
                 fraction * 100.0,
@@ -711,15 +736,12 @@ impl Stage for FileIngest {
             ));
         }
 
-        let checked = cx.table(&checked_name).await?;
         let mut good_columns: Vec<_> = names.iter().map(ident).collect();
         if self.staging.is_some() {
             good_columns.push(ident(reader::SOURCE_FILE).alias(incremental::SOURCE_FILE));
         }
-        let mut good = checked
-            .clone()
-            .filter(ident(validate::REASON).is_null())
-            .and_then(|df| df.select(good_columns))
+        let mut good = good
+            .select(good_columns)
             .map_err(cx.df_err("selecting good rows"))?;
         for (name, sql) in &self.partition_by {
             let expr = good.parse_sql_expr(sql).map_err(cx.df_err(format!(
@@ -738,25 +760,17 @@ impl Stage for FileIngest {
                     .await?;
             }
         }
-        let bad_rows = checked
-            .filter(ident(validate::REASON).is_not_null())
-            .and_then(|df| {
-                df.select(vec![
-                    lit(cx.run.run_id.clone()).alias("run_id"),
-                    lit(self.output.clone()).alias("table_name"),
-                    ident(reader::SOURCE_FILE).alias("source_file"),
-                    ident(reader::LINE_NUMBER).alias("line_number"),
-                    ident(validate::COLUMN).alias("column_name"),
-                    ident(validate::REASON).alias("reason"),
-                    ident(validate::MESSAGE).alias("message"),
-                    ident(reader::RAW_RECORD).alias("raw_record"),
-                ])
-            })
-            .map_err(cx.df_err("selecting quarantined rows"))?;
-        cx.materialize(&self.quarantine, bad_rows).await?;
-        // The contract's keys and values hold by construction now; checking them on the
-        // result guards that construction.
-        checks::run_checks(cx, &self.output, &self.contract.checks())
+        // The contract's keys and values hold by construction now; checking the required
+        // and accepted values on the result (one cheap scan each) guards that construction.
+        // Not the keys: that is another GROUP BY over every key, the same as the key count
+        // above (measured: 1.7 s of a 31 s ingest of 8.5M orders).
+        let guards: Vec<_> = self
+            .contract
+            .checks()
+            .into_iter()
+            .filter(|c| !matches!(c, CheckSpec::Unique(_)))
+            .collect();
+        checks::run_checks(cx, &self.output, &guards)
             .await
             .map(|_| ())
     }
@@ -852,21 +866,12 @@ impl FileIngest {
         Ok(())
     }
 
-    async fn count_by_reason(
-        &self,
-        cx: &StageContext<'_>,
-        table: &str,
-    ) -> Result<BTreeMap<String, u64>> {
+    /// Quarantined rows per reason, from this run's quarantine table.
+    async fn count_by_reason(&self, cx: &StageContext<'_>) -> Result<BTreeMap<String, u64>> {
         let batches = cx
-            .table(table)
+            .table(&self.quarantine)
             .await?
-            .filter(col(validate::REASON).is_not_null())
-            .and_then(|df| {
-                df.aggregate(
-                    vec![ident(validate::REASON)],
-                    vec![count(lit(1)).alias("n")],
-                )
-            })
+            .aggregate(vec![ident("reason")], vec![count(lit(1)).alias("n")])
             .map_err(cx.df_err("counting quarantined rows"))?
             .collect()
             .await
@@ -884,26 +889,23 @@ impl FileIngest {
         Ok(out)
     }
 
-    /// `file:line: column `c`: message` for the first few bad rows, in file order.
-    async fn examples(&self, cx: &StageContext<'_>, table: &str) -> Result<String> {
+    /// `file:line: column `c`: message` for the first few quarantined rows, in file order.
+    async fn examples(&self, cx: &StageContext<'_>) -> Result<String> {
         let batches = cx
-            .table(table)
+            .table(&self.quarantine)
             .await?
-            .filter(col(validate::REASON).is_not_null())
-            .and_then(|df| {
-                df.sort(vec![
-                    ident(reader::SOURCE_FILE).sort(true, false),
-                    ident(reader::LINE_NUMBER).sort(true, false),
-                ])
-            })
+            .sort(vec![
+                ident("source_file").sort(true, false),
+                ident("line_number").sort(true, false),
+            ])
             .and_then(|df| df.limit(0, Some(5)))
             .and_then(|df| {
                 df.select(vec![
-                    ident(reader::SOURCE_FILE),
-                    ident(reader::LINE_NUMBER),
-                    ident(validate::COLUMN),
-                    ident(validate::REASON),
-                    ident(validate::MESSAGE),
+                    ident("source_file"),
+                    ident("line_number"),
+                    ident("column_name"),
+                    ident("reason"),
+                    ident("message"),
                 ])
             })
             .map_err(cx.df_err("listing quarantined rows"))?

@@ -2,9 +2,9 @@
 //!
 //! Every check is a vectorized expression over whole columns: `try_cast` for types (a value
 //! that does not parse becomes null, which, next to a non-null raw value, marks it bad), `IN`
-//! lists, range comparisons, a window for duplicate keys and a left join per foreign key. The
-//! result has the typed columns plus `_reason`, `_column` and `_message` (null for a good row);
-//! the first problem in column order is the one reported.
+//! lists, range comparisons, a key count and a left join for duplicate keys, and a left join per
+//! foreign key. The result has the typed columns plus `_reason`, `_column` and `_message` (null
+//! for a good row); the first problem in column order is the one reported.
 //!
 //! Reason codes (stable; documented in README.md, "Quarantine"): `column_count`, `bad_json`, `invalid_utf8`
 //! (from the reader), `missing_key`, `missing_value`, `bad_number`, `bad_date`, `bad_timestamp`,
@@ -18,7 +18,7 @@ use segflow_core::datafusion::functions::expr_fn::{coalesce, concat};
 use segflow_core::datafusion::functions_aggregate::expr_fn::count;
 use segflow_core::datafusion::functions_window::expr_fn::row_number;
 use segflow_core::datafusion::logical_expr::{
-    Expr, ExprFunctionExt, cast, ident, lit, try_cast, when,
+    Expr, ExprFunctionExt, Operator, binary_expr, cast, ident, lit, try_cast, when,
 };
 use segflow_core::datafusion::prelude::DataFrame;
 
@@ -204,34 +204,114 @@ pub fn check_rows(
     raw.select(select)
 }
 
-/// Marks the extra copies of duplicated keys (per `on_duplicate`) among rows still good.
-pub fn check_duplicates(df: DataFrame, contract: &Contract) -> DfResult<DataFrame> {
+const DUP_FILE: &str = "__dup_file";
+const DUP_LINE: &str = "__dup_line";
+
+fn dup_key(column: &str) -> String {
+    format!("__dup_key_{column}")
+}
+
+/// The keys that more than one good row has, as `__dup_key_<column>` columns; `None` when the
+/// contract has no `unique` keys. A hash aggregate over the key columns only: ordering the
+/// whole table by key (a window over every column and the raw text) cost most of an ingest's
+/// time, and usually no key is duplicated at all.
+pub fn duplicated_keys(rows: DataFrame, contract: &Contract) -> DfResult<Option<DataFrame>> {
     if contract.unique.is_empty() {
-        return Ok(df);
+        return Ok(None);
     }
-    // Bad rows sit in their own window partitions (their `_reason` is set), so only good rows
-    // compete for a key.
-    let mut partition: Vec<Expr> = contract.unique.iter().map(ident).collect();
-    partition.push(ident(REASON));
-    let file_order = [ident(reader::SOURCE_FILE), ident(reader::LINE_NUMBER)];
-    let dup = match contract.on_duplicate {
-        OnDuplicate::QuarantineAll => count(lit(1)).partition_by(partition).build()?.gt(lit(1i64)),
+    let keys: Vec<Expr> = contract.unique.iter().map(ident).collect();
+    rows.filter(ident(REASON).is_null())?
+        .aggregate(keys, vec![count(lit(1)).alias("__dup_n")])?
+        .filter(ident("__dup_n").gt(lit(1i64)))?
+        .select(
+            contract
+                .unique
+                .iter()
+                .map(|k| ident(k).alias(dup_key(k)))
+                .collect::<Vec<_>>(),
+        )
+        .map(Some)
+}
+
+/// The good rows that lose their key (one of `duplicated`, from [`duplicated_keys`]) to
+/// another good row under `on_duplicate`, as `(__dup_file, __dup_line)`. Only the rows of
+/// duplicated keys are ordered.
+pub fn duplicate_rows(
+    rows: DataFrame,
+    duplicated: DataFrame,
+    contract: &Contract,
+) -> DfResult<DataFrame> {
+    let keys: Vec<Expr> = contract.unique.iter().map(ident).collect();
+    let mut narrow = keys.clone();
+    if let Some(k) = &contract.duplicate_order_by
+        && !contract.unique.contains(k)
+    {
+        narrow.push(ident(k));
+    }
+    narrow.extend([ident(reader::SOURCE_FILE), ident(reader::LINE_NUMBER)]);
+    // IS NOT DISTINCT FROM: a null key is a key like any other, as in the GROUP BY.
+    let on: Vec<Expr> = contract
+        .unique
+        .iter()
+        .map(|k| binary_expr(ident(dup_key(k)), Operator::IsNotDistinctFrom, ident(k)))
+        .collect();
+    // The duplicated keys are the small side: they build the hash table, the rows probe it.
+    let candidates = duplicated.join_on(
+        rows.filter(ident(REASON).is_null())?.select(narrow)?,
+        JoinType::RightSemi,
+        on,
+    )?;
+    let losers = match contract.on_duplicate {
+        OnDuplicate::QuarantineAll => candidates,
         policy => {
             let asc = policy == OnDuplicate::KeepFirst;
             let mut order = Vec::new();
             if let Some(k) = &contract.duplicate_order_by {
                 order.push(ident(k).sort(asc, !asc));
             }
-            order.extend(file_order.iter().map(|e| e.clone().sort(asc, false)));
-            row_number()
-                .partition_by(partition)
+            order.extend(
+                [ident(reader::SOURCE_FILE), ident(reader::LINE_NUMBER)]
+                    .into_iter()
+                    .map(|e| e.sort(asc, false)),
+            );
+            let rank = row_number()
+                .partition_by(keys)
                 .order_by(order)
                 .build()?
-                .gt(lit(1u64))
+                .alias("__dup_rank");
+            candidates
+                .window(vec![rank])?
+                .filter(ident("__dup_rank").gt(lit(1u64)))?
         }
     };
+    losers.select(vec![
+        ident(reader::SOURCE_FILE).alias(DUP_FILE),
+        ident(reader::LINE_NUMBER).alias(DUP_LINE),
+    ])
+}
+
+/// The rows listed by [`duplicate_rows`], flagged `duplicate_key`, with the columns of
+/// `rows`. The losers (usually none) build the join's hash table; with none, the rows are not
+/// even read.
+pub fn duplicates_flagged(
+    rows: DataFrame,
+    losers: DataFrame,
+    contract: &Contract,
+) -> DfResult<DataFrame> {
+    let names: Vec<Expr> = rows
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| ident(f.name()))
+        .collect();
+    let joined = losers.join(
+        rows,
+        JoinType::Inner,
+        &[DUP_FILE, DUP_LINE],
+        &[reader::SOURCE_FILE, reader::LINE_NUMBER],
+        None,
+    )?;
     let keys = contract.unique.join(", ");
-    let flagged = ident(REASON).is_null().and(dup);
     let message = format!(
         "another row has the same {keys}; the {} is kept",
         match contract.on_duplicate {
@@ -241,8 +321,8 @@ pub fn check_duplicates(df: DataFrame, contract: &Contract) -> DfResult<DataFram
         }
     );
     replace_problem(
-        df,
-        flagged,
+        joined,
+        lit(true),
         lit("duplicate_key"),
         lit(contract.unique[0].clone()),
         concat(vec![
@@ -250,6 +330,18 @@ pub fn check_duplicates(df: DataFrame, contract: &Contract) -> DfResult<DataFram
             key_text(&contract.unique),
             lit(format!("': {message}")),
         ]),
+    )?
+    .select(names)
+}
+
+/// `rows` less the rows listed by [`duplicate_rows`].
+pub fn without_duplicates(rows: DataFrame, losers: DataFrame) -> DfResult<DataFrame> {
+    losers.join(
+        rows,
+        JoinType::RightAnti,
+        &[DUP_FILE, DUP_LINE],
+        &[reader::SOURCE_FILE, reader::LINE_NUMBER],
+        None,
     )
 }
 
@@ -294,7 +386,7 @@ enum Lookup {
     FlagFound,
 }
 
-/// A left join on `columns` to the distinct keys of `target`, flagging good rows with a key
+/// An outer join on `columns` to the distinct keys of `target`, flagging good rows with a key
 /// set whose match is missing (or found).
 fn flag_by_lookup(
     df: DataFrame,
@@ -322,7 +414,13 @@ fn flag_by_lookup(
     let left_keys: Vec<&str> = columns.iter().map(String::as_str).collect();
     let right_names: Vec<String> = columns.iter().map(alias).collect();
     let right_keys: Vec<&str> = right_names.iter().map(String::as_str).collect();
-    let joined = df.join(right, JoinType::Left, &left_keys, &right_keys, None)?;
+    // DataFusion builds its hash table from the join's left input. A referenced table (the
+    // customers an order points to) is usually far smaller than the rows checked, so it is the
+    // left input; rows already in staging usually outnumber a new drop, so there the rows are.
+    let joined = match lookup {
+        Lookup::FlagMissing => right.join(df, JoinType::Right, &right_keys, &left_keys, None)?,
+        Lookup::FlagFound => df.join(right, JoinType::Left, &left_keys, &right_keys, None)?,
+    };
     let some_key_set = columns
         .iter()
         .map(|c| ident(c).is_not_null())
