@@ -54,9 +54,7 @@ pub(crate) async fn materialize(
     let streams = execute_stream_partitioned(plan, task_ctx)
         .map_err(cx.df_err(format!("starting table `{name}`")))?;
     let rows = Arc::new(AtomicU64::new(0));
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
+    let props = run_table_properties(&dir);
 
     let writes = streams.into_iter().enumerate().map(|(i, mut stream)| {
         let path = prefix.clone().join(format!("part-{i:05}.parquet").as_str());
@@ -100,6 +98,24 @@ pub(crate) async fn materialize(
         rows,
         schema,
     })
+}
+
+/// Run tables are read back a few times within the run and then dropped, so they are written
+/// for speed, not size. Measured with perf on an ingest of 845k orders: Snappy was the top
+/// symbol (6% of the time) and building dictionaries for text that is mostly unique (ids, raw
+/// records) another 3%, before Parquet falls back to plain encoding anyway. On local disk the
+/// tables are not compressed at all (ingest 2.9 s -> 1.9 s); in an object store, where bytes
+/// cost transfer time, LZ4 (2.3 s).
+fn run_table_properties(dir: &Url) -> WriterProperties {
+    let compression = if dir.scheme() == "file" {
+        Compression::UNCOMPRESSED
+    } else {
+        Compression::LZ4_RAW
+    };
+    WriterProperties::builder()
+        .set_compression(compression)
+        .set_dictionary_enabled(false)
+        .build()
 }
 
 async fn register(cx: &StageContext<'_>, name: &str, dir: &Url, schema: SchemaRef) -> Result<()> {
