@@ -15,7 +15,10 @@
 //! ([`matching`]), so ids keep their meaning from run to run.
 
 mod fit;
-mod kernel;
+/// The per-row arithmetic of a pass, without DataFusion. Public for the micro-benchmarks
+/// (crates/cli/benches), not a stable API: its items are documented where they are not plain.
+#[allow(missing_docs)]
+pub mod kernel;
 mod matching;
 pub mod transform;
 mod udf;
