@@ -41,7 +41,8 @@ order_features as (
         co.customer_id,
         min(co.order_date) as first_order_date,
         max(co.order_date) as last_order_date,
-        count(distinct co.order_id) as orders,
+        -- order_id is unique in orders (see customer_rfm.sql): this counts distinct orders.
+        count(co.order_id) as orders,
         sum(case when co.amount < 0 then 1 else 0 end) as refunds,
         sum(case when co.days_before <= $recent_days then 1 else 0 end) as orders_90d,
         sum(case when co.days_before <= $year_days then co.amount else 0 end) as spend_365d,
