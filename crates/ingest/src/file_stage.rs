@@ -6,9 +6,10 @@
 //! ```text
 //!  files (one, a glob, or a prefix; CSV and NDJSON also gzip/bzip2/xz/zstd)
 //!    └─ reader: text columns + file, line, raw record, parse errors   (reader.rs, ndjson.rs, parquet.rs)
-//!        └─ row checks: types, required, accepted values, ranges       (validate.rs)
+//!        └─ row checks: types, required, accepted values, ranges;     (validate.rs)
+//!           keys already in staging, foreign keys (joins)
 //!            └─ <output>__rows (run table: the text is parsed once)
-//!                └─ duplicate keys (key count, then order only duplicated keys) ─ foreign keys (left joins)
+//!                └─ duplicate keys among good rows (key count; only duplicated keys are ordered)
 //!                    ├─ bad rows  ─> <quarantine>   (first: they decide whether the run goes on)
 //!                    └─ good rows ─> <output>
 //! ```

@@ -2,8 +2,8 @@
 //!
 //! Every check is a vectorized expression over whole columns: `try_cast` for types (a value
 //! that does not parse becomes null, which, next to a non-null raw value, marks it bad), `IN`
-//! lists, range comparisons, a key count and a left join for duplicate keys, and a left join per
-//! foreign key. The result has the typed columns plus `_reason`, `_column` and `_message` (null
+//! lists, range comparisons, a key count and joins for duplicate keys, and a join per foreign
+//! key. The result has the typed columns plus `_reason`, `_column` and `_message` (null
 //! for a good row); the first problem in column order is the one reported.
 //!
 //! Reason codes (stable; documented in README.md, "Quarantine"): `column_count`, `bad_json`, `invalid_utf8`
