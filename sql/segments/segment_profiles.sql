@@ -43,19 +43,80 @@ sizes as (
         count(*) as customers,
         sum(coalesce(f.monetary, 0)) as revenue,
         avg(cast(f.recency_days as double)) as mean_recency_days,
-        median(cast(f.recency_days as double)) as median_recency_days,
         avg(cast(f.frequency as double)) as mean_frequency,
-        median(cast(f.frequency as double)) as median_frequency,
         avg(cast(f.monetary as double)) as mean_monetary,
-        median(cast(f.monetary as double)) as median_monetary,
         avg(cast(f.avg_order_value as double)) as mean_avg_order_value,
-        median(cast(f.avg_order_value as double)) as median_avg_order_value,
         sum(f.emails_opened_90d) as opened,
         sum(f.emails_sent_90d) as sent
     from membership as m
     inner join customer_features as f
         on f.customer_id = m.customer_id
     group by m.segmentation, m.segment
+),
+
+-- Exact medians from ranks: the window's sort spills under a memory limit, where a median
+-- aggregate (every value of every group held in memory) cannot and failed the stage.
+median_values as (
+    select m.segmentation, m.segment, 1 as feature, cast(f.recency_days as double) as value
+    from membership as m
+    inner join customer_features as f
+        on f.customer_id = m.customer_id
+    where f.recency_days is not null
+    union all
+    select m.segmentation, m.segment, 2, cast(f.frequency as double)
+    from membership as m
+    inner join customer_features as f
+        on f.customer_id = m.customer_id
+    where f.frequency is not null
+    union all
+    select m.segmentation, m.segment, 3, cast(f.monetary as double)
+    from membership as m
+    inner join customer_features as f
+        on f.customer_id = m.customer_id
+    where f.monetary is not null
+    union all
+    select m.segmentation, m.segment, 4, cast(f.avg_order_value as double)
+    from membership as m
+    inner join customer_features as f
+        on f.customer_id = m.customer_id
+    where f.avg_order_value is not null
+),
+
+median_counts as (
+    select mv.segmentation, mv.segment, mv.feature, count(*) as n
+    from median_values as mv
+    group by mv.segmentation, mv.segment, mv.feature
+),
+
+ranked_values_for_median as (
+    select
+        mv.segmentation,
+        mv.segment,
+        mv.feature,
+        mv.value,
+        row_number() over (
+            partition by mv.segmentation, mv.segment, mv.feature order by mv.value
+        ) as rn
+    from median_values as mv
+),
+
+-- The middle value, or the mean of the two middle values of an even count.
+medians as (
+    select
+        r.segmentation,
+        r.segment,
+        avg(case when r.feature = 1 then r.value end) as median_recency_days,
+        avg(case when r.feature = 2 then r.value end) as median_frequency,
+        avg(case when r.feature = 3 then r.value end) as median_monetary,
+        avg(case when r.feature = 4 then r.value end) as median_avg_order_value
+    from ranked_values_for_median as r
+    inner join median_counts as mc
+        on
+            mc.segmentation = r.segmentation
+            and (mc.segment is not distinct from r.segment)
+            and mc.feature = r.feature
+    where r.rn in ((mc.n + 1) / 2, (mc.n + 2) / 2)
+    group by r.segmentation, r.segment
 ),
 
 counted_orders as (
@@ -125,13 +186,13 @@ select
     case when t.revenue <> 0 then cast(s.revenue as double) / cast(t.revenue as double) end
         as revenue_share,
     s.mean_recency_days,
-    s.median_recency_days,
+    md.median_recency_days,
     s.mean_frequency,
-    s.median_frequency,
+    md.median_frequency,
     s.mean_monetary,
-    s.median_monetary,
+    md.median_monetary,
     s.mean_avg_order_value,
-    s.median_avg_order_value,
+    md.median_avg_order_value,
     tv.top_category,
     tv.top_channel,
     tv.top_interest,
@@ -140,3 +201,5 @@ from sizes as s
 cross join totals as t
 left join top_values as tv
     on tv.segmentation = s.segmentation and tv.segment = s.segment
+left join medians as md
+    on md.segmentation = s.segmentation and (md.segment is not distinct from s.segment)
