@@ -56,30 +56,29 @@ sizes as (
 
 -- Exact medians from ranks: the window's sort spills under a memory limit, where a median
 -- aggregate (every value of every group held in memory) cannot and failed the stage.
+member_features as (
+    select m.segmentation, m.segment, f.recency_days, f.frequency, f.monetary, f.avg_order_value
+    from membership as m
+    inner join customer_features as f
+        on f.customer_id = m.customer_id
+),
+
 median_values as (
-    select m.segmentation, m.segment, 1 as feature, cast(f.recency_days as double) as value
-    from membership as m
-    inner join customer_features as f
-        on f.customer_id = m.customer_id
-    where f.recency_days is not null
+    select mf.segmentation, mf.segment, 1 as feature, cast(mf.recency_days as double) as value
+    from member_features as mf
+    where mf.recency_days is not null
     union all
-    select m.segmentation, m.segment, 2, cast(f.frequency as double)
-    from membership as m
-    inner join customer_features as f
-        on f.customer_id = m.customer_id
-    where f.frequency is not null
+    select mf.segmentation, mf.segment, 2, cast(mf.frequency as double)
+    from member_features as mf
+    where mf.frequency is not null
     union all
-    select m.segmentation, m.segment, 3, cast(f.monetary as double)
-    from membership as m
-    inner join customer_features as f
-        on f.customer_id = m.customer_id
-    where f.monetary is not null
+    select mf.segmentation, mf.segment, 3, cast(mf.monetary as double)
+    from member_features as mf
+    where mf.monetary is not null
     union all
-    select m.segmentation, m.segment, 4, cast(f.avg_order_value as double)
-    from membership as m
-    inner join customer_features as f
-        on f.customer_id = m.customer_id
-    where f.avg_order_value is not null
+    select mf.segmentation, mf.segment, 4, cast(mf.avg_order_value as double)
+    from member_features as mf
+    where mf.avg_order_value is not null
 ),
 
 median_counts as (
