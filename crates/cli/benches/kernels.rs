@@ -1,8 +1,8 @@
 //! Micro-benchmarks of the hot kernels, with criterion:
 //!
 //! ```text
-//! cargo bench -p segflow-cli --bench kernels              # all
-//! cargo bench -p segflow-cli --bench kernels -- lloyd     # those whose name matches
+//! cargo bench --profile dev -p segflow-cli --bench kernels            # all
+//! cargo bench --profile dev -p segflow-cli --bench kernels -- lloyd   # names that match
 //! ```
 //!
 //! - `ingest/orders_csv_to_parquet`: the `ingest.csv` stage on a generated orders.csv (typing,
@@ -16,9 +16,9 @@
 //!   k-means++ step (draw 3 candidates per run, then the potential each would leave).
 //!
 //! Data: `segflow generate --customers $SEGFLOW_BENCH_CUSTOMERS` (default 20,000; about 10
-//! orders each), kept under `$CARGO_TARGET_DIR/bench-kernels/` for the next run. The figures
-//! the README quotes are from the debug-profile dependencies (opt-level 1) only when run with
-//! `--profile dev`; `cargo bench` builds with the bench (release) profile.
+//! orders each), kept under `$CARGO_TARGET_DIR/bench-kernels/` for the next run. `--profile dev`
+//! reuses the test build (dependencies at opt-level 1); plain `cargo bench` builds the release
+//! profile, which takes 40+ minutes the first time.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
