@@ -16,11 +16,7 @@ venv=$(ci/pyenv.sh)
 cargo build -p segflow-cli --locked --quiet
 bin="$target/debug/segflow"
 data="$target/bench/kmeans-$customers"
-if [ ! -f "$data/generated" ]; then
-    rm -rf "$data"
-    "$bin" generate --customers "$customers" --seed 7 --out "$data/in" > /dev/null
-    touch "$data/generated"
-fi
+ci/bench/generate.sh "$bin" "$customers" 7 "$data"
 record="$data/record.jsonl"
 rm -f "$record"
 for i in 1 2 3; do

@@ -32,11 +32,7 @@ else
 fi
 bin="$target/$profile/segflow"
 dir="$target/bench/$size"
-if [ ! -f "$dir/generated" ]; then
-    rm -rf "$dir"
-    "$bin" generate --customers "$customers" --seed 42 --out "$dir/in" > /dev/null
-    touch "$dir/generated"
-fi
+ci/bench/generate.sh "$bin" "$customers" 42 "$dir"
 records="$dir/records.jsonl"
 rm -f "$records"
 timed() { # timed NAME RSS_FILE command...: runs it under /usr/bin/time -v, quietly

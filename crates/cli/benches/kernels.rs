@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use segflow_cli::registry;
 use segflow_core::datafusion::prelude::{ParquetReadOptions, SessionContext};
 use segflow_core::stage::Quiet;
-use segflow_core::{Plan, Registry, runner, session};
+use segflow_core::{Plan, runner, session};
 use segflow_segment::kmeans::kernel::{Pass, Scales, Task};
 
 fn customers() -> u64 {
@@ -58,15 +59,6 @@ fn data() -> PathBuf {
         std::fs::write(dir.join("generated"), "").expect("mark the data generated");
     }
     dir
-}
-
-fn registry() -> Registry {
-    let mut reg = Registry::new();
-    segflow_ingest::register(&mut reg);
-    segflow_features::register(&mut reg);
-    segflow_segment::register(&mut reg);
-    segflow_export::register(&mut reg);
-    reg
 }
 
 /// Runs a pipeline in-process, as `segflow run` does, and fails on any error.
@@ -133,6 +125,7 @@ fn ingest(c: &mut Criterion) {
 fn rfm(c: &mut Criterion) {
     let dir = data();
     let typed = dir.join("typed");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
     if !typed.join("orders/_delta_log").exists() {
         let contracts = segflow_testkit::repo_root().join("pipelines/contracts");
         let input = dir.join("in");
@@ -145,13 +138,11 @@ fn rfm(c: &mut Criterion) {
                 c = contracts.display()
             ),
         );
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
         run(&rt, &p, &typed);
     }
     let sql =
         std::fs::read_to_string(segflow_testkit::repo_root().join("sql/features/customer_rfm.sql"))
             .expect("customer_rfm.sql");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
     let ctx = session::new_session(&session::SessionOptions::default()).expect("session");
     rt.block_on(async {
         // A first load is one Delta version: its Parquet files are the table.

@@ -14,7 +14,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use segflow_core::{Plan, Registry, runner, session};
+use segflow_cli::registry;
+use segflow_core::{Plan, runner, session};
 
 #[derive(Parser)]
 #[command(
@@ -97,16 +98,6 @@ fn parse_size(s: &str) -> Result<usize, String> {
         _ => return Err(format!("`{s}`: unknown unit; use KiB, MiB or GiB")),
     };
     Ok((n * mult) as usize)
-}
-
-/// Every stage kind, in one visible place.
-fn registry() -> Registry {
-    let mut reg = Registry::new();
-    segflow_ingest::register(&mut reg);
-    segflow_features::register(&mut reg);
-    segflow_segment::register(&mut reg);
-    segflow_export::register(&mut reg);
-    reg
 }
 
 /// Exit code for an invalid pipeline or command line.

@@ -652,19 +652,18 @@ impl Stage for FileIngest {
             .map_err(cx.df_err("selecting good rows"))?;
         // Parquet statistics skip the row groups without bad rows: usually all of them.
         let mut bad = rows
-            .clone()
             .filter(ident(validate::REASON).is_not_null())
             .map_err(cx.df_err("selecting quarantined rows"))?;
         // Only rows that pass every other check compete for a key. The keys and the losing
         // rows are run tables so that their (exact) row counts let DataFusion build the joins'
         // hash tables from them, not from the rows.
-        if let Some(duplicated) = validate::duplicated_keys(rows.clone(), &self.contract)
+        if let Some(duplicated) = validate::duplicated_keys(good.clone(), &self.contract)
             .map_err(cx.df_err("counting keys"))?
         {
             let keys_name = format!("{}__duplicated_keys", self.output);
             cx.materialize(&keys_name, duplicated).await?;
             let losers =
-                validate::duplicate_rows(rows.clone(), cx.table(&keys_name).await?, &self.contract)
+                validate::duplicate_rows(good.clone(), cx.table(&keys_name).await?, &self.contract)
                     .map_err(cx.df_err("ordering duplicated keys"))?;
             let losers_name = format!("{}__duplicate_rows", self.output);
             cx.materialize(&losers_name, losers).await?;

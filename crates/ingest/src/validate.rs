@@ -211,17 +211,16 @@ fn dup_key(column: &str) -> String {
     format!("__dup_key_{column}")
 }
 
-/// The keys that more than one good row has, as `__dup_key_<column>` columns; `None` when the
-/// contract has no `unique` keys. A hash aggregate over the key columns only: ordering the
+/// The keys that more than one of the `good` rows (those no other check flagged) has, as
+/// `__dup_key_<column>` columns; `None` when the contract has no `unique` keys. A hash aggregate over the key columns only: ordering the
 /// whole table by key (a window over every column and the raw text) cost most of an ingest's
 /// time, and usually no key is duplicated at all.
-pub fn duplicated_keys(rows: DataFrame, contract: &Contract) -> DfResult<Option<DataFrame>> {
+pub fn duplicated_keys(good: DataFrame, contract: &Contract) -> DfResult<Option<DataFrame>> {
     if contract.unique.is_empty() {
         return Ok(None);
     }
     let keys: Vec<Expr> = contract.unique.iter().map(ident).collect();
-    rows.filter(ident(REASON).is_null())?
-        .aggregate(keys, vec![count(lit(1)).alias("__dup_n")])?
+    good.aggregate(keys, vec![count(lit(1)).alias("__dup_n")])?
         .filter(ident("__dup_n").gt(lit(1i64)))?
         .select(
             contract
@@ -233,11 +232,11 @@ pub fn duplicated_keys(rows: DataFrame, contract: &Contract) -> DfResult<Option<
         .map(Some)
 }
 
-/// The good rows that lose their key (one of `duplicated`, from [`duplicated_keys`]) to
+/// The `good` rows that lose their key (one of `duplicated`, from [`duplicated_keys`]) to
 /// another good row under `on_duplicate`, as `(__dup_file, __dup_line)`. Only the rows of
 /// duplicated keys are ordered.
 pub fn duplicate_rows(
-    rows: DataFrame,
+    good: DataFrame,
     duplicated: DataFrame,
     contract: &Contract,
 ) -> DfResult<DataFrame> {
@@ -256,11 +255,7 @@ pub fn duplicate_rows(
         .map(|k| binary_expr(ident(dup_key(k)), Operator::IsNotDistinctFrom, ident(k)))
         .collect();
     // The duplicated keys are the small side: they build the hash table, the rows probe it.
-    let candidates = duplicated.join_on(
-        rows.filter(ident(REASON).is_null())?.select(narrow)?,
-        JoinType::RightSemi,
-        on,
-    )?;
+    let candidates = duplicated.join_on(good.select(narrow)?, JoinType::RightSemi, on)?;
     let losers = match contract.on_duplicate {
         OnDuplicate::QuarantineAll => candidates,
         policy => {
