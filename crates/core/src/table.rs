@@ -56,13 +56,18 @@ pub(crate) async fn materialize(
     let rows = Arc::new(AtomicU64::new(0));
     let props = run_table_properties(&dir);
 
-    let writes = streams.into_iter().enumerate().map(|(i, mut stream)| {
+    // Each partition's stream and writer is a task of its own. Polled together from this task
+    // (`try_join_all`), every partition's operators ran on the one thread that polls it, and
+    // an ingest of 845k orders kept 0.75 of 2 cores busy; spawned, the runtime's workers run
+    // them side by side. Dropping the set (on an error) aborts the others.
+    let mut writes = tokio::task::JoinSet::new();
+    for (i, mut stream) in streams.into_iter().enumerate() {
         let path = prefix.clone().join(format!("part-{i:05}.parquet").as_str());
         let writer = BufWriter::new(store.clone(), path);
         let schema = schema.clone();
         let props = props.clone();
         let rows = rows.clone();
-        async move {
+        writes.spawn(async move {
             let mut w = AsyncArrowWriter::try_new(writer, schema, Some(props))?;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
@@ -71,14 +76,20 @@ pub(crate) async fn materialize(
             }
             w.close().await?;
             Ok::<_, datafusion::error::DataFusionError>(())
-        }
-    });
-    // Poll every partition's writer together; report progress while they run.
-    let mut all = futures::future::try_join_all(writes);
+        });
+    }
+    // Wait for every writer; report progress while they run.
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         tokio::select! {
-            r = &mut all => { r.map_err(cx.df_err(format!("computing table `{name}`")))?; break; }
+            done = writes.join_next() => match done {
+                None => break,
+                Some(Ok(r)) => r.map_err(cx.df_err(format!("computing table `{name}`")))?,
+                Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Some(Err(e)) => {
+                    return Err(Error::Internal(format!("writing table `{name}`: {e}")));
+                }
+            },
             _ = tick.tick() => cx.report_rows(rows.load(Ordering::Relaxed)),
         }
     }
