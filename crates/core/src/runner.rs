@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use datafusion::prelude::SessionContext;
+use futures::{StreamExt as _, TryStreamExt as _};
 use rand::Rng;
 use url::Url;
 
@@ -148,25 +149,56 @@ async fn run_stages(
         reports.push(report);
         requests.extend(result?);
     }
-    for request in &requests {
-        let rows = tables
-            .lock()
-            .expect("tables lock")
-            .get(&request.table)
-            .map(|t| t.rows)
-            .ok_or_else(|| {
-                Error::Internal(format!(
-                    "publish of `{}`, which the run did not produce",
-                    request.table
-                ))
-            })?;
-        observer.publish_started(request.display_name(), &request.url);
-        tracing::info!(table = %request.display_name(), url = %request.url, "publishing");
-        let report = publish::publish(ctx, request, info, rows).await?;
-        observer.published(&report);
-        published.push(report);
+    // Tables are published side by side: delta-rs encodes each table's files on one thread.
+    // Requests for the same table (several stages appending to one quarantine) stay in order
+    // in one queue, as each is a commit on top of the last.
+    let mut queues: Vec<Vec<(usize, &PublishRequest)>> = Vec::new();
+    for (i, request) in requests.iter().enumerate() {
+        match queues.iter_mut().find(|q| q[0].1.url == request.url) {
+            Some(queue) => queue.push((i, request)),
+            None => queues.push(vec![(i, request)]),
+        }
     }
+    let concurrency = ctx.copied_config().target_partitions().max(1);
+    let mut reports: Vec<(usize, PublishReport)> =
+        futures::stream::iter(queues.into_iter().map(|queue| async move {
+            let mut reports = Vec::new();
+            for (i, request) in queue {
+                reports.push((i, publish_one(ctx, request, observer, info, tables).await?));
+            }
+            Ok::<_, Error>(reports)
+        }))
+        .buffer_unordered(concurrency)
+        .try_concat()
+        .await?;
+    reports.sort_by_key(|(i, _)| *i);
+    published.extend(reports.into_iter().map(|(_, r)| r));
     Ok(())
+}
+
+async fn publish_one(
+    ctx: &SessionContext,
+    request: &PublishRequest,
+    observer: &dyn Observer,
+    info: &RunInfo,
+    tables: &Mutex<BTreeMap<String, TableInfo>>,
+) -> Result<PublishReport> {
+    let rows = tables
+        .lock()
+        .expect("tables lock")
+        .get(&request.table)
+        .map(|t| t.rows)
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "publish of `{}`, which the run did not produce",
+                request.table
+            ))
+        })?;
+    observer.publish_started(request.display_name(), &request.url);
+    tracing::info!(table = %request.display_name(), url = %request.url, "publishing");
+    let report = publish::publish(ctx, request, info, rows).await?;
+    observer.published(&report);
+    Ok(report)
 }
 
 async fn run_stage(
