@@ -4,21 +4,9 @@
 
 use std::path::Path;
 
-use crate::{default_pipeline, generate, read_table, run, segflow, text};
+use crate::{default_pipeline, generate, newest_manifest, read_table, run, segflow, text};
 
 const ORDER_COLS: &str = "order_id, customer_id, order_ts, amount, channel, order_month";
-
-fn newest_manifest(output: &Path) -> serde_json::Value {
-    let newest = std::fs::read_dir(output.join("_runs"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        // Run ids start with the second the run started; runs in one second tie.
-        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
-        .unwrap();
-    serde_json::from_str(&std::fs::read_to_string(newest).unwrap()).unwrap()
-}
 
 fn manifest_metric(output: &Path, stage: &str, key: &str) -> serde_json::Value {
     newest_manifest(output)["stages"]

@@ -328,3 +328,84 @@ fn duplicate_keys_follow_on_duplicate_and_only_good_rows_compete() {
         }
     }
 }
+
+#[test]
+fn a_file_cut_into_pieces_loads_exactly_like_the_whole_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    // Quoted fields with newlines, delimiters and doubled quotes, CRLF and blank lines, bad
+    // values and duplicate keys spread over the file: wherever a cut lands, every record must
+    // keep its text, its line number, and its place in first-wins order.
+    let mut csv = String::from("id,version,note\r\n");
+    for i in 0..400 {
+        let id = i % 170; // keys 0..170 repeat: duplicates in other pieces
+        let version = if i % 37 == 0 {
+            "x".to_string()
+        } else {
+            i.to_string()
+        };
+        let note = match i % 5 {
+            0 => format!("\"line one\nline \"\"two\"\", of {i}\""),
+            1 => format!("\"{i},\r\n\""),
+            2 => format!("plain {i}"),
+            3 => String::new(),
+            _ => format!("\"\"\"{i}\"\"\""),
+        };
+        csv.push_str(&format!("k{id},{version},{note}\r\n"));
+        if i % 41 == 0 {
+            csv.push_str("\r\n\n");
+        }
+    }
+    std::fs::write(input.join("items.csv"), &csv).unwrap();
+    let contract = dir.path().join("items.yaml");
+    std::fs::write(
+        &contract,
+        "table: items\nunique: [id]\non_duplicate: keep_first\ncolumns:\n  - { name: id, type: string, nullable: false }\n  - { name: version, type: int }\n  - { name: note, type: string }\n",
+    )
+    .unwrap();
+    let pipeline = crate::write_pipeline(
+        dir.path(),
+        "pieces",
+        &format!(
+            "  - {{ id: items, kind: ingest.csv, path: \"${{input}}/items.csv\", contract: {}, output: items, max_bad_fraction: 1 }}\n  - id: publish\n    kind: export.delta\n    tables:\n      items: ${{output}}/items\n      items_quarantine: ${{output}}/items_quarantine\n",
+            contract.display()
+        ),
+    );
+    let load = |name: &str, pieces: Option<usize>| {
+        let output = dir.path().join(name);
+        let mut c = segflow();
+        c.arg("run").arg(&pipeline);
+        c.arg("--var").arg(format!("input={}", input.display()));
+        c.arg("--var").arg(format!("output={}", output.display()));
+        if let Some(n) = pieces {
+            c.args(["--target-partitions", &n.to_string()]);
+            c.env("DATAFUSION_OPTIMIZER_REPARTITION_FILE_MIN_SIZE", "1");
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let manifest = crate::newest_manifest(&output);
+        let partitions = manifest["stages"][0]["metrics"]["items_read_partitions"].clone();
+        let (_, good) = read_table(&output, "items", "id, version, note");
+        let (_, bad) = read_table(
+            &output,
+            "items_quarantine",
+            "line_number, reason, column_name, raw_record",
+        );
+        (partitions, good, bad)
+    };
+    let (one, good, bad) = load("whole", None);
+    assert_eq!(one, 1);
+    assert_eq!(good.len(), 170);
+    assert_eq!(bad.len(), 230);
+    // The first copy of k0 (line 2) has a bad version; its second copy (line 175 or later)
+    // is the first good one.
+    let k0 = good.iter().find(|r| r[0] == "k0").unwrap();
+    assert_eq!(k0[1], "170", "{k0:?}");
+    for pieces in [2, 3, 7] {
+        let (n, g, b) = load(&format!("pieces-{pieces}"), Some(pieces));
+        assert_eq!(n, pieces, "the file was read in {pieces} pieces");
+        assert_eq!(g, good, "{pieces} pieces: good rows");
+        assert_eq!(b, bad, "{pieces} pieces: quarantine");
+    }
+}

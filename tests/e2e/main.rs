@@ -80,6 +80,19 @@ pub fn run(pipeline: &Path, input: &Path, output: &Path, extra: &[&str]) -> Outp
     c.output().expect("run segflow")
 }
 
+/// The manifest of the newest run under `output/_runs`.
+pub fn newest_manifest(output: &Path) -> serde_json::Value {
+    let newest = std::fs::read_dir(output.join("_runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        // Run ids start with the second the run started; runs in one second tie.
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    serde_json::from_str(&std::fs::read_to_string(newest).unwrap()).unwrap()
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "status: {:?}\n--- stdout\n{}\n--- stderr\n{}",

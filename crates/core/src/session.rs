@@ -18,8 +18,13 @@ pub struct SessionOptions {
     pub memory_limit_bytes: Option<usize>,
 }
 
+/// A session for a run. DataFusion's own options can be set by their environment variables
+/// (`DATAFUSION_EXECUTION_BATCH_SIZE=16384`, `DATAFUSION_OPTIMIZER_REPARTITION_FILE_MIN_SIZE`,
+/// ...), as in DataFusion's CLI; `options` override them.
 pub fn new_session(options: &SessionOptions) -> Result<SessionContext> {
-    let mut config = SessionConfig::new().with_information_schema(true);
+    let mut config = SessionConfig::from_env()
+        .map_err(|e| Error::Internal(format!("reading DATAFUSION_* settings: {e}")))?
+        .with_information_schema(true);
     if let Some(n) = options.target_partitions {
         config = config.with_target_partitions(n.max(1));
     }

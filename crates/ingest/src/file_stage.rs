@@ -429,7 +429,9 @@ impl FileIngest {
     }
 
     /// Reads a file's header (CSV), schema (Parquet) or first records' keys (NDJSON) and
-    /// works out where each contract column is in it.
+    /// works out where each contract column is in it. An uncompressed CSV file of at least
+    /// `datafusion.optimizer.repartition_file_min_size` bytes (10 MiB) is cut into pieces, one
+    /// per target partition, so that all cores parse it.
     async fn plan_file(
         &self,
         cx: &StageContext<'_>,
@@ -519,6 +521,25 @@ impl FileIngest {
                 extra.join(", ")
             ));
         }
+        let pieces = match &self.format {
+            // As DataFusion does with its own file scans, and under the same two options.
+            Format::Csv(dialect) if compression == FileCompressionType::UNCOMPRESSED => {
+                let config = cx.ctx.copied_config();
+                let options = &config.options().optimizer;
+                let pieces = config.target_partitions() as u64;
+                if options.repartition_file_scans
+                    && file.size >= options.repartition_file_min_size as u64
+                    && pieces > 1
+                {
+                    reader::split(store, &file.url, file.size, dialect, pieces)
+                        .await
+                        .map_err(in_file)?
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => Vec::new(),
+        };
         Ok(FileSource {
             url: file.url.clone(),
             size: file.size,
@@ -526,6 +547,7 @@ impl FileIngest {
             names: self.headers.clone(),
             positions,
             header,
+            pieces,
         })
     }
 }
@@ -604,6 +626,10 @@ impl Stage for FileIngest {
         for f in &read {
             sources.push(self.plan_file(cx, &store, f).await?);
         }
+        cx.metric(
+            &format!("{}_read_partitions", self.output),
+            serde_json::json!(sources.iter().map(|s| s.pieces.len().max(1)).sum::<usize>()),
+        );
         let names: Vec<String> = self
             .contract
             .columns

@@ -18,6 +18,7 @@ pub mod incremental;
 mod ndjson;
 mod parquet;
 mod reader;
+mod split;
 mod validate;
 
 /// Registers this crate's kinds.

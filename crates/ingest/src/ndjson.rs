@@ -23,7 +23,7 @@ use segflow_core::datafusion::physical_plan::streaming::PartitionStream;
 use serde_json::Value;
 use url::Url;
 
-use crate::reader::{self, BatchSender, ChannelReader, FileSource, Problem, RowBuffer};
+use crate::reader::{self, BatchSender, FileSource, InputReader, Problem, RowBuffer};
 
 /// Lines read to learn a file's keys before the stage runs.
 const SAMPLE_LINES: u64 = 1000;
@@ -71,6 +71,7 @@ impl PartitionStream for NdjsonPartition {
             self.schema.clone(),
             self.store.clone(),
             &self.file,
+            None,
             false,
             move |input, out| parse(input, out, schema, &file, &extra_keys),
         )
@@ -129,7 +130,7 @@ fn object(line: &[u8]) -> Result<serde_json::Map<String, Value>, Problem> {
 }
 
 fn parse(
-    input: ChannelReader,
+    input: InputReader,
     out: &BatchSender,
     schema: SchemaRef,
     file: &FileSource,
@@ -236,13 +237,13 @@ pub async fn sample_keys(
 
 /// The file's non-blank lines, each with its 1-based line number (blank lines count).
 struct Lines {
-    input: std::io::BufReader<ChannelReader>,
+    input: std::io::BufReader<InputReader>,
     buf: Vec<u8>,
     line: u64,
 }
 
 impl Lines {
-    fn new(input: ChannelReader) -> Self {
+    fn new(input: InputReader) -> Self {
         Lines {
             input: std::io::BufReader::with_capacity(1 << 16, input),
             buf: Vec::new(),

@@ -17,14 +17,17 @@
 //! | `_parse_message` | string | what is wrong, for a human                                    |
 //!
 //! then one nullable string column per target column (empty field = null). A record with a
-//! parse error has all target columns null. One file is one partition; DataFusion spreads the
-//! casts and checks over all cores after the scan.
+//! parse error has all target columns null. A file is one partition, or, when the stage has cut
+//! a large uncompressed file at record boundaries ([`crate::split`]), one partition per piece, so
+//! that parsing and everything after it runs on all cores. Local files are read directly on
+//! the parsing thread; other stores' bytes are streamed to it.
 
 use std::io::Read;
+use std::ops::Range;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use object_store::{ObjectStore, ObjectStoreExt as _};
+use object_store::ObjectStore;
 use segflow_core::datafusion::arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder};
 use segflow_core::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use segflow_core::datafusion::catalog::streaming::StreamingTable;
@@ -35,6 +38,8 @@ use segflow_core::datafusion::physical_plan::SendableRecordBatchStream;
 use segflow_core::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use segflow_core::datafusion::physical_plan::streaming::PartitionStream;
 use url::Url;
+
+pub use crate::split::Piece;
 
 /// Rows per batch the reader yields.
 pub(crate) const BATCH_ROWS: usize = 8192;
@@ -90,6 +95,8 @@ pub struct FileSource {
     pub positions: Vec<Option<usize>>,
     /// The file's column names: its header, its schema, or the keys of its first records.
     pub header: Vec<String>,
+    /// Where to cut a CSV file into partitions; empty: the whole file is one.
+    pub pieces: Vec<Piece>,
 }
 
 /// The schema the reader yields for these target columns.
@@ -106,8 +113,8 @@ pub fn raw_schema(columns: &[String]) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// A table over the files, one partition each. Keys an NDJSON record has beyond the
-/// contract's are added to `extra_keys`, for the stage to report.
+/// A table over the files, one partition per file or piece of a file. Keys an NDJSON record
+/// has beyond the contract's are added to `extra_keys`, for the stage to report.
 pub fn table(
     store: Arc<dyn ObjectStore>,
     columns: &[String],
@@ -116,32 +123,39 @@ pub fn table(
     extra_keys: crate::ndjson::ExtraKeys,
 ) -> DfResult<StreamingTable> {
     let schema = raw_schema(columns);
-    let partitions: Vec<Arc<dyn PartitionStream>> = files
-        .into_iter()
-        .map(|file| {
-            let schema = schema.clone();
-            let store = store.clone();
-            match format {
-                Format::Csv(dialect) => Arc::new(CsvPartition {
-                    schema,
-                    store,
-                    file,
-                    dialect: dialect.clone(),
-                }) as Arc<dyn PartitionStream>,
-                Format::Ndjson => Arc::new(crate::ndjson::NdjsonPartition {
-                    schema,
-                    store,
-                    file,
-                    extra_keys: extra_keys.clone(),
-                }),
-                Format::Parquet => Arc::new(crate::parquet::ParquetPartition {
-                    schema,
-                    store,
-                    file,
-                }),
+    let mut partitions: Vec<Arc<dyn PartitionStream>> = Vec::new();
+    for file in files {
+        let schema = schema.clone();
+        let store = store.clone();
+        match format {
+            Format::Csv(dialect) => {
+                let pieces = match file.pieces.as_slice() {
+                    [] | [_] => vec![None],
+                    pieces => pieces.iter().cloned().map(Some).collect(),
+                };
+                for piece in pieces {
+                    partitions.push(Arc::new(CsvPartition {
+                        schema: schema.clone(),
+                        store: store.clone(),
+                        file: file.clone(),
+                        dialect: dialect.clone(),
+                        piece,
+                    }));
+                }
             }
-        })
-        .collect();
+            Format::Ndjson => partitions.push(Arc::new(crate::ndjson::NdjsonPartition {
+                schema,
+                store,
+                file,
+                extra_keys: extra_keys.clone(),
+            })),
+            Format::Parquet => partitions.push(Arc::new(crate::parquet::ParquetPartition {
+                schema,
+                store,
+                file,
+            })),
+        }
+    }
     StreamingTable::try_new(schema, partitions)
 }
 
@@ -181,21 +195,56 @@ pub async fn read_header(
     .await
 }
 
+/// Cuts an uncompressed CSV file of `size` bytes into at most `pieces` pieces that each start
+/// at a record boundary, reading it up to the last cut ([`crate::split`]).
+pub async fn split(
+    store: &Arc<dyn ObjectStore>,
+    url: &Url,
+    size: u64,
+    dialect: &Dialect,
+    pieces: u64,
+) -> Result<Vec<Piece>, String> {
+    let dialect = dialect.clone();
+    read_start(
+        store,
+        url,
+        FileCompressionType::UNCOMPRESSED,
+        move |mut input| {
+            let mut splitter = crate::split::Splitter::new(
+                dialect.delimiter,
+                dialect.quote,
+                dialect.header_line,
+                size,
+                pieces,
+            );
+            let mut buf = vec![0; 1 << 20];
+            while !splitter.done() {
+                let n = input.read(&mut buf).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                splitter.feed(&buf[..n]);
+            }
+            Ok(splitter.pieces(size))
+        },
+    )
+    .await
+}
+
 /// Runs `read` on a blocking thread over the start of the file's (decompressed) bytes, and
 /// stops fetching the rest once it returns: for headers and samples before a stage reads.
 pub(crate) async fn read_start<T: Send + 'static>(
     store: &Arc<dyn ObjectStore>,
     url: &Url,
     compression: FileCompressionType,
-    read: impl FnOnce(ChannelReader) -> Result<T, String> + Send + 'static,
+    read: impl FnOnce(InputReader) -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let feed = tokio::spawn(feed_bytes(store.clone(), url.clone(), compression, tx));
-    let out = tokio::task::spawn_blocking(move || read(ChannelReader::new(rx)))
+    let source = Source::open(store.clone(), url.clone(), compression, None)
         .await
-        .map_err(|e| e.to_string());
-    feed.abort();
-    out?
+        .map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || read(InputReader::new(source, false)))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 fn builder(dialect: &Dialect) -> csv::ReaderBuilder {
@@ -213,6 +262,8 @@ struct CsvPartition {
     store: Arc<dyn ObjectStore>,
     file: FileSource,
     dialect: Dialect,
+    /// The part of the file to read; `None`: all of it.
+    piece: Option<Piece>,
 }
 
 impl PartitionStream for CsvPartition {
@@ -225,44 +276,53 @@ impl PartitionStream for CsvPartition {
             schema: self.schema.clone(),
             file: self.file.clone(),
             dialect: self.dialect.clone(),
+            piece: self.piece.clone(),
         };
         parse_blocking(
             self.schema.clone(),
             self.store.clone(),
             &self.file,
+            self.piece.as_ref().map(|p| p.start..p.end),
             true,
             move |input, out| parser.run(input, out),
         )
     }
 }
 
-/// A stream of the batches `parse` makes from the file's (decompressed) bytes on a blocking
-/// thread, while an async task feeds it the bytes. `record` keeps the bytes read for
-/// [`ChannelReader::seen`] (the CSV reader slices raw records from them).
+/// A stream of the batches `parse` makes from the file's (decompressed) bytes, or the bytes of
+/// `range` of it, on a blocking thread. `record` keeps the bytes read for [`InputReader::seen`]
+/// (the CSV reader slices raw records from them).
 pub(crate) fn parse_blocking(
     schema: SchemaRef,
     store: Arc<dyn ObjectStore>,
     file: &FileSource,
+    range: Option<Range<u64>>,
     record: bool,
-    parse: impl FnOnce(ChannelReader, &BatchSender) -> DfResult<()> + Send + 'static,
+    parse: impl FnOnce(InputReader, &BatchSender) -> DfResult<()> + Send + 'static,
 ) -> SendableRecordBatchStream {
-    let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel(8);
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
-    let feed = tokio::spawn(feed_bytes(
-        store,
-        file.url.clone(),
-        file.compression,
-        bytes_tx,
-    ));
-    tokio::task::spawn_blocking(move || {
-        let mut input = ChannelReader::new(bytes_rx);
-        input.record = record;
-        if let Err(e) = parse(input, &batch_tx) {
-            let _ = batch_tx.blocking_send(Err(e));
+    let (url, compression) = (file.url.clone(), file.compression);
+    let task = tokio::spawn(async move {
+        let source = match Source::open(store, url, compression, range).await {
+            Ok(source) => source,
+            Err(e) => {
+                let _ = batch_tx.send(Err(DataFusionError::IoError(e))).await;
+                return;
+            }
+        };
+        let parsed = tokio::task::spawn_blocking(move || {
+            if let Err(e) = parse(InputReader::new(source, record), &batch_tx) {
+                let _ = batch_tx.blocking_send(Err(e));
+            }
+        });
+        if let Err(e) = parsed.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
         }
-        // The feeder may still be blocked on a full channel when the consumer stopped early.
-        feed.abort();
     });
+    // The consumer may stop early: the parser then sees the channel closed and returns.
+    drop(task);
     let stream = futures::stream::unfold(batch_rx, |mut rx| async move {
         rx.recv().await.map(|b| (b, rx))
     });
@@ -272,31 +332,18 @@ pub(crate) fn parse_blocking(
 /// Where a blocking parser sends its batches.
 pub(crate) type BatchSender = tokio::sync::mpsc::Sender<DfResult<RecordBatch>>;
 
-/// Streams the object's (decompressed) bytes into a channel the blocking parser reads.
+/// Streams an object's (decompressed) bytes into a channel the blocking parser reads.
 async fn feed_bytes(
-    store: Arc<dyn ObjectStore>,
     url: Url,
+    stream: futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
     compression: FileCompressionType,
     tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
 ) {
-    // The parser side receives with `blocking_recv` on its own blocking thread.
-    let opened = async {
-        let path = segflow_core::storage::store_path(&url).map_err(std::io::Error::other)?;
-        let stream = store
-            .get(&path)
-            .await
-            .map_err(std::io::Error::other)?
-            .into_stream()
-            .map(|r| r.map_err(DataFusionError::from))
-            .boxed();
-        compression
-            .convert_stream(stream)
-            .map_err(std::io::Error::other)
-    };
-    let mut stream = match opened.await {
+    let stream = stream.map(|r| r.map_err(DataFusionError::from)).boxed();
+    let mut stream = match compression.convert_stream(stream) {
         Ok(s) => s,
         Err(e) => {
-            let _ = tx.send(Err(e)).await;
+            let _ = tx.send(Err(std::io::Error::other(e))).await;
             return;
         }
     };
@@ -309,15 +356,89 @@ async fn feed_bytes(
     }
 }
 
-/// A blocking `Read` over byte chunks from a channel; when `record` is set it remembers
-/// everything it handed out since the last `trim`, so the parser can slice each record's raw
-/// text.
-pub(crate) struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
-    current: bytes::Bytes,
+/// A blocking `Read` over a file's (decompressed) bytes: read directly from a local file, or
+/// received in chunks from a task that streams them from the object store. When `record` is
+/// set it remembers everything it handed out since the last `trim`, so the parser can slice
+/// each record's raw text.
+pub(crate) struct InputReader {
+    source: Source,
     record: bool,
     /// Bytes handed to the CSV reader, starting at stream offset `base`.
     seen: std::rc::Rc<std::cell::RefCell<Seen>>,
+}
+
+/// Where an [`InputReader`] gets its bytes; opened in async code, read on a blocking thread.
+pub(crate) enum Source {
+    /// A local file, read on the parser's thread: no task and no channel per 8 KiB chunk.
+    File(Box<dyn Read + Send>),
+    Channel {
+        rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+        current: bytes::Bytes,
+        /// Aborted when the reader is dropped: it may be blocked on a full channel.
+        feed: tokio::task::JoinHandle<()>,
+    },
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        if let Source::Channel { feed, .. } = self {
+            feed.abort();
+        }
+    }
+}
+
+impl InputReader {
+    fn new(source: Source, record: bool) -> Self {
+        InputReader {
+            source,
+            record,
+            seen: Default::default(),
+        }
+    }
+}
+
+impl Source {
+    /// Opens the object at `url` (only `range` of it, when given; ranges are of the stored,
+    /// uncompressed bytes).
+    async fn open(
+        store: Arc<dyn ObjectStore>,
+        url: Url,
+        compression: FileCompressionType,
+        range: Option<Range<u64>>,
+    ) -> std::io::Result<Self> {
+        let path = segflow_core::storage::store_path(&url).map_err(std::io::Error::other)?;
+        let options = object_store::GetOptions {
+            range: range.map(object_store::GetRange::Bounded),
+            ..Default::default()
+        };
+        let opened = store
+            .get_opts(&path, options)
+            .await
+            .map_err(|e| std::io::Error::other(format!("reading {url}: {e}")))?;
+        Ok(match opened.payload {
+            object_store::GetResultPayload::File(mut file, _) => {
+                use std::io::Seek;
+                let range = opened.range;
+                file.seek(std::io::SeekFrom::Start(range.start))?;
+                let bytes =
+                    std::io::BufReader::with_capacity(1 << 20, file).take(range.end - range.start);
+                Source::File(
+                    compression
+                        .convert_read(bytes)
+                        .map_err(std::io::Error::other)?,
+                )
+            }
+            object_store::GetResultPayload::Stream(stream) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(8);
+                let feed = tokio::spawn(feed_bytes(url, stream, compression, tx));
+                Source::Channel {
+                    rx,
+                    current: bytes::Bytes::new(),
+                    feed,
+                }
+            }
+        })
+    }
 }
 
 #[derive(Default)]
@@ -341,31 +462,25 @@ impl Seen {
     }
 }
 
-impl ChannelReader {
-    pub(crate) fn new(rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> Self {
-        ChannelReader {
-            rx,
-            current: bytes::Bytes::new(),
-            record: false,
-            seen: Default::default(),
-        }
-    }
-}
-
-impl Read for ChannelReader {
+impl Read for InputReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0), // sender gone: end of the file
+        let n = match &mut self.source {
+            Source::File(file) => file.read(buf)?,
+            Source::Channel { rx, current, .. } => {
+                while current.is_empty() {
+                    match rx.blocking_recv() {
+                        Some(Ok(chunk)) => *current = chunk,
+                        Some(Err(e)) => return Err(e),
+                        None => return Ok(0), // sender gone: end of the file
+                    }
+                }
+                let n = buf.len().min(current.len());
+                buf[..n].copy_from_slice(&current.split_to(n));
+                n
             }
-        }
-        let n = buf.len().min(self.current.len());
-        let chunk = self.current.split_to(n);
-        buf[..n].copy_from_slice(&chunk);
+        };
         if self.record {
-            self.seen.borrow_mut().bytes.extend_from_slice(&chunk);
+            self.seen.borrow_mut().bytes.extend_from_slice(&buf[..n]);
         }
         Ok(n)
     }
@@ -375,6 +490,7 @@ struct Parser {
     schema: SchemaRef,
     file: FileSource,
     dialect: Dialect,
+    piece: Option<Piece>,
 }
 
 /// Why a record cannot be used at all; its target columns are all null.
@@ -481,14 +597,22 @@ impl RowBuffer {
 }
 
 impl Parser {
-    fn run(&self, input: ChannelReader, out: &BatchSender) -> DfResult<()> {
+    fn run(&self, input: InputReader, out: &BatchSender) -> DfResult<()> {
         let seen = input.seen.clone();
-        let mut reader = builder(&self.dialect).from_reader(input);
+        let mut reader = builder(&self.dialect)
+            .buffer_capacity(1 << 16)
+            .from_reader(input);
         let mut record = csv::ByteRecord::new();
         let url = self.file.url.as_str();
         let io_err = |e: csv::Error| DataFusionError::External(format!("{url}: {e}").into());
-        // Skip up to and including the header.
-        for _ in 0..self.dialect.header_line {
+        // Lines are counted from the piece's start: the lines before it are added.
+        let lines_before = self.piece.as_ref().map_or(0, |p| p.first_line - 1);
+        // Skip up to and including the header, which only the first piece has.
+        let header = match &self.piece {
+            Some(p) if p.start > 0 => 0,
+            _ => self.dialect.header_line,
+        };
+        for _ in 0..header {
             if !reader.read_byte_record(&mut record).map_err(io_err)? {
                 return Ok(());
             }
@@ -506,7 +630,7 @@ impl Parser {
             let seen_now = seen.borrow();
             let (blank_lines, raw) = skip_blank_lines(seen_now.slice(start.byte(), end));
             let raw = String::from_utf8_lossy(trim_newline(raw));
-            let line = start.line() + blank_lines;
+            let line = lines_before + start.line() + blank_lines;
             let mut field_text: Vec<Option<&str>> = Vec::with_capacity(self.file.positions.len());
             let mut problem = None;
             if record.len() != width {
@@ -555,7 +679,7 @@ impl Parser {
 }
 
 /// Leading empty lines and what follows them.
-fn skip_blank_lines(raw: &[u8]) -> (u64, &[u8]) {
+pub(crate) fn skip_blank_lines(raw: &[u8]) -> (u64, &[u8]) {
     let mut lines = 0;
     let mut r = raw;
     loop {
