@@ -302,6 +302,7 @@ pub(crate) fn parse_blocking(
 ) -> SendableRecordBatchStream {
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
     let (url, compression) = (file.url.clone(), file.compression);
+    let file_url = url.to_string();
     let task = tokio::spawn(async move {
         let source = match Source::open(store, url, compression, range).await {
             Ok(source) => source,
@@ -310,15 +311,16 @@ pub(crate) fn parse_blocking(
                 return;
             }
         };
+        let out = batch_tx.clone();
         let parsed = tokio::task::spawn_blocking(move || {
-            if let Err(e) = parse(InputReader::new(source, record), &batch_tx) {
-                let _ = batch_tx.blocking_send(Err(e));
+            if let Err(e) = parse(InputReader::new(source, record), &out) {
+                let _ = out.blocking_send(Err(e));
             }
         });
-        if let Err(e) = parsed.await
-            && e.is_panic()
-        {
-            std::panic::resume_unwind(e.into_panic());
+        // A parser that panicked must fail the query, not end the stream as if the file had.
+        if let Err(e) = parsed.await {
+            let e = DataFusionError::Internal(format!("the parser of {file_url}: {e}"));
+            let _ = batch_tx.send(Err(e)).await;
         }
     });
     // The consumer may stop early: the parser then sees the channel closed and returns.
