@@ -28,6 +28,10 @@ use segflow_cli::registry;
 use segflow_core::datafusion::prelude::{ParquetReadOptions, SessionContext};
 use segflow_core::stage::Quiet;
 use segflow_core::{Plan, runner, session};
+
+/// The allocator the `segflow` binary uses (see its main.rs), so kernels are timed as they run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use segflow_segment::kmeans::kernel::{Pass, Scales, Task};
 
 fn customers() -> u64 {

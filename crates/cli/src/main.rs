@@ -17,6 +17,13 @@ use clap::{Parser, Subcommand};
 use segflow_cli::registry;
 use segflow_core::{Plan, runner, session};
 
+/// glibc's malloc hands large freed blocks back to the kernel, so Arrow buffers allocated
+/// batch after batch came back as fresh pages the kernel had to zero: perf on the release build
+/// put 11% of an orders ingest in `clear_page_erms` and 5% more in page faults. mimalloc keeps
+/// and reuses them; DataFusion's own CLI uses it for the same reason.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "segflow",
