@@ -28,11 +28,11 @@ use segflow_cli::registry;
 use segflow_core::datafusion::prelude::{ParquetReadOptions, SessionContext};
 use segflow_core::stage::Quiet;
 use segflow_core::{Plan, runner, session};
+use segflow_segment::kmeans::kernel::{Pass, Scales, Task};
 
 /// The allocator the `segflow` binary uses (see its main.rs), so kernels are timed as they run.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use segflow_segment::kmeans::kernel::{Pass, Scales, Task};
 
 fn customers() -> u64 {
     std::env::var("SEGFLOW_BENCH_CUSTOMERS")

@@ -212,9 +212,9 @@ fn dup_key(column: &str) -> String {
 }
 
 /// The keys that more than one of the `good` rows (those no other check flagged) has, as
-/// `__dup_key_<column>` columns; `None` when the contract has no `unique` keys. A hash aggregate over the key columns only: ordering the
-/// whole table by key (a window over every column and the raw text) cost most of an ingest's
-/// time, and usually no key is duplicated at all.
+/// `__dup_key_<column>` columns; `None` when the contract has no `unique` keys. A hash
+/// aggregate over the key columns only: ordering the whole table by key (a window over every
+/// column and the raw text) cost most of an ingest's time, and usually no key is duplicated.
 pub fn duplicated_keys(good: DataFrame, contract: &Contract) -> DfResult<Option<DataFrame>> {
     if contract.unique.is_empty() {
         return Ok(None);
