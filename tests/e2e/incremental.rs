@@ -2,21 +2,11 @@
 //! one commit, replaces a changed file's rows, leaves everything alone when nothing changed,
 //! and `--full-refresh` rebuilds the same tables from scratch.
 
-use std::path::Path;
-
-use crate::{default_pipeline, generate, newest_manifest, read_table, run, segflow, text};
+use crate::{
+    default_pipeline, generate, manifest_metric, newest_manifest, read_table, run, segflow, text,
+};
 
 const ORDER_COLS: &str = "order_id, customer_id, order_ts, amount, channel, order_month";
-
-fn manifest_metric(output: &Path, stage: &str, key: &str) -> serde_json::Value {
-    newest_manifest(output)["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == stage)
-        .unwrap()["metrics"][key]
-        .clone()
-}
 
 fn ok(out: std::process::Output) {
     assert!(out.status.success(), "{}", text(&out));

@@ -384,8 +384,7 @@ fn a_file_cut_into_pieces_loads_exactly_like_the_whole_file() {
         }
         let out = c.output().unwrap();
         assert!(out.status.success(), "{}", text(&out));
-        let manifest = crate::newest_manifest(&output);
-        let partitions = manifest["stages"][0]["metrics"]["items_read_partitions"].clone();
+        let partitions = crate::manifest_metric(&output, "items", "items_read_partitions");
         let (_, good) = read_table(&output, "items", "id, version, note");
         let (_, bad) = read_table(
             &output,

@@ -93,6 +93,17 @@ pub fn newest_manifest(output: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(newest).unwrap()).unwrap()
 }
 
+/// Metric `key` of stage `stage` in the newest run's manifest.
+pub fn manifest_metric(output: &Path, stage: &str, key: &str) -> serde_json::Value {
+    newest_manifest(output)["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == stage)
+        .unwrap()["metrics"][key]
+        .clone()
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "status: {:?}\n--- stdout\n{}\n--- stderr\n{}",
