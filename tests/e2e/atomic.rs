@@ -31,6 +31,14 @@ fn failed_run_leaves_previous_version_and_a_failed_manifest() {
         "{}",
         text(&failed)
     );
+    // The error names the bound that rejected the rows and the contract file it is in.
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("rows have `score` outside its range (min 1, max 5) in the contract")
+            && stderr.contains("contracts/survey_responses.yaml: if such values are real"),
+        "{}",
+        text(&failed)
+    );
     assert_eq!(read_table(&output, "customer_segments", COLS), before);
 
     let manifests: Vec<_> = std::fs::read_dir(output.join("_runs"))

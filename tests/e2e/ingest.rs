@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::{default_pipeline, read_table, run, segflow, text};
+use crate::{default_pipeline, query_tables, read_table, run, segflow, text};
 
 const QUARANTINE_COLS: &str =
     "table_name, line_number, reason, column_name, message, raw_record, source_file, run_id";
@@ -128,6 +128,11 @@ fn one_bad_value_is_quarantined_with_its_line_column_and_text() {
     cells[3] = "12.5O".to_string();
     lines[5] = cells.join(",");
     let bad_line = lines[5].clone();
+    // An order from 1997 (the age of the CDNOW purchase log) is real data, not out of range.
+    let mut old: Vec<String> = lines[7].split(',').map(String::from).collect();
+    old[2] = "1997-03-14T10:00:00Z".to_string();
+    let old_order = old[0].clone();
+    lines[7] = old.join(",");
     std::fs::write(input.join("orders.csv"), lines.join("\n") + "\n").unwrap();
     let out = run(&default_pipeline(), &input, &output, &[]);
     assert!(out.status.success(), "{}", text(&out));
@@ -151,6 +156,13 @@ fn one_bad_value_is_quarantined_with_its_line_column_and_text() {
         ]
     );
     assert!(r[6].ends_with("/in/orders.csv"), "{r:?}");
+    let staged = query_tables(
+        &output,
+        &["staging/orders"],
+        "select order_id, cast(cast(order_ts as date) as varchar) from orders \
+         where order_ts < TIMESTAMP '2000-01-01T00:00:00Z'",
+    );
+    assert_eq!(staged, [[old_order, "1997-03-14".to_string()]]);
 }
 
 #[test]

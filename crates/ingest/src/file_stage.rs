@@ -32,7 +32,7 @@ use segflow_core::{Error, Result, checks, storage};
 use serde::Deserialize;
 use url::Url;
 
-use crate::contract::Contract;
+use crate::contract::{Bound, Contract};
 use crate::incremental::{self, Ledger, Published};
 use crate::ndjson::ExtraKeys;
 use crate::reader::{self, Dialect, FileSource, Format};
@@ -741,8 +741,14 @@ impl Stage for FileIngest {
         let over_rows = self.max_bad_rows.is_some_and(|m| bad > m);
         if fraction > self.max_bad_fraction || over_rows {
             let examples = self.examples(cx).await?;
+            let ranges = if by_reason.contains_key("out_of_range") {
+                let now = self.today.unwrap_or(cx.run.started_at);
+                self.range_hint(cx, now).await?
+            } else {
+                String::new()
+            };
             return Err(self.bad_data(format!(
-                "{bad} of {rows_read} rows ({:.2}%) break the contract {}, over the limit ({}): {}\nfirst bad rows:\n{examples}\nfix the files, or raise `max_bad_fraction` / `max_bad_rows` in stage `{}` to quarantine them and go on",
+                "{bad} of {rows_read} rows ({:.2}%) break the contract {}, over the limit ({}): {}\nfirst bad rows:\n{examples}\n{ranges}fix the files, or raise `max_bad_fraction` / `max_bad_rows` in stage `{}` to quarantine them and go on",
                 fraction * 100.0,
                 self.contract.file.display(),
                 match self.max_bad_rows {
@@ -913,6 +919,63 @@ impl FileIngest {
             }
         }
         Ok(out)
+    }
+
+    /// For a failure with `out_of_range` rows: per column, how many rows its contract bounds
+    /// rejected and what the bounds are, naming the contract file, so that a bound real data
+    /// crosses (old orders before a `min`, say) is widened there rather than hidden behind a
+    /// higher `max_bad_fraction`.
+    async fn range_hint(
+        &self,
+        cx: &StageContext<'_>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<String> {
+        let batches = cx
+            .table(&self.quarantine)
+            .await?
+            .filter(ident("reason").eq(lit("out_of_range")))
+            .and_then(|df| df.aggregate(vec![ident("column_name")], vec![count(lit(1)).alias("n")]))
+            .map_err(cx.df_err("counting out-of-range rows"))?
+            .collect()
+            .await
+            .map_err(cx.df_err("counting out-of-range rows"))?;
+        let mut rejected = BTreeMap::new();
+        for b in batches {
+            let columns = b.column(0).as_string::<i32>();
+            let counts = b.column(1).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                if columns.is_valid(i) {
+                    rejected.insert(columns.value(i).to_string(), counts.value(i));
+                }
+            }
+        }
+        let mut lines = String::new();
+        // Contract order, so the hint reads like the contract file.
+        for c in &self.contract.columns {
+            let Some(n) = rejected.get(&c.name) else {
+                continue;
+            };
+            let bound = |b: &Option<Bound>, word: &str| {
+                b.as_ref().map(|b| {
+                    let text = b.as_text(&c.data_type, now);
+                    match b {
+                        Bound::Text(t) if t == "now" => format!("{word} now ({text})"),
+                        _ => format!("{word} {text}"),
+                    }
+                })
+            };
+            let bounds: Vec<String> = [bound(&c.min, "min"), bound(&c.max, "max")]
+                .into_iter()
+                .flatten()
+                .collect();
+            lines.push_str(&format!(
+                "{n} rows have `{}` outside its range ({}) in the contract {}: if such values are real, widen or remove the bound there\n",
+                c.name,
+                bounds.join(", "),
+                self.contract.file.display(),
+            ));
+        }
+        Ok(lines)
     }
 
     /// `file:line: column `c`: message` for the first few quarantined rows, in file order.
