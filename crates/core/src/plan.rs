@@ -102,6 +102,12 @@ impl Plan {
                 ));
             };
             stage_spec.config = config;
+            // `${name}` reaches the checks too, as everywhere else in the file.
+            stage_spec.checks = stage_spec
+                .checks
+                .iter()
+                .map(|c| c.map_texts(|t| vars.expand(&file, t)))
+                .collect::<Result<_>>()?;
             let factory = registry
                 .get(&stage_spec.kind)
                 .ok_or_else(|| Error::UnknownKind {

@@ -140,6 +140,31 @@ pub enum CheckSpec {
     ExpressionIsTrue(String),
 }
 
+impl CheckSpec {
+    /// The check with `f` applied to each of its texts (column names, values, the table, the
+    /// predicate): how `${var}`s in checks are expanded.
+    pub fn map_texts<E>(
+        &self,
+        f: impl Fn(&str) -> std::result::Result<String, E>,
+    ) -> std::result::Result<CheckSpec, E> {
+        let all = |v: &[String]| {
+            v.iter()
+                .map(|s| f(s))
+                .collect::<std::result::Result<Vec<_>, E>>()
+        };
+        Ok(match self {
+            CheckSpec::Unique(c) => CheckSpec::Unique(all(c)?),
+            CheckSpec::NotNull(c) => CheckSpec::NotNull(all(c)?),
+            CheckSpec::AcceptedValues { column, values } => CheckSpec::AcceptedValues {
+                column: f(column)?,
+                values: all(values)?,
+            },
+            CheckSpec::RowCountEquals(t) => CheckSpec::RowCountEquals(f(t)?),
+            CheckSpec::ExpressionIsTrue(e) => CheckSpec::ExpressionIsTrue(f(e)?),
+        })
+    }
+}
+
 impl Serialize for CheckSpec {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
