@@ -11,7 +11,7 @@ fn validate_and_plan_describe_the_default_pipeline() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("valid: 24 stages"),
+        String::from_utf8_lossy(&out.stdout).contains("valid: 20 stages"),
         "{}",
         text(&out)
     );
@@ -29,14 +29,14 @@ fn validate_and_plan_describe_the_default_pipeline() {
     };
     assert!(pos("ingest_orders [ingest.csv]") < pos("as_of [features.sql]"));
     assert!(pos("as_of [features.sql]") < pos("rfm [features.sql]"));
-    assert!(pos("rfm [features.sql]") < pos("rfm_segment [segment.rules]"));
-    assert!(pos("rfm_segment [segment.rules]") < pos("publish [export.delta]"));
+    assert!(pos("features [features.sql]") < pos("rule_segments [segment.rules]"));
+    assert!(pos("rule_segments [segment.rules]") < pos("publish [export.delta]"));
     assert!(
         plan.contains("reads:  customers, orders, run_as_of"),
         "{plan}"
     );
     assert!(
-        plan.contains("champions <- r_score = 5 and f_score >= 4"),
+        plan.contains("rfm: champions <- r_score = 5 and f_score >= 4"),
         "{plan}"
     );
 }

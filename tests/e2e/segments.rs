@@ -194,7 +194,12 @@ fn default_rules_put_hand_made_customers_where_the_readme_says() {
         .filter(|s| s["kind"] == "segment.rules")
         .cloned()
         .collect();
-    assert_eq!(rules.len(), 5, "the five rule segmentations");
+    assert_eq!(rules.len(), 1, "one stage for the rule segmentations");
+    assert_eq!(
+        rules[0]["segmentations"].as_sequence().map(Vec::len),
+        Some(5),
+        "the five rule segmentations"
+    );
     let last = rules.last().unwrap()["output"]
         .as_str()
         .unwrap()
@@ -242,7 +247,9 @@ fn default_rules_put_hand_made_customers_where_the_readme_says() {
             .as_sequence()
             .unwrap()
             .iter()
-            .find(|st| st["segmentation"] == s)
+            .filter_map(|st| st["segmentations"].as_sequence())
+            .flatten()
+            .find(|seg| seg["segmentation"] == s)
             .unwrap();
         let mut names: Vec<&str> = stage["rules"]
             .as_sequence()

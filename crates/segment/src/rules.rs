@@ -1,4 +1,9 @@
-//! `segment.rules`: ordered predicates to a `<segmentation>_segment` column.
+//! `segment.rules`: ordered predicates to a `<segmentation>_segment` column, for one
+//! segmentation or several at once.
+//!
+//! Several segmentations in one stage (`segmentations:`) are one projection over the input,
+//! materialized once: every rule of every segmentation is evaluated in the same pass, instead of
+//! one stage per segmentation each rewriting the whole (wide) table to add one column.
 
 use async_trait::async_trait;
 use segflow_core::datafusion::arrow::array::{Array, Int64Array};
@@ -12,16 +17,42 @@ use segflow_core::stage::{BuildContext, Stage, StageContext, StageFactory};
 use segflow_core::{Error, Result};
 use serde::Deserialize;
 
-/// The YAML keys of a `segment.rules` stage.
+/// The YAML keys of a `segment.rules` stage: one segmentation (`segmentation`, `rules`,
+/// `default`) or several (`segmentations`, a list of those three keys).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesConfig {
+    /// The segmentation's name; the stage adds the column `<segmentation>_segment`.
+    #[serde(default)]
+    pub segmentation: Option<String>,
+    /// Tried in order; the first whose `when` is true gives the row its segment.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    /// The segment of rows no rule matches.
+    #[serde(default)]
+    pub default: Option<String>,
+    /// Several segmentations, each `{ segmentation, rules, default }`, added in one pass.
+    #[serde(default)]
+    pub segmentations: Vec<Segmentation>,
+}
+
+/// One segmentation: `<segmentation>_segment` from its rules, first match wins, else `default`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Segmentation {
     /// The segmentation's name; the stage adds the column `<segmentation>_segment`.
     pub segmentation: String,
     /// Tried in order; the first whose `when` is true gives the row its segment.
     pub rules: Vec<Rule>,
     /// The segment of rows no rule matches.
     pub default: String,
+}
+
+impl Segmentation {
+    /// The column this segmentation adds.
+    pub fn column(&self) -> String {
+        format!("{}_segment", self.segmentation)
+    }
 }
 
 /// One rule: `{ segment: champions, when: "r_score = 5 and f_score >= 4" }`.
@@ -34,19 +65,46 @@ pub struct Rule {
     pub when: String,
 }
 
-/// A built rule segmentation.
+/// A built rule stage: one or more segmentations over one input.
 #[derive(Debug)]
 pub struct Rules {
     id: String,
     input: String,
     output: String,
-    config: RulesConfig,
+    segmentations: Vec<Segmentation>,
 }
 
-impl Rules {
-    /// The column this segmentation adds.
-    pub fn column(&self) -> String {
-        format!("{}_segment", self.config.segmentation)
+/// The segmentations a config names, in either form, or what is wrong with it.
+fn segmentations_of(config: RulesConfig) -> std::result::Result<Vec<Segmentation>, String> {
+    let single =
+        config.segmentation.is_some() || !config.rules.is_empty() || config.default.is_some();
+    match (single, config.segmentations.is_empty()) {
+        (true, false) => Err(
+            "has both `segmentations` and a top-level `segmentation`/`rules`/`default`; \
+             use one form: move the top-level keys into the list"
+                .into(),
+        ),
+        (false, true) => Err(
+            "has no segmentation; give `segmentation`, `rules` and `default`, or a list of them \
+             under `segmentations`"
+                .into(),
+        ),
+        (false, false) => Ok(config.segmentations),
+        (true, true) => {
+            let segmentation = config
+                .segmentation
+                .ok_or("has `rules` but no `segmentation`; name the segmentation")?;
+            let default = config.default.ok_or_else(|| {
+                format!(
+                    "segmentation `{segmentation}` has no `default`; name the segment of rows no rule matches"
+                )
+            })?;
+            Ok(vec![Segmentation {
+                segmentation,
+                rules: config.rules,
+                default,
+            }])
+        }
     }
 }
 
@@ -83,59 +141,67 @@ checks: [{ not_null: [value_tier_segment] }]
         let Some(output) = spec.output.clone() else {
             return Err(spec.error(cx.source, "has no `output`; name the table it produces"));
         };
-        if !is_name(&config.segmentation) {
-            return Err(spec.error(
-                cx.source,
-                format!(
-                    "segmentation `{}` is not a name (lowercase letters, digits, `_`)",
-                    config.segmentation
-                ),
-            ));
-        }
-        if config.rules.is_empty() {
-            return Err(spec.error(
-                cx.source,
-                "has no `rules`; add at least one `{ segment, when }`",
-            ));
-        }
-        for (i, rule) in config
-            .rules
-            .iter()
-            .chain(std::iter::once(&Rule {
-                segment: config.default.clone(),
-                when: "true".into(),
-            }))
-            .enumerate()
-        {
-            if rule.segment.trim().is_empty() {
+        let segmentations = segmentations_of(config).map_err(|m| spec.error(cx.source, m))?;
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &segmentations {
+            check_segmentation(s).map_err(|m| spec.error(cx.source, m))?;
+            if !seen.insert(s.segmentation.as_str()) {
                 return Err(spec.error(
                     cx.source,
-                    format!("rule {} has an empty segment name", i + 1),
+                    format!(
+                        "segmentation `{}` appears twice; each adds its own column",
+                        s.segmentation
+                    ),
                 ));
             }
-            // A syntax check now; column names are checked when the input's schema is known.
-            Parser::new(&GenericDialect {})
-                .try_with_sql(&rule.when)
-                .and_then(|mut p| p.parse_expr())
-                .map_err(|e| {
-                    spec.error(
-                        cx.source,
-                        format!(
-                            "rule {} (segment `{}`): `when: {}` is not a SQL predicate: {e}",
-                            i + 1,
-                            rule.segment,
-                            rule.when
-                        ),
-                    )
-                })?;
         }
         Ok(Box::new(Rules {
             id: spec.id.clone(),
             input: input.clone(),
             output,
-            config,
+            segmentations,
         }))
     }
+}
+
+/// A segmentation's name, segment names and the syntax of its predicates; column names are
+/// checked when the input's schema is known.
+fn check_segmentation(s: &Segmentation) -> std::result::Result<(), String> {
+    let name = &s.segmentation;
+    if !is_name(name) {
+        return Err(format!(
+            "segmentation `{name}` is not a name (lowercase letters, digits, `_`)"
+        ));
+    }
+    if s.rules.is_empty() {
+        return Err(format!(
+            "segmentation `{name}` has no `rules`; add at least one `{{ segment, when }}`"
+        ));
+    }
+    let default = Rule {
+        segment: s.default.clone(),
+        when: "true".into(),
+    };
+    for (i, rule) in s.rules.iter().chain(std::iter::once(&default)).enumerate() {
+        if rule.segment.trim().is_empty() {
+            return Err(format!(
+                "segmentation `{name}`: rule {} has an empty segment name",
+                i + 1
+            ));
+        }
+        Parser::new(&GenericDialect {})
+            .try_with_sql(&rule.when)
+            .and_then(|mut p| p.parse_expr())
+            .map_err(|e| {
+                format!(
+                    "segmentation `{name}`: rule {} (segment `{}`): `when: {}` is not a SQL predicate: {e}",
+                    i + 1,
+                    rule.segment,
+                    rule.when
+                )
+            })?;
+    }
+    Ok(())
 }
 
 pub(crate) fn is_name(s: &str) -> bool {
@@ -155,92 +221,159 @@ impl Stage for Rules {
     }
 
     fn describe(&self) -> Vec<String> {
-        let mut lines: Vec<String> = self
-            .config
-            .rules
-            .iter()
-            .map(|r| format!("{} <- {}", r.segment, r.when))
-            .collect();
-        lines.push(format!("{} <- (default)", self.config.default));
+        let several = self.segmentations.len() > 1;
+        let mut lines = Vec::new();
+        for s in &self.segmentations {
+            let prefix = if several {
+                format!("{}: ", s.segmentation)
+            } else {
+                String::new()
+            };
+            lines.extend(
+                s.rules
+                    .iter()
+                    .map(|r| format!("{prefix}{} <- {}", r.segment, r.when)),
+            );
+            lines.push(format!("{prefix}{} <- (default)", s.default));
+        }
         lines
     }
 
     async fn run(&self, cx: &StageContext<'_>) -> Result<()> {
-        let df = cx.table(&self.input).await?;
-        let column = self.column();
-        if df.schema().index_of_column_by_name(None, &column).is_some() {
-            return Err(Error::BadData {
-                stage: self.id.clone(),
-                message: format!(
-                    "input `{}` already has a column `{column}`; rename the segmentation",
-                    self.input
-                ),
-            });
-        }
-        let mut predicates = Vec::with_capacity(self.config.rules.len());
-        for (i, rule) in self.config.rules.iter().enumerate() {
-            let p = df
-                .parse_sql_expr(&rule.when)
-                .map_err(|source| Error::DataFusion {
+        let mut df = cx.table(&self.input).await?;
+        let mut predicates: Vec<Vec<Expr>> = Vec::with_capacity(self.segmentations.len());
+        for s in &self.segmentations {
+            let column = s.column();
+            if df.schema().index_of_column_by_name(None, &column).is_some() {
+                return Err(Error::BadData {
                     stage: self.id.clone(),
-                    context: format!(
-                        "rule {} (segment `{}`): `{}` does not compile against `{}`",
-                        i + 1,
-                        rule.segment,
-                        rule.when,
+                    message: format!(
+                        "input `{}` already has a column `{column}`; rename the segmentation",
                         self.input
                     ),
-                    source,
-                })?;
-            predicates.push(p);
+                });
+            }
+            let mut compiled = Vec::with_capacity(s.rules.len());
+            for (i, rule) in s.rules.iter().enumerate() {
+                let p = df
+                    .parse_sql_expr(&rule.when)
+                    .map_err(|source| Error::DataFusion {
+                        stage: self.id.clone(),
+                        context: format!(
+                            "segmentation `{}`: rule {} (segment `{}`): `{}` does not compile against `{}`",
+                            s.segmentation,
+                            i + 1,
+                            rule.segment,
+                            rule.when,
+                            self.input
+                        ),
+                        source,
+                    })?;
+                compiled.push(p);
+            }
+            predicates.push(compiled);
         }
-        let case = segment_expr(&predicates, &self.config.rules, &self.config.default)
-            .map_err(cx.df_err("building the segment expression"))?;
-        // How many rows each rule matches on its own, first match or not: a rule whose
-        // segment ends up empty either matches nothing or is shadowed by earlier rules.
-        let matched = df
+        let matched = self.rule_matches(cx, &df, &predicates).await?;
+        // One projection adds every segment column, and the table is written once.
+        for (s, p) in self.segmentations.iter().zip(&predicates) {
+            let case = segment_expr(p, &s.rules, &s.default)
+                .map_err(cx.df_err("building the segment expression"))?;
+            df = df
+                .with_column(&s.column(), case)
+                .map_err(cx.df_err("adding the segment column"))?;
+        }
+        let info = cx.materialize(&self.output, df).await?;
+
+        for (s, matched) in self.segmentations.iter().zip(&matched) {
+            let counts = self.sizes(cx, &s.column()).await?;
+            // An empty default is fine (the rules cover every row); an empty rule segment is
+            // worth a look, with the reason.
+            for (i, rule) in s.rules.iter().enumerate() {
+                if counts.contains_key(&rule.segment) || info.rows == 0 {
+                    continue;
+                }
+                let why = match matched[i] {
+                    0 => format!("its rule {} (`{}`) matches no row", i + 1, rule.when),
+                    n => format!(
+                        "all {n} rows its rule {} (`{}`) matches are taken by earlier rules",
+                        i + 1,
+                        rule.when
+                    ),
+                };
+                cx.warn(&format!(
+                    "segmentation `{}`: segment `{}` is empty: {why}",
+                    s.segmentation, rule.segment
+                ));
+            }
+            cx.metric(
+                &format!("{}_segments", s.segmentation),
+                serde_json::to_value(&counts).unwrap_or_default(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Rules {
+    /// How many rows each rule matches on its own, first match or not, for every rule of
+    /// every segmentation in one aggregate over the input: a rule whose segment ends up empty
+    /// either matches nothing or is shadowed by earlier rules.
+    async fn rule_matches(
+        &self,
+        cx: &StageContext<'_>,
+        df: &segflow_core::datafusion::dataframe::DataFrame,
+        predicates: &[Vec<Expr>],
+    ) -> Result<Vec<Vec<i64>>> {
+        let mut sums = Vec::new();
+        for (j, ps) in predicates.iter().enumerate() {
+            for (i, p) in ps.iter().enumerate() {
+                let e = when(p.clone(), lit(1i64))
+                    .otherwise(lit(0i64))
+                    .map_err(cx.df_err("counting rule matches"))?;
+                sums.push(sum(e).alias(format!("s{j}_rule_{i}")));
+            }
+        }
+        let batches = df
             .clone()
-            .aggregate(
-                vec![],
-                predicates
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| {
-                        when(p.clone(), lit(1i64))
-                            .otherwise(lit(0i64))
-                            .map(|e| sum(e).alias(format!("rule_{i}")))
-                    })
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(cx.df_err("counting rule matches"))?,
-            )
+            .aggregate(vec![], sums)
             .map_err(cx.df_err("counting rule matches"))?
             .collect()
             .await
             .map_err(cx.df_err("counting rule matches"))?;
-        let matched: Vec<i64> = (0..predicates.len())
-            .map(|i| {
-                matched
-                    .first()
-                    .and_then(|b| {
-                        b.column(i)
-                            .as_any()
-                            .downcast_ref::<Int64Array>()
-                            .filter(|a| a.is_valid(0))
-                            .map(|a| a.value(0))
+        let mut at = 0;
+        Ok(predicates
+            .iter()
+            .map(|ps| {
+                ps.iter()
+                    .map(|_| {
+                        let n = batches
+                            .first()
+                            .and_then(|b| {
+                                b.column(at)
+                                    .as_any()
+                                    .downcast_ref::<Int64Array>()
+                                    .filter(|a| a.is_valid(0))
+                                    .map(|a| a.value(0))
+                            })
+                            .unwrap_or(0);
+                        at += 1;
+                        n
                     })
-                    .unwrap_or(0)
+                    .collect()
             })
-            .collect();
-        let df = df
-            .with_column(&column, case)
-            .map_err(cx.df_err("adding the segment column"))?;
-        let info = cx.materialize(&self.output, df).await?;
+            .collect())
+    }
 
-        // Segment sizes for the run summary; segments no row reached are worth a warning.
+    /// Rows per segment of `column` in the output, for the run summary.
+    async fn sizes(
+        &self,
+        cx: &StageContext<'_>,
+        column: &str,
+    ) -> Result<std::collections::BTreeMap<String, i64>> {
         let sizes = cx
             .table(&self.output)
             .await?
-            .aggregate(vec![ident(&column)], vec![count(lit(1)).alias("n")])
+            .aggregate(vec![ident(column)], vec![count(lit(1)).alias("n")])
             .map_err(cx.df_err("counting segments"))?
             .collect()
             .await
@@ -255,30 +388,7 @@ impl Stage for Rules {
                 counts.insert(name, n.value(i));
             }
         }
-        // An empty default is fine (the rules cover every row); an empty rule segment is
-        // worth a look, with the reason.
-        for (i, rule) in self.config.rules.iter().enumerate() {
-            if counts.contains_key(&rule.segment) || info.rows == 0 {
-                continue;
-            }
-            let why = match matched[i] {
-                0 => format!("its rule {} (`{}`) matches no row", i + 1, rule.when),
-                n => format!(
-                    "all {n} rows its rule {} (`{}`) matches are taken by earlier rules",
-                    i + 1,
-                    rule.when
-                ),
-            };
-            cx.warn(&format!(
-                "segmentation `{}`: segment `{}` is empty: {why}",
-                self.config.segmentation, rule.segment
-            ));
-        }
-        cx.metric(
-            &format!("{}_segments", self.config.segmentation),
-            serde_json::to_value(&counts).unwrap_or_default(),
-        );
-        Ok(())
+        Ok(counts)
     }
 }
 
@@ -307,5 +417,64 @@ mod tests {
         let stage = segflow_core::stage::check_example(&RulesFactory, &root).unwrap();
         assert_eq!(stage.inputs(), ["customer_rfm"]);
         assert_eq!(stage.describe().last().unwrap(), "low <- (default)");
+    }
+
+    fn build(yaml: &str) -> std::result::Result<Box<dyn Stage>, String> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        segflow_core::stage::build_yaml(&RulesFactory, &root, yaml).map_err(|e| e.to_string())
+    }
+
+    const HEAD: &str = "id: tiers\nkind: segment.rules\ninputs: [t]\noutput: u\n";
+
+    #[test]
+    fn several_segmentations_build_as_one_stage() {
+        let stage = build(&format!(
+            "{HEAD}segmentations:\n  - {{ segmentation: value, rules: [{{ segment: high, when: \"m > 3\" }}], default: low }}\n  - {{ segmentation: age, rules: [{{ segment: young, when: \"age < 30\" }}], default: other }}\n"
+        ))
+        .unwrap();
+        assert_eq!(stage.outputs(), ["u"]);
+        assert_eq!(
+            stage.describe(),
+            [
+                "value: high <- m > 3",
+                "value: low <- (default)",
+                "age: young <- age < 30",
+                "age: other <- (default)"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_two_forms_do_not_mix_and_names_do_not_repeat() {
+        let both = build(&format!(
+            "{HEAD}segmentation: a\nrules: [{{ segment: x, when: \"true\" }}]\ndefault: y\nsegmentations:\n  - {{ segmentation: b, rules: [{{ segment: x, when: \"true\" }}], default: y }}\n"
+        ))
+        .unwrap_err();
+        assert!(both.contains("use one form"), "{both}");
+        let none = build(HEAD).unwrap_err();
+        assert!(none.contains("has no segmentation"), "{none}");
+        let no_default = build(&format!(
+            "{HEAD}segmentation: a\nrules: [{{ segment: x, when: \"true\" }}]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            no_default.contains("segmentation `a` has no `default`"),
+            "{no_default}"
+        );
+        let twice = build(&format!(
+            "{HEAD}segmentations:\n  - {{ segmentation: a, rules: [{{ segment: x, when: \"true\" }}], default: y }}\n  - {{ segmentation: a, rules: [{{ segment: z, when: \"true\" }}], default: y }}\n"
+        ))
+        .unwrap_err();
+        assert!(twice.contains("segmentation `a` appears twice"), "{twice}");
+        let bad = build(&format!(
+            "{HEAD}segmentations:\n  - {{ segmentation: a, rules: [{{ segment: x, when: \"m >\" }}], default: y }}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            bad.contains(
+                "segmentation `a`: rule 1 (segment `x`): `when: m >` is not a SQL predicate"
+            ),
+            "{bad}"
+        );
     }
 }
