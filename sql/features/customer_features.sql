@@ -36,13 +36,16 @@ counted_orders as (
     where cast(o.order_ts as date) < run.as_of
 ),
 
-order_features as (
+-- Counted orders per customer and category first, then per customer: one scan of orders gives
+-- both the order features and the top category (first_value is a hash aggregate; no sort).
+order_categories as (
     select
         co.customer_id,
-        min(co.order_date) as first_order_date,
-        max(co.order_date) as last_order_date,
+        co.category,
         -- order_id is unique in orders (see customer_rfm.sql): this counts distinct orders.
         count(co.order_id) as orders,
+        min(co.order_date) as first_order_date,
+        max(co.order_date) as last_order_date,
         sum(case when co.amount < 0 then 1 else 0 end) as refunds,
         sum(case when co.days_before <= $recent_days then 1 else 0 end) as orders_90d,
         sum(case when co.days_before <= $year_days then co.amount else 0 end) as spend_365d,
@@ -50,20 +53,29 @@ order_features as (
         sum(case when co.channel = 'store' then 1 else 0 end) as store_orders,
         sum(case when co.channel = 'app' then 1 else 0 end) as app_orders
     from counted_orders as co
-    group by co.customer_id
+    group by co.customer_id, co.category
 ),
 
-category_counts as (
+order_features as (
     select
-        co.customer_id,
-        co.category,
-        count(*) as n,
-        row_number() over (
-            partition by co.customer_id order by count(*) desc, co.category asc
-        ) as pick
-    from counted_orders as co
-    where co.category is not null
-    group by co.customer_id, co.category
+        oc.customer_id,
+        min(oc.first_order_date) as first_order_date,
+        max(oc.last_order_date) as last_order_date,
+        sum(oc.orders) as orders,
+        sum(oc.refunds) as refunds,
+        sum(oc.orders_90d) as orders_90d,
+        sum(oc.spend_365d) as spend_365d,
+        sum(oc.web_orders) as web_orders,
+        sum(oc.store_orders) as store_orders,
+        sum(oc.app_orders) as app_orders,
+        -- The category with the most counted orders, ties alphabetical; orders without a
+        -- category never win (null when a customer has only those).
+        first_value(oc.category order by oc.category is null, oc.orders desc, oc.category asc)
+            as top_category,
+        first_value(oc.orders order by oc.category is null, oc.orders desc, oc.category asc)
+            as top_category_orders
+    from order_categories as oc
+    group by oc.customer_id
 ),
 
 windowed_events as (
@@ -240,8 +252,10 @@ select
     cast(ofe.web_orders as double) / ofe.orders as web_share,
     cast(ofe.store_orders as double) / ofe.orders as store_share,
     cast(ofe.app_orders as double) / ofe.orders as app_share,
-    cc.category as top_category,
-    cast(cc.n as double) / ofe.orders as top_category_share,
+    ofe.top_category,
+    case
+        when ofe.top_category is not null then cast(ofe.top_category_orders as double) / ofe.orders
+    end as top_category_share,
     -- engagement
     c.email_opt_in,
     cast(coalesce(ef.emails_sent_90d, 0) as int) as emails_sent_90d,
@@ -278,8 +292,6 @@ left join income_bands as ib
     on ib.customer_id = c.customer_id
 left join order_features as ofe
     on ofe.customer_id = c.customer_id
-left join category_counts as cc
-    on cc.customer_id = c.customer_id and cc.pick = 1
 left join event_features as ef
     on ef.customer_id = c.customer_id
 left join interests as i

@@ -5,6 +5,9 @@
 -- customer_segments, previous_segments and run_as_of. The `cluster` segmentation's segments are
 -- cluster ids (as text; `unclustered` for customers without one): the clusters stage matches
 -- each run's clusters to the previous centers, so an id names the same group from run to run.
+--
+-- Shape, for speed: the two snapshots are joined once, wide (one row per customer), and the
+-- joined rows are then fanned out to the six segmentations by a cross join with their names.
 with run as (
     select r.as_of
     from run_as_of as r
@@ -15,56 +18,57 @@ previous as (
     from previous_segments as p
 ),
 
-snapshots as (
-    select
-        'current' as snapshot,
-        s.customer_id,
-        s.rfm_segment,
-        s.demographic_segment,
-        s.geographic_segment,
-        s.psychographic_segment,
-        s.engagement_segment,
-        coalesce(cast(s.cluster_id as varchar), 'unclustered') as cluster_segment
-    from customer_segments as s
-    union all
-    select
-        'previous',
-        p.customer_id,
-        p.rfm_segment,
-        p.demographic_segment,
-        p.geographic_segment,
-        p.psychographic_segment,
-        p.engagement_segment,
-        coalesce(cast(p.cluster_id as varchar), 'unclustered')
-    from previous_segments as p
+segmentations as (
+    select column1 as segmentation
+    from (values ('rfm'), ('demographic'), ('geographic'), ('psychographic'), ('engagement'),
+        ('cluster'))
 ),
 
-members as (
-    select s.snapshot, s.customer_id, 'rfm' as segmentation, s.rfm_segment as segment from snapshots as s
-    union all
-    select s.snapshot, s.customer_id, 'demographic', s.demographic_segment from snapshots as s
-    union all
-    select s.snapshot, s.customer_id, 'geographic', s.geographic_segment from snapshots as s
-    union all
-    select s.snapshot, s.customer_id, 'psychographic', s.psychographic_segment from snapshots as s
-    union all
-    select s.snapshot, s.customer_id, 'engagement', s.engagement_segment from snapshots as s
-    union all
-    select s.snapshot, s.customer_id, 'cluster', s.cluster_segment from snapshots as s
+joined as (
+    select
+        c.customer_id,
+        p.rfm_segment as rfm_from,
+        c.rfm_segment as rfm_to,
+        p.demographic_segment as demographic_from,
+        c.demographic_segment as demographic_to,
+        p.geographic_segment as geographic_from,
+        c.geographic_segment as geographic_to,
+        p.psychographic_segment as psychographic_from,
+        c.psychographic_segment as psychographic_to,
+        p.engagement_segment as engagement_from,
+        c.engagement_segment as engagement_to,
+        case
+            when p.customer_id is not null
+                then coalesce(cast(p.cluster_id as varchar), 'unclustered')
+        end as cluster_from,
+        coalesce(cast(c.cluster_id as varchar), 'unclustered') as cluster_to
+    from customer_segments as c
+    left join previous_segments as p
+        on p.customer_id = c.customer_id
 )
 
 select
-    c.customer_id,
-    c.segmentation,
-    p.as_of as from_as_of,
+    j.customer_id,
+    g.segmentation,
+    prev.as_of as from_as_of,
     run.as_of as to_as_of,
-    m.segment as from_segment,
-    c.segment as to_segment
-from members as c
-left join members as m
-    on m.snapshot = 'previous'
-    and m.customer_id = c.customer_id
-    and m.segmentation = c.segmentation
+    case g.segmentation
+        when 'rfm' then j.rfm_from
+        when 'demographic' then j.demographic_from
+        when 'geographic' then j.geographic_from
+        when 'psychographic' then j.psychographic_from
+        when 'engagement' then j.engagement_from
+        when 'cluster' then j.cluster_from
+    end as from_segment,
+    case g.segmentation
+        when 'rfm' then j.rfm_to
+        when 'demographic' then j.demographic_to
+        when 'geographic' then j.geographic_to
+        when 'psychographic' then j.psychographic_to
+        when 'engagement' then j.engagement_to
+        when 'cluster' then j.cluster_to
+    end as to_segment
+from joined as j
+cross join segmentations as g
 cross join run
-cross join previous as p
-where c.snapshot = 'current'
+cross join previous as prev

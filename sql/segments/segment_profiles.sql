@@ -8,25 +8,66 @@
 --   top_category, top_channel   most counted orders (before as_of) among members; ties alphabetical
 --   top_interest                most common top_interest among members; ties alphabetical
 --   email_open_rate_90d         members' opens over members' sends in 90 days (null: none sent)
+--
+-- Shape, for speed: every join is between per-customer rows (one wide row of segments per
+-- customer), and a row is fanned out to the six segmentations (a cross join with their names)
+-- only after it is joined, and for orders only after they are counted per combination of
+-- segments. No CTE that joins is read twice in one branch of the plan.
 with run as (
     select r.as_of
     from run_as_of as r
 ),
 
-membership as (
-    select 'rfm' as segmentation, s.rfm_segment as segment, s.customer_id from customer_segments as s
-    union all
-    select 'demographic', s.demographic_segment, s.customer_id from customer_segments as s
-    union all
-    select 'geographic', s.geographic_segment, s.customer_id from customer_segments as s
-    union all
-    select 'psychographic', s.psychographic_segment, s.customer_id from customer_segments as s
-    union all
-    select 'engagement', s.engagement_segment, s.customer_id from customer_segments as s
-    union all
-    -- Clusters by label; customers outside the clustering (no orders) form their own segment.
-    select 'cluster', coalesce(s.cluster_label, 'unclustered'), s.customer_id
+segmentations as (
+    select column1 as segmentation
+    from (values ('rfm'), ('demographic'), ('geographic'), ('psychographic'), ('engagement'),
+        ('cluster'))
+),
+
+-- One row per customer: the segment in each segmentation (clusters by label; customers outside
+-- the clustering, without orders, form their own segment) and the profiled features.
+members as (
+    select
+        s.customer_id,
+        s.rfm_segment,
+        s.demographic_segment,
+        s.geographic_segment,
+        s.psychographic_segment,
+        s.engagement_segment,
+        coalesce(s.cluster_label, 'unclustered') as cluster_segment,
+        f.recency_days,
+        f.frequency,
+        f.monetary,
+        f.avg_order_value,
+        f.top_interest,
+        f.emails_opened_90d,
+        f.emails_sent_90d
     from customer_segments as s
+    inner join customer_features as f
+        on f.customer_id = s.customer_id
+),
+
+-- Each member once per segmentation, with its segment there.
+membership as (
+    select
+        g.segmentation,
+        case g.segmentation
+            when 'rfm' then m.rfm_segment
+            when 'demographic' then m.demographic_segment
+            when 'geographic' then m.geographic_segment
+            when 'psychographic' then m.psychographic_segment
+            when 'engagement' then m.engagement_segment
+            when 'cluster' then m.cluster_segment
+        end as segment,
+        m.recency_days,
+        m.frequency,
+        m.monetary,
+        m.avg_order_value,
+        m.top_interest,
+        m.emails_opened_90d,
+        m.emails_sent_90d
+    from members as m
+    cross join segmentations as g
 ),
 
 totals as (
@@ -41,113 +82,129 @@ sizes as (
         m.segmentation,
         m.segment,
         count(*) as customers,
-        sum(coalesce(f.monetary, 0)) as revenue,
-        avg(cast(f.recency_days as double)) as mean_recency_days,
-        avg(cast(f.frequency as double)) as mean_frequency,
-        avg(cast(f.monetary as double)) as mean_monetary,
-        avg(cast(f.avg_order_value as double)) as mean_avg_order_value,
-        sum(f.emails_opened_90d) as opened,
-        sum(f.emails_sent_90d) as sent
+        sum(coalesce(m.monetary, 0)) as revenue,
+        avg(cast(m.recency_days as double)) as mean_recency_days,
+        avg(cast(m.frequency as double)) as mean_frequency,
+        avg(cast(m.monetary as double)) as mean_monetary,
+        avg(cast(m.avg_order_value as double)) as mean_avg_order_value,
+        sum(m.emails_opened_90d) as opened,
+        sum(m.emails_sent_90d) as sent
     from membership as m
-    inner join customer_features as f
-        on f.customer_id = m.customer_id
     group by m.segmentation, m.segment
 ),
 
--- Exact medians from ranks: the window's sort spills under a memory limit, where a median
--- aggregate (every value of every group held in memory) cannot and failed the stage.
-member_features as (
-    select m.segmentation, m.segment, f.recency_days, f.frequency, f.monetary, f.avg_order_value
-    from membership as m
-    inner join customer_features as f
-        on f.customer_id = m.customer_id
+-- Exact medians from counts of equal values: per (segmentation, segment, feature) the distinct
+-- values in order with a running count, so the sort sees each value once per segment (most
+-- features take few values), and it spills under a memory limit, which a median aggregate
+-- (every value of every group held in memory) cannot.
+value_counts as (
+    select v.segmentation, v.segment, v.feature, v.value, count(*) as n
+    from (
+        select
+            m.segmentation,
+            m.segment,
+            f.feature,
+            case f.feature
+                when 1 then cast(m.recency_days as double)
+                when 2 then cast(m.frequency as double)
+                when 3 then cast(m.monetary as double)
+                when 4 then cast(m.avg_order_value as double)
+            end as value
+        from membership as m
+        cross join (select column1 as feature from (values (1), (2), (3), (4))) as f
+    ) as v
+    where v.value is not null
+    group by v.segmentation, v.segment, v.feature, v.value
 ),
 
-median_values as (
-    select mf.segmentation, mf.segment, 1 as feature, cast(mf.recency_days as double) as value
-    from member_features as mf
-    where mf.recency_days is not null
-    union all
-    select mf.segmentation, mf.segment, 2, cast(mf.frequency as double)
-    from member_features as mf
-    where mf.frequency is not null
-    union all
-    select mf.segmentation, mf.segment, 3, cast(mf.monetary as double)
-    from member_features as mf
-    where mf.monetary is not null
-    union all
-    select mf.segmentation, mf.segment, 4, cast(mf.avg_order_value as double)
-    from member_features as mf
-    where mf.avg_order_value is not null
-),
-
-median_counts as (
-    select mv.segmentation, mv.segment, mv.feature, count(*) as n
-    from median_values as mv
-    group by mv.segmentation, mv.segment, mv.feature
-),
-
-ranked_values_for_median as (
+running as (
     select
-        mv.segmentation,
-        mv.segment,
-        mv.feature,
-        mv.value,
-        row_number() over (
-            partition by mv.segmentation, mv.segment, mv.feature order by mv.value
-        ) as rn
-    from median_values as mv
+        vc.segmentation,
+        vc.segment,
+        vc.feature,
+        vc.value,
+        sum(vc.n) over (
+            partition by vc.segmentation, vc.segment, vc.feature
+            order by vc.value
+            rows between unbounded preceding and current row
+        ) as upto,
+        vc.n,
+        sum(vc.n) over (partition by vc.segmentation, vc.segment, vc.feature) as total
+    from value_counts as vc
 ),
 
--- The middle value, or the mean of the two middle values of an even count.
-medians as (
+-- A value holds positions upto - n + 1 .. upto; the median is the mean of the values at
+-- positions (total + 1) / 2 and (total + 2) / 2 (the same position when total is odd).
+middles as (
     select
         r.segmentation,
         r.segment,
-        avg(case when r.feature = 1 then r.value end) as median_recency_days,
-        avg(case when r.feature = 2 then r.value end) as median_frequency,
-        avg(case when r.feature = 3 then r.value end) as median_monetary,
-        avg(case when r.feature = 4 then r.value end) as median_avg_order_value
-    from ranked_values_for_median as r
-    inner join median_counts as mc
-        on
-            mc.segmentation = r.segmentation
-            and (mc.segment is not distinct from r.segment)
-            and mc.feature = r.feature
-    where r.rn in ((mc.n + 1) / 2, (mc.n + 2) / 2)
-    group by r.segmentation, r.segment
+        r.feature,
+        max(case when (r.total + 1) / 2 between r.upto - r.n + 1 and r.upto then r.value end)
+            as low,
+        max(case when (r.total + 2) / 2 between r.upto - r.n + 1 and r.upto then r.value end)
+            as high
+    from running as r
+    where (r.total + 1) / 2 between r.upto - r.n + 1 and r.upto
+        or (r.total + 2) / 2 between r.upto - r.n + 1 and r.upto
+    group by r.segmentation, r.segment, r.feature
 ),
 
-counted_orders as (
+medians as (
     select
-        o.customer_id,
+        md.segmentation,
+        md.segment,
+        max(case when md.feature = 1 then (md.low + md.high) / 2 end) as median_recency_days,
+        max(case when md.feature = 2 then (md.low + md.high) / 2 end) as median_frequency,
+        max(case when md.feature = 3 then (md.low + md.high) / 2 end) as median_monetary,
+        max(case when md.feature = 4 then (md.low + md.high) / 2 end) as median_avg_order_value
+    from middles as md
+    group by md.segmentation, md.segment
+),
+
+-- Counted orders per combination of segments and (category, channel): far fewer rows than
+-- orders, so the fan-out to six segmentations below stays small.
+order_mix as (
+    select
+        m.rfm_segment,
+        m.demographic_segment,
+        m.geographic_segment,
+        m.psychographic_segment,
+        m.engagement_segment,
+        m.cluster_segment,
         o.category,
-        o.channel
+        o.channel,
+        count(*) as n
     from orders as o
     cross join run
+    inner join members as m
+        on m.customer_id = o.customer_id
     where cast(o.order_ts as date) < run.as_of
+    group by 1, 2, 3, 4, 5, 6, 7, 8
 ),
 
 -- The most common value of each attribute among a segment's members: categories and channels
 -- of their counted orders, and their top interests.
 member_values as (
-    select m.segmentation, m.segment, 'category' as attribute, co.category as value
-    from membership as m
-    inner join counted_orders as co
-        on co.customer_id = m.customer_id
-    where co.category is not null
+    select
+        g.segmentation,
+        case g.segmentation
+            when 'rfm' then om.rfm_segment
+            when 'demographic' then om.demographic_segment
+            when 'geographic' then om.geographic_segment
+            when 'psychographic' then om.psychographic_segment
+            when 'engagement' then om.engagement_segment
+            when 'cluster' then om.cluster_segment
+        end as segment,
+        a.attribute,
+        case a.attribute when 'category' then om.category else om.channel end as value,
+        om.n
+    from order_mix as om
+    cross join segmentations as g
+    cross join (select column1 as attribute from (values ('category'), ('channel'))) as a
     union all
-    select m.segmentation, m.segment, 'channel', co.channel
+    select m.segmentation, m.segment, 'interest', m.top_interest, 1
     from membership as m
-    inner join counted_orders as co
-        on co.customer_id = m.customer_id
-    where co.channel is not null
-    union all
-    select m.segmentation, m.segment, 'interest', f.top_interest
-    from membership as m
-    inner join customer_features as f
-        on f.customer_id = m.customer_id
-    where f.top_interest is not null
 ),
 
 ranked_values as (
@@ -158,9 +215,10 @@ ranked_values as (
         mv.value,
         row_number() over (
             partition by mv.segmentation, mv.segment, mv.attribute
-            order by count(*) desc, mv.value asc
+            order by sum(mv.n) desc, mv.value asc
         ) as pick
     from member_values as mv
+    where mv.value is not null
     group by mv.segmentation, mv.segment, mv.attribute, mv.value
 ),
 
@@ -199,6 +257,6 @@ select
 from sizes as s
 cross join totals as t
 left join top_values as tv
-    on tv.segmentation = s.segmentation and tv.segment = s.segment
+    on tv.segmentation = s.segmentation and (tv.segment is not distinct from s.segment)
 left join medians as md
     on md.segmentation = s.segmentation and (md.segment is not distinct from s.segment)
