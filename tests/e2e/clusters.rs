@@ -1,4 +1,5 @@
-//! k-means on generated data: the same clusters whatever the number of threads, every
+//! k-means on generated data: the same clusters whatever the number of threads and whether
+//! passes run in memory or as DataFusion aggregates, every
 //! clustered customer in its nearest center's cluster (recomputed here in SQL), sizes that match
 //! the centers table, and data errors that say what to change.
 
@@ -7,9 +8,39 @@ use std::path::Path;
 use crate::{query_tables as query, text};
 
 fn run_with_partitions(input: &Path, output: &Path, partitions: usize) {
+    run_pipeline(&crate::default_pipeline(), input, output, partitions);
+}
+
+/// The default pipeline, written to `dir`, with its clusters stage's passes as DataFusion
+/// aggregates (`passes: plan`) instead of in-memory loops.
+fn plan_passes_pipeline(dir: &Path) -> std::path::PathBuf {
+    let root = segflow_testkit::repo_root();
+    let text = std::fs::read_to_string(crate::default_pipeline()).unwrap();
+    let contracts = root.join("pipelines/contracts");
+    let changed = text
+        .replace(
+            "contract: contracts/",
+            &format!("contract: {}/", contracts.display()),
+        )
+        .replace(
+            "runs: ${output}/_runs\n",
+            &format!(
+                "runs: ${{output}}/_runs\nsql_dir: {}\n",
+                root.join("sql").display()
+            ),
+        )
+        .replace("    seed: 2026\n", "    seed: 2026\n    passes: plan\n");
+    assert_eq!(changed.matches("passes: plan").count(), 1);
+    assert!(changed.contains("sql_dir:"));
+    let path = dir.join("plan_passes.yaml");
+    std::fs::write(&path, changed).unwrap();
+    path
+}
+
+fn run_pipeline(pipeline: &Path, input: &Path, output: &Path, partitions: usize) {
     let out = crate::segflow()
         .arg("run")
-        .arg(crate::default_pipeline())
+        .arg(pipeline)
         .arg("--var")
         .arg(format!("input={}", input.display()))
         .arg("--var")
@@ -27,8 +58,10 @@ fn clusters_are_the_same_whatever_the_threads_and_each_customer_is_nearest_its_c
     crate::generate(&input, 3000, 31);
     let one = dir.path().join("one");
     let four = dir.path().join("four");
+    let plan = dir.path().join("plan");
     run_with_partitions(&input, &one, 1);
     run_with_partitions(&input, &four, 4);
+    run_pipeline(&plan_passes_pipeline(dir.path()), &input, &plan, 3);
 
     let all = |output: &Path, table: &str| {
         query(
@@ -45,11 +78,17 @@ fn clusters_are_the_same_whatever_the_threads_and_each_customer_is_nearest_its_c
             all(&four, table),
             "{table} differs between 1 and 4 threads"
         );
+        assert_eq!(
+            a,
+            all(&plan, table),
+            "{table} differs between in-memory passes and DataFusion aggregate passes"
+        );
     }
     let ids = "select customer_id, cluster_id, cluster_label from customer_segments order by 1";
     let a = query(&one, &["customer_segments"], ids);
     assert_eq!(a.len(), 3000, "one row per customer");
     assert_eq!(a, query(&four, &["customer_segments"], ids));
+    assert_eq!(a, query(&plan, &["customer_segments"], ids));
 
     // Exactly one k was chosen, with the best silhouette of those tried.
     let chosen = query(

@@ -1,8 +1,15 @@
-//! The k-means driver: k-means++ seeding and Lloyd iterations for `n_init` runs, each pass a
-//! DataFusion aggregate over the in-memory feature table.
+//! The k-means driver: k-means++ seeding and Lloyd iterations for `n_init` runs at once. A
+//! pass over the data is the same kernel ([`Pass::update`]) either way it runs: in memory, over
+//! contiguous row-major buffers loaded once ([`Passes::Memory`], the default), or as a
+//! DataFusion aggregate over the partitioned feature table ([`Passes::Plan`], the form a
+//! distributed engine runs). Partial states merge exactly, so both give the same fit.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Deserialize;
 
 use segflow_core::datafusion::catalog::MemTable;
 use segflow_core::datafusion::common::cast::as_binary_array;
@@ -64,10 +71,33 @@ impl Fit {
     }
 }
 
-/// The transformed features, as a table for passes and as columns for the sample.
+/// Where the passes over the data run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Passes {
+    /// The transformed rows are copied once into one row-major buffer and each pass is a
+    /// parallel loop over blocks of it (rayon), merged in block order. Skips DataFusion's
+    /// per-pass batch handling, which cost more than the distances.
+    #[default]
+    Memory,
+    /// Each pass is a `kmeans_pass` aggregate over the in-memory feature table's partitions:
+    /// the same kernel and the same sums, in the form a distributed engine runs.
+    Plan,
+}
+
+/// Rows per block of an in-memory pass: enough blocks for every core to stay busy, few
+/// enough that merging their states costs nothing.
+const BLOCK_ROWS: usize = 1 << 16;
+
+/// The transformed features, as a table or buffer for passes and as columns for the sample.
 pub(super) struct Data<'a> {
     ctx: &'a SessionContext,
     table: Arc<MemTable>,
+    passes: Passes,
+    /// For [`Passes::Memory`]: every row's transformed features, row-major (`n * d`).
+    xs: Vec<f64>,
+    /// For [`Passes::Memory`]: the row ids, 0..n, as the kernel takes them.
+    row_ids: Vec<u64>,
     scaled: &'a [Vec<f64>],
     scales: Scales,
     seed: u64,
@@ -85,6 +115,7 @@ impl<'a> Data<'a> {
     pub fn new(
         ctx: &'a SessionContext,
         table: Arc<MemTable>,
+        passes: Passes,
         scaled: &'a [Vec<f64>],
         seed: u64,
     ) -> Data<'a> {
@@ -101,9 +132,22 @@ impl<'a> Data<'a> {
             })
             .sum::<f64>()
             / scaled.len().max(1) as f64;
+        let (xs, row_ids) = match passes {
+            Passes::Memory => {
+                let n = scaled.first().map_or(0, Vec::len);
+                let xs = (0..n)
+                    .flat_map(|i| scaled.iter().map(move |v| v[i]))
+                    .collect();
+                (xs, (0..n as u64).collect())
+            }
+            Passes::Plan => (Vec::new(), Vec::new()),
+        };
         Data {
             ctx,
             table,
+            passes,
+            xs,
+            row_ids,
             scaled,
             scales: Scales::for_bounds(&max_abs),
             seed,
@@ -119,19 +163,56 @@ impl<'a> Data<'a> {
         self.scaled.first().map_or(0, Vec::len)
     }
 
-    /// One pass over the data as a DataFusion aggregate.
+    /// One pass over the data.
     async fn pass(&self, task: Task) -> Result<State, FitError> {
         let pass = Pass {
             scales: self.scales.clone(),
             task,
         };
+        match self.passes {
+            Passes::Memory => self.memory_pass(&pass),
+            Passes::Plan => self.plan_pass(&pass).await,
+        }
+    }
+
+    /// A pass over blocks of the row-major buffer on all cores. The blocks' states merge in
+    /// block order, though any order would give the same state (exact sums, ties by row id).
+    fn memory_pass(&self, pass: &Pass) -> Result<State, FitError> {
+        let d = self.d();
+        let blocks: Vec<Range<usize>> = (0..self.n())
+            .step_by(BLOCK_ROWS)
+            .map(|lo| lo..(lo + BLOCK_ROWS).min(self.n()))
+            .collect();
+        let states: Vec<State> = blocks
+            .into_par_iter()
+            .map(|rows| {
+                let mut state = pass.empty_state();
+                pass.update(
+                    &mut state,
+                    &self.row_ids[rows.clone()],
+                    &self.xs[rows.start * d..rows.end * d],
+                );
+                state
+            })
+            .collect();
+        let mut total = pass.empty_state();
+        for state in &states {
+            total
+                .merge(state)
+                .map_err(|e| FitError::Data(e.to_string()))?;
+        }
+        Ok(total)
+    }
+
+    /// A pass as a DataFusion aggregate over the feature table.
+    async fn plan_pass(&self, pass: &Pass) -> Result<State, FitError> {
         let args: Vec<Expr> = std::iter::once(col("__row"))
             .chain((0..self.d()).map(|j| col(format!("__f{j}"))))
             .collect();
         let batches = self
             .ctx
             .read_table(self.table.clone())?
-            .aggregate(vec![], vec![KMeansPass::call(&pass, args).alias("state")])?
+            .aggregate(vec![], vec![KMeansPass::call(pass, args).alias("state")])?
             .collect()
             .await?;
         let bytes = batches

@@ -3,8 +3,9 @@
 //! The stage (1) selects the rows to cluster (`where`), evaluates each feature's SQL `expr`
 //! and sorts the rows by `key`, all as one DataFusion plan; (2) applies the feature transforms
 //! in that fixed row order; (3) fits k-means++ seeded Lloyd iterations for `n_init` runs at
-//! once, each pass over the data being a DataFusion aggregate ([`udf::KMeansPass`]) over the
-//! in-memory feature table; (4) when `k` is a range, scores each k by silhouette on a seeded
+//! once, each pass over the data a parallel loop over the rows held in one row-major buffer
+//! (or, with `passes: plan`, a DataFusion aggregate, [`udf::KMeansPass`], over the in-memory
+//! feature table: the same kernel and sums, in the form a distributed engine runs); (4) when `k` is a range, scores each k by silhouette on a seeded
 //! sample and keeps the best; (5) assigns every row its cluster with [`udf::KMeansAssign`] and
 //! joins the result back to the input, rows outside `where` getting a null cluster.
 //!
@@ -44,6 +45,7 @@ use segflow_core::stage::{BuildContext, Stage, StageContext, StageFactory};
 use segflow_core::{Error, Result};
 use serde::Deserialize;
 
+pub use fit::Passes;
 use fit::{Data, Fit};
 use transform::{Fitted, Transform};
 use udf::KMeansAssign;
@@ -92,6 +94,11 @@ pub struct KMeansConfig {
     /// cluster id means the same group of customers from run to run.
     #[serde(default)]
     pub previous_centers: Option<String>,
+    /// Where each pass over the data runs: `memory` (default; one row-major buffer, a
+    /// parallel loop) or `plan` (a `kmeans_pass` DataFusion aggregate over the partitions,
+    /// the form a distributed engine runs). Both give the same clusters.
+    #[serde(default)]
+    pub passes: Passes,
 }
 
 fn default_n_init() -> usize {
@@ -377,7 +384,7 @@ impl Stage for KMeans {
                 self.ks[0]
             )));
         } else {
-            let data = Data::new(cx.ctx, table.clone(), &scaled, c.seed);
+            let data = Data::new(cx.ctx, table.clone(), c.passes, &scaled, c.seed);
             let sample = data.sample(c.silhouette_sample.min(n));
             let mut fits = Vec::with_capacity(ks.len());
             for &k in &ks {
