@@ -1,6 +1,9 @@
-//! Publishing is atomic: a failed or killed run leaves the previous outputs as they were.
+//! Publishing is atomic: a failed or killed run leaves the previous outputs as they were; a
+//! table is written once, by the stage that makes it, and publishing commits those files.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::Stdio;
 
 use crate::{default_pipeline, generate, read_table, run, segflow, text};
@@ -132,4 +135,103 @@ fn run_killed_while_publishing_leaves_a_complete_readable_version() {
     let again = run(&default_pipeline(), &input, &output, &[]);
     assert!(again.status.success(), "{}", text(&again));
     assert_eq!(read_table(&output, "customer_segments", COLS).1, before.1);
+}
+
+/// The Add and Remove paths of version `version` of the Delta table in `table`, and the sum of
+/// the Adds' `numRecords` statistics.
+fn commit_files(table: &Path, version: u64) -> (BTreeSet<String>, BTreeSet<String>, i64) {
+    let log = std::fs::read_to_string(table.join(format!("_delta_log/{version:020}.json")))
+        .unwrap_or_else(|e| panic!("version {version} of {}: {e}", table.display()));
+    let (mut adds, mut removes, mut records) = (BTreeSet::new(), BTreeSet::new(), 0);
+    for line in log.lines() {
+        let action: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(add) = action.get("add") {
+            adds.insert(add["path"].as_str().unwrap().to_string());
+            let stats: serde_json::Value =
+                serde_json::from_str(add["stats"].as_str().expect("stats on every add")).unwrap();
+            records += stats["numRecords"].as_i64().unwrap();
+        }
+        if let Some(remove) = action.get("remove") {
+            removes.insert(remove["path"].as_str().unwrap().to_string());
+        }
+    }
+    (adds, removes, records)
+}
+
+/// The Parquet files in a table's directory (unpartitioned: no subdirectories).
+fn data_files(table: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(table)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".parquet"))
+        .collect()
+}
+
+#[test]
+fn published_tables_are_the_files_their_stages_wrote_and_a_failed_run_commits_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    generate(&input, 300, 12);
+    let contracts = segflow_testkit::repo_root().join("pipelines/contracts");
+    let pipeline = dir.path().join("gate.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name: gate\nvars:\n  input: {{ default: \"\" }}\n  output: {{ default: \"\" }}\n  gate: {{ default: \"true\" }}\nruns: ${{output}}/_runs\nsql_dir: {}\nstages:\n  - id: customers\n    kind: ingest.csv\n    path: \"${{input}}/customers.csv\"\n    contract: {}/customers.yaml\n    output: customers\n    staging: \"${{output}}/staging/customers\"\n    checks:\n      - expression_is_true: \"${{gate}}\"\n",
+            segflow_testkit::repo_root().join("sql").display(),
+            contracts.display()
+        ),
+    )
+    .unwrap();
+    let go = |args: &[&str]| {
+        segflow()
+            .arg("run")
+            .arg(&pipeline)
+            .arg("--var")
+            .arg(format!("input={}", input.display()))
+            .arg("--var")
+            .arg(format!("output={}", output.display()))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let staged = output.join("staging/customers");
+    let customers = |output: &Path| read_table(output, "staging/customers", "customer_id, city");
+
+    // The stage writes its rows straight into the staging table, and the run's manifest says
+    // so; the commit adds exactly those files, each with its row count.
+    let first = go(&[]);
+    assert!(first.status.success(), "{}", text(&first));
+    let manifest = crate::newest_manifest(&output);
+    let path = manifest["stages"][0]["outputs"]["customers"]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(path.ends_with("/staging/customers/"), "{path}");
+    let (adds, removes, records) = commit_files(&staged, 0);
+    assert!(!adds.is_empty() && removes.is_empty());
+    assert_eq!(records, 300);
+    assert_eq!(data_files(&staged), adds);
+    let before = customers(&output);
+    assert_eq!((before.0, before.1.len()), (0, 300));
+
+    // A rebuild whose check fails has written its files, but commits none of them: the
+    // table stays at version 0 with its rows, and the new files are read by nobody.
+    let failed = go(&["--var", "gate=false", "--full-refresh"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    assert_eq!(customers(&output), before);
+    let orphans: BTreeSet<String> = data_files(&staged).difference(&adds).cloned().collect();
+    assert!(!orphans.is_empty(), "the failed run wrote no file");
+    assert!(!staged.join("_delta_log/00000000000000000001.json").exists());
+
+    // The next good rebuild replaces every file of version 0 with its own, in one commit.
+    let again = go(&["--full-refresh"]);
+    assert!(again.status.success(), "{}", text(&again));
+    let (adds1, removes1, records1) = commit_files(&staged, 1);
+    assert_eq!(removes1, adds);
+    assert_eq!(records1, 300);
+    assert!(adds1.is_disjoint(&adds) && adds1.is_disjoint(&orphans));
+    let after = customers(&output);
+    assert_eq!((after.0, &after.1), (1, &before.1));
 }

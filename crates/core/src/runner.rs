@@ -142,13 +142,27 @@ async fn run_stages(
     reports: &mut Vec<StageReport>,
     published: &mut Vec<PublishReport>,
 ) -> Result<()> {
+    // Run tables an export will publish to an unpartitioned table are written into it (write
+    // once); the first such request for a table decides where, others copy from it.
+    let mut targets: BTreeMap<String, PublishRequest> = BTreeMap::new();
+    for request in plan.stages.iter().flat_map(|s| s.stage.publish_targets()) {
+        if publish::writes_directly(&request) && !targets.contains_key(&request.table) {
+            targets.insert(request.table.clone(), request);
+        }
+    }
+    let written = Mutex::new(BTreeMap::new());
     let mut requests: Vec<PublishRequest> = Vec::new();
     for planned in &plan.stages {
-        let (report, result) = run_stage(ctx, planned, observer, info, work, tables).await;
+        let (report, result) = run_stage(
+            ctx, planned, observer, info, work, tables, &targets, &written,
+        )
+        .await;
         observer.stage_finished(&report);
         reports.push(report);
         requests.extend(result?);
     }
+    let written = written.into_inner().expect("written lock");
+    let written = &written;
     // Tables are published side by side: delta-rs encodes each table's files on one thread.
     // Requests for the same table (several stages appending to one quarantine) stay in order
     // in one queue, as each is a commit on top of the last.
@@ -164,7 +178,10 @@ async fn run_stages(
         futures::stream::iter(queues.into_iter().map(|queue| async move {
             let mut reports = Vec::new();
             for (i, request) in queue {
-                reports.push((i, publish_one(ctx, request, observer, info, tables).await?));
+                reports.push((
+                    i,
+                    publish_one(ctx, request, observer, info, tables, written).await?,
+                ));
             }
             Ok::<_, Error>(reports)
         }))
@@ -182,6 +199,7 @@ async fn publish_one(
     observer: &dyn Observer,
     info: &RunInfo,
     tables: &Mutex<BTreeMap<String, TableInfo>>,
+    written: &BTreeMap<String, publish::WrittenFiles>,
 ) -> Result<PublishReport> {
     let rows = tables
         .lock()
@@ -196,11 +214,23 @@ async fn publish_one(
         })?;
     observer.publish_started(request.display_name(), &request.url);
     tracing::info!(table = %request.display_name(), url = %request.url, "publishing");
-    let report = publish::publish(ctx, request, info, rows).await?;
+    // Files written into this very table are committed as they are; any other request (or
+    // a table whose schema would change) goes through delta-rs's write.
+    let direct = match written.get(&request.table) {
+        Some(w) if w.url == request.url && publish::writes_directly(request) => {
+            publish::commit_written(ctx, request, w, info, rows).await?
+        }
+        _ => None,
+    };
+    let report = match direct {
+        Some(report) => report,
+        None => publish::publish(ctx, request, info, rows).await?,
+    };
     observer.published(&report);
     Ok(report)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_stage(
     ctx: &SessionContext,
     planned: &PlannedStage,
@@ -208,6 +238,8 @@ async fn run_stage(
     info: &RunInfo,
     work: &Url,
     tables: &Mutex<BTreeMap<String, TableInfo>>,
+    targets: &BTreeMap<String, PublishRequest>,
+    written: &Mutex<BTreeMap<String, publish::WrittenFiles>>,
 ) -> (StageReport, Result<Vec<PublishRequest>>) {
     let spec = &planned.spec;
     let started_at = Utc::now();
@@ -223,6 +255,8 @@ async fn run_stage(
         tables,
         publishes: Mutex::new(Vec::new()),
         metrics: Mutex::new(BTreeMap::new()),
+        targets,
+        written,
     };
     let inputs: BTreeMap<String, u64> = planned
         .inputs

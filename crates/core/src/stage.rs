@@ -13,7 +13,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::publish::PublishRequest;
+use crate::publish::{PublishRequest, WrittenFiles};
 use crate::spec::{SpecSource, StageSpec};
 use crate::table::{self, TableInfo};
 use crate::vars::Vars;
@@ -30,6 +30,11 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
         Vec::new()
     }
     async fn run(&self, cx: &StageContext<'_>) -> Result<()>;
+    /// What the stage will ask to publish, when that is known before the run (an export's
+    /// tables): such a run table is written straight into its Delta table (write once).
+    fn publish_targets(&self) -> Vec<PublishRequest> {
+        Vec::new()
+    }
 }
 
 /// What a factory gets besides the stage's own spec.
@@ -170,14 +175,53 @@ pub struct StageContext<'a> {
     pub(crate) tables: &'a Mutex<BTreeMap<String, TableInfo>>,
     pub(crate) publishes: Mutex<Vec<PublishRequest>>,
     pub(crate) metrics: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// Run tables some stage will publish, known before the run: written into their table.
+    pub(crate) targets: &'a BTreeMap<String, PublishRequest>,
+    /// Run tables written into their Delta table, for the publish step to commit.
+    pub(crate) written: &'a Mutex<BTreeMap<String, WrittenFiles>>,
 }
 
 impl StageContext<'_> {
     /// Writes `df` as the run's table `name` and registers it for the stages that follow.
     /// Tables live under the run's work prefix until the run ends; publishing them is a
     /// separate step (see [`crate::publish`]).
+    /// A table that a later stage publishes to an unpartitioned Delta table is written into
+    /// that table's location instead, and only committed there when the run passes.
     pub async fn materialize(&self, name: &str, df: DataFrame) -> Result<TableInfo> {
-        let info = table::materialize(self, name, df).await?;
+        let target = self.targets.get(name).cloned();
+        self.materialize_for(name, df, target.as_ref()).await
+    }
+
+    /// [`StageContext::materialize`] for a table this stage will publish with `request`
+    /// (through [`StageContext::publish`]): written into the Delta table when the request
+    /// allows ([`crate::publish::writes_directly`]), else as a run table.
+    pub async fn materialize_published(
+        &self,
+        name: &str,
+        df: DataFrame,
+        request: &PublishRequest,
+    ) -> Result<TableInfo> {
+        self.materialize_for(name, df, Some(request)).await
+    }
+
+    async fn materialize_for(
+        &self,
+        name: &str,
+        df: DataFrame,
+        target: Option<&PublishRequest>,
+    ) -> Result<TableInfo> {
+        let destination = match target {
+            Some(r) if crate::publish::writes_directly(r) => table::Destination::Delta(&r.url),
+            _ => table::Destination::Work,
+        };
+        let (info, written) = table::materialize(self, name, df, destination).await?;
+        let mut all = self.written.lock().expect("written lock");
+        match written {
+            Some(w) => all.insert(name.to_string(), w),
+            // Rewritten as a run table: an earlier direct write of the name no longer counts.
+            None => all.remove(name),
+        };
+        drop(all);
         self.tables
             .lock()
             .expect("tables lock")

@@ -3,19 +3,27 @@
 //! Each output partition of the stage's physical plan streams into its own Parquet file, so all
 //! cores write at once and memory stays bounded by DataFusion's batches. Rows are counted on the
 //! way through for progress and the manifest. The table is then registered in the session under
-//! its logical name, with the plan's schema, for the stages that follow.
+//! its logical name, with the plan's schema, for the stages that follow. A table the run will
+//! publish to an unpartitioned Delta table is written into that table instead (see
+//! [`crate::publish`]), and read back from its files.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::execute_stream_partitioned;
 use datafusion::prelude::DataFrame;
+use deltalake::kernel::Add;
 use futures::StreamExt;
+use object_store::ObjectStore;
 use object_store::buffered::BufWriter;
 use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::basic::Compression;
@@ -23,6 +31,7 @@ use parquet::file::properties::WriterProperties;
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::publish::{DeltaSink, WrittenFiles};
 use crate::stage::StageContext;
 use crate::storage;
 
@@ -36,55 +45,72 @@ pub struct TableInfo {
     pub schema: SchemaRef,
 }
 
+/// Where a stage's output is written.
+pub(crate) enum Destination<'a> {
+    /// A run table under the run's work prefix.
+    Work,
+    /// The data files of the next version of this Delta table (see [`crate::publish`]).
+    Delta(&'a Url),
+}
+
+/// Writes `df` as run table `name`; for [`Destination::Delta`] also the files written, for the
+/// publish step to commit.
 pub(crate) async fn materialize(
     cx: &StageContext<'_>,
     name: &str,
     df: DataFrame,
-) -> Result<TableInfo> {
+    destination: Destination<'_>,
+) -> Result<(TableInfo, Option<WrittenFiles>)> {
     let started = std::time::Instant::now();
-    let dir = storage::as_dir(&storage::join(cx.work_dir(), name));
-    let store = storage::store_for(cx.ctx, &dir)?;
-    let prefix = storage::store_path(&dir)?;
     let task_ctx = Arc::new(df.task_ctx());
     let plan = df
         .create_physical_plan()
         .await
         .map_err(cx.df_err(format!("planning table `{name}`")))?;
-    let schema = plan.schema();
+    let plan_schema = plan.schema();
     let streams = execute_stream_partitioned(plan, task_ctx)
         .map_err(cx.df_err(format!("starting table `{name}`")))?;
     let rows = Arc::new(AtomicU64::new(0));
-    let props = run_table_properties(&dir);
+
+    let (dir, sink) = match destination {
+        Destination::Work => {
+            let dir = storage::as_dir(&storage::join(cx.work_dir(), name));
+            let sink = Sink::Work {
+                store: storage::store_for(cx.ctx, &dir)?,
+                prefix: storage::store_path(&dir)?,
+                props: Arc::new(run_table_properties(&dir)),
+            };
+            (dir, sink)
+        }
+        Destination::Delta(url) => (
+            storage::as_dir(url),
+            Sink::Delta(DeltaSink::new(cx.ctx, url, &plan_schema)?),
+        ),
+    };
+    let schema = match &sink {
+        Sink::Work { .. } => plan_schema.clone(),
+        Sink::Delta(d) => d.schema().clone(),
+    };
 
     // Each partition's stream and writer is a task of its own. Polled together from this task
     // (`try_join_all`), every partition's operators ran on the one thread that polls it, and
     // an ingest of 845k orders kept 0.75 of 2 cores busy; spawned, the runtime's workers run
     // them side by side. Dropping the set (on an error) aborts the others.
     let mut writes = tokio::task::JoinSet::new();
-    for (i, mut stream) in streams.into_iter().enumerate() {
-        let path = prefix.clone().join(format!("part-{i:05}.parquet").as_str());
-        let writer = BufWriter::new(store.clone(), path);
-        let schema = schema.clone();
-        let props = props.clone();
+    for (i, stream) in streams.into_iter().enumerate() {
+        let sink = sink.clone();
         let rows = rows.clone();
-        writes.spawn(async move {
-            let mut w = AsyncArrowWriter::try_new(writer, schema, Some(props))?;
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                w.write(&batch).await?;
-            }
-            w.close().await?;
-            Ok::<_, datafusion::error::DataFusionError>(())
-        });
+        let plan_schema = plan_schema.clone();
+        writes.spawn(async move { sink.write(i, stream, plan_schema, &rows).await });
     }
     // Wait for every writer; report progress while they run.
+    let mut adds = Vec::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         tokio::select! {
             done = writes.join_next() => match done {
                 None => break,
-                Some(Ok(r)) => r.map_err(cx.df_err(format!("computing table `{name}`")))?,
+                Some(Ok(r)) => adds.extend(r.map_err(cx.df_err(format!("computing table `{name}`")))?),
                 Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Some(Err(e)) => {
                     return Err(Error::Internal(format!("writing table `{name}`: {e}")));
@@ -102,13 +128,85 @@ pub(crate) async fn materialize(
         ms = started.elapsed().as_millis() as u64,
         "run table written"
     );
-    register(cx, name, &dir, schema.clone()).await?;
-    Ok(TableInfo {
-        name: name.to_string(),
-        url: dir,
-        rows,
-        schema,
-    })
+    let written = match destination {
+        Destination::Work => {
+            register(cx, name, std::slice::from_ref(&dir), schema.clone()).await?;
+            None
+        }
+        Destination::Delta(url) => {
+            // The order of the files does not change the table; sorted, the manifest and the
+            // commit list them the same way on every run.
+            adds.sort_by(|a: &Add, b: &Add| a.path.cmp(&b.path));
+            let written = WrittenFiles {
+                url: url.clone(),
+                adds,
+                schema: schema.clone(),
+            };
+            register(cx, name, &written.file_urls()?, schema.clone()).await?;
+            Some(written)
+        }
+    };
+    Ok((
+        TableInfo {
+            name: name.to_string(),
+            url: dir,
+            rows,
+            schema,
+        },
+        written,
+    ))
+}
+
+/// How one partition's batches are written.
+#[derive(Clone)]
+enum Sink {
+    Work {
+        store: Arc<dyn ObjectStore>,
+        prefix: object_store::path::Path,
+        props: Arc<WriterProperties>,
+    },
+    Delta(DeltaSink),
+}
+
+impl Sink {
+    /// Writes partition `i`'s stream; the Add actions of the files, for a Delta sink.
+    async fn write(
+        &self,
+        i: usize,
+        mut stream: SendableRecordBatchStream,
+        schema: SchemaRef,
+        rows: &AtomicU64,
+    ) -> std::result::Result<Vec<Add>, DataFusionError> {
+        match self {
+            Sink::Work {
+                store,
+                prefix,
+                props,
+            } => {
+                let path = prefix.clone().join(format!("part-{i:05}.parquet").as_str());
+                let writer = BufWriter::new(store.clone(), path);
+                let mut w =
+                    AsyncArrowWriter::try_new(writer, schema, Some(props.as_ref().clone()))?;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch?;
+                    rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    w.write(&batch).await?;
+                }
+                w.close().await?;
+                Ok(Vec::new())
+            }
+            Sink::Delta(sink) => {
+                let delta = |e: deltalake::DeltaTableError| DataFusionError::External(Box::new(e));
+                let mut w = sink.writer().map_err(delta)?;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch?;
+                    rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    w.write(&batch).await.map_err(delta)?;
+                }
+                w.close().await.map_err(delta)
+            }
+        }
+    }
 }
 
 /// Run tables are read back a few times within the run and then dropped, so they are written
@@ -129,22 +227,33 @@ fn run_table_properties(dir: &Url) -> WriterProperties {
         .build()
 }
 
-async fn register(cx: &StageContext<'_>, name: &str, dir: &Url, schema: SchemaRef) -> Result<()> {
-    let url = ListingTableUrl::parse(dir.as_str())
-        .map_err(cx.df_err(format!("table `{name}` location")))?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .with_schema(schema);
-    let table =
-        ListingTable::try_new(config).map_err(cx.df_err(format!("registering table `{name}`")))?;
-    cx.ctx
-        .deregister_table(name)
-        .map_err(cx.df_err(format!("registering table `{name}`")))?;
-    cx.ctx
-        .register_table(name, Arc::new(table))
-        .map_err(cx.df_err(format!("registering table `{name}`")))?;
+/// Registers run table `name` over `locations`: its directory, or the files written for it
+/// into a Delta table (whose directory holds other versions' files too); no files at all is
+/// an empty table.
+async fn register(
+    cx: &StageContext<'_>,
+    name: &str,
+    locations: &[Url],
+    schema: SchemaRef,
+) -> Result<()> {
+    let err = || cx.df_err(format!("registering table `{name}`"));
+    let table: Arc<dyn TableProvider> = if locations.is_empty() {
+        Arc::new(MemTable::try_new(schema, vec![vec![]]).map_err(err())?)
+    } else {
+        let urls = locations
+            .iter()
+            .map(|u| ListingTableUrl::parse(u.as_str()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(cx.df_err(format!("table `{name}` location")))?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(schema);
+        Arc::new(ListingTable::try_new(config).map_err(err())?)
+    };
+    cx.ctx.deregister_table(name).map_err(err())?;
+    cx.ctx.register_table(name, table).map_err(err())?;
     Ok(())
 }
 

@@ -160,6 +160,12 @@ impl Stage for DeltaExport {
         }
         Ok(())
     }
+
+    /// Known from the YAML, so the stages that produce these tables write them straight into
+    /// their Delta tables where the mode allows, and publishing is the commit.
+    fn publish_targets(&self) -> Vec<PublishRequest> {
+        self.requests.clone()
+    }
 }
 
 #[cfg(test)]

@@ -822,11 +822,32 @@ impl FileIngest {
         read: &[&FileEntry],
     ) -> Result<()> {
         let mut ledger: Ledger = published.map(|p| p.ledger).unwrap_or_default();
-        let (table, replace_where) = match kept {
-            // A first load or a full refresh: the run's rows are the whole table.
+        for f in read {
+            ledger.insert(f.url.to_string(), (*f).into());
+        }
+        let ledger = serde_json::to_value(&ledger).map_err(|e| Error::Internal(e.to_string()))?;
+        let request = |table: String, replace_where: Option<(String, Vec<String>)>| {
+            PublishRequest {
+                table,
+                name: Some(self.output.clone()),
+                url: url.clone(),
+                partition_by: self.partition_by.iter().map(|(n, _)| n.clone()).collect(),
+                // A full load may change the schema (a contract gained a column); adding rows
+                // to an existing table may not.
+                allow_schema_change: replace_where.is_none(),
+                mode: PublishMode::Overwrite,
+                replace_where,
+                commit_info: vec![(incremental::LEDGER_KEY.to_string(), ledger.clone())],
+            }
+        };
+        let request = match kept {
+            // A first load or a full refresh: the run's rows are the whole table, written
+            // straight into it where it is not partitioned.
             None => {
-                cx.materialize(&self.output, good).await?;
-                (self.output.clone(), None)
+                let request = request(self.output.clone(), None);
+                cx.materialize_published(&self.output, good, &request)
+                    .await?;
+                request
             }
             Some(kept) => {
                 let new_name = format!("{}__new", self.output);
@@ -871,30 +892,13 @@ impl FileIngest {
                     return Ok(());
                 }
                 let files = read.iter().map(|f| f.url.to_string()).collect();
-                (
+                request(
                     new_name,
                     Some((incremental::SOURCE_FILE.to_string(), files)),
                 )
             }
         };
-        for f in read {
-            ledger.insert(f.url.to_string(), (*f).into());
-        }
-        cx.publish(PublishRequest {
-            table,
-            name: Some(self.output.clone()),
-            url: url.clone(),
-            partition_by: self.partition_by.iter().map(|(n, _)| n.clone()).collect(),
-            // A full load may change the schema (a contract gained a column); adding rows
-            // to an existing table may not.
-            allow_schema_change: replace_where.is_none(),
-            mode: PublishMode::Overwrite,
-            replace_where,
-            commit_info: vec![(
-                incremental::LEDGER_KEY.to_string(),
-                serde_json::to_value(&ledger).map_err(|e| Error::Internal(e.to_string()))?,
-            )],
-        });
+        cx.publish(request);
         Ok(())
     }
 

@@ -10,6 +10,9 @@
 //!  manifest ──> <runs>/<run_id>.json, written last
 //! ```
 //!
+//! A run table bound for an unpartitioned table is written straight into the table's location
+//! instead, and publishing it is the commit alone ([`written`]: write once).
+//!
 //! Object stores cannot rename a directory, so outputs are Delta Lake tables: a reader sees the
 //! previous version until the commit file appears, and then the whole new version. A run that
 //! fails or is killed before its commit leaves the table exactly as it was. Nothing is published
@@ -28,6 +31,11 @@ use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::table::builder::DeltaTableBuilder;
 use url::Url;
+
+mod written;
+
+pub(crate) use written::{DeltaSink, commit as commit_written};
+pub use written::{WrittenFiles, writes_directly};
 
 use crate::error::{Error, Result};
 use crate::manifest::PublishReport;
@@ -130,14 +138,7 @@ pub async fn publish(
             rows,
         });
     }
-    let mut metadata = vec![
-        ("segflow.run_id".to_string(), serde_json::json!(run.run_id)),
-        (
-            "segflow.pipeline".to_string(),
-            serde_json::json!(run.pipeline),
-        ),
-    ];
-    metadata.extend(request.commit_info.iter().cloned());
+    let metadata = commit_metadata(request, run);
     let mut write = table
         .write(Vec::new())
         .with_input_plan(plan)
@@ -188,6 +189,20 @@ pub async fn publish(
         version,
         rows,
     })
+}
+
+/// What every commit of a run records beside its actions: the run, the pipeline, and the
+/// request's own entries (the ingest ledger).
+fn commit_metadata(request: &PublishRequest, run: &RunInfo) -> Vec<(String, serde_json::Value)> {
+    let mut metadata = vec![
+        ("segflow.run_id".to_string(), serde_json::json!(run.run_id)),
+        (
+            "segflow.pipeline".to_string(),
+            serde_json::json!(run.pipeline),
+        ),
+    ];
+    metadata.extend(request.commit_info.iter().cloned());
+    metadata
 }
 
 /// Whether a Delta table exists at `url` (its log has entries).

@@ -1,0 +1,278 @@
+//! Write once: a run table that the run will publish to an unpartitioned Delta table is written
+//! straight into that table's location, as the data files of its next version, and the publish
+//! step commits exactly those files. Nothing is copied or encoded a second time.
+//!
+//! ```text
+//!  stage output ──> WrittenFiles: Parquet data files under <table url>/, one writer per
+//!       │           partition of the stage's plan (all cores), each file with its Add action
+//!       │           (row count, min/max/null counts from its footer); later stages of the
+//!       │           run read the table from exactly these files
+//!  run passes   ──> commit: one Delta commit of the Adds, and to overwrite, the Removes of the
+//!                   current version's files; a table that does not exist yet is created by
+//!                   that same commit (version 0)
+//! ```
+//!
+//! The files are named by delta-rs's writer (`part-<n>-<uuid>-c000.snappy.parquet`), unique per
+//! writer, so a retried or concurrent run never overwrites another's files. A run that fails or
+//! is killed before its commit leaves its files in the table's directory outside any version:
+//! Delta readers never see them, and `vacuum` deletes them.
+//!
+//! Only requests whose commit rewrites no published file qualify ([`writes_directly`]): an
+//! append, or an overwrite of the whole table. A partitioned table, `replace_partitions` and a
+//! `replaceWhere` over existing rows go through delta-rs's write, as does a commit that would
+//! change the table's schema (delta-rs decides whether that is allowed and how).
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::prelude::SessionContext;
+use delta_kernel::table_properties::DataSkippingNumIndexedCols;
+use deltalake::datafile::writer::{PartitionWriter, PartitionWriterConfig};
+use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow as _, TryIntoKernel as _};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, StructType};
+use deltalake::logstore::ObjectStoreRef;
+use deltalake::operations::create::CreateBuilder;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use futures::TryStreamExt;
+use url::Url;
+
+use super::{PublishMode, PublishRequest};
+use crate::error::{Error, Result};
+use crate::manifest::PublishReport;
+use crate::stage::RunInfo;
+
+/// Whether `request` can be committed from files written straight into its table: its commit
+/// adds files and removes whole files, never rewriting one.
+pub fn writes_directly(request: &PublishRequest) -> bool {
+    request.partition_by.is_empty()
+        && match request.mode {
+            PublishMode::Append => true,
+            PublishMode::Overwrite => request.replace_where.is_none(),
+            PublishMode::ReplacePartitions => false,
+        }
+}
+
+/// Step one: a run table written as data files of a Delta table, not committed yet.
+#[derive(Debug, Clone)]
+pub struct WrittenFiles {
+    /// The Delta table the files were written into.
+    pub url: Url,
+    /// One Add action per file, its path relative to the table.
+    pub adds: Vec<Add>,
+    /// The files' schema: the run table's, as Delta stores it (view types as their plain
+    /// forms, timestamps in microseconds).
+    pub schema: SchemaRef,
+}
+
+impl WrittenFiles {
+    /// Each file's URL, for reading the run table back.
+    pub fn file_urls(&self) -> Result<Vec<Url>> {
+        let dir = crate::storage::as_dir(&self.url);
+        self.adds
+            .iter()
+            .map(|a| {
+                dir.join(&a.path).map_err(|e| {
+                    Error::Internal(format!("data file `{}` of {}: {e}", a.path, self.url))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Where one stage's output goes when it is written into a Delta table: the table's object
+/// store and the schema its files get.
+#[derive(Clone)]
+pub(crate) struct DeltaSink {
+    store: ObjectStoreRef,
+    schema: SchemaRef,
+}
+
+impl DeltaSink {
+    /// A sink for the Delta table at `url`, for rows of `schema`.
+    pub(crate) fn new(ctx: &SessionContext, url: &Url, schema: &SchemaRef) -> Result<DeltaSink> {
+        let fail = |e: String| Error::Storage {
+            location: url.to_string(),
+            message: format!("cannot write into the Delta table: {e}"),
+            source: None,
+        };
+        let table = super::table_builder(ctx, url)?
+            .and_then(|b| b.build())
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(DeltaSink {
+            store: table.log_store().object_store(None),
+            schema: delta_schema(schema).map_err(|e| fail(e.to_string()))?,
+        })
+    }
+
+    pub(crate) fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// A writer for one partition of the output; several write side by side.
+    pub(crate) fn writer(&self) -> deltalake::DeltaResult<FileWriter> {
+        let config = PartitionWriterConfig::try_new(
+            self.schema.clone(),
+            Default::default(),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )?;
+        Ok(FileWriter {
+            schema: self.schema.clone(),
+            writer: PartitionWriter::try_with_config(
+                self.store.clone(),
+                config,
+                // delta-rs's default: statistics for the first 32 columns.
+                DataSkippingNumIndexedCols::NumColumns(32),
+                None,
+            )?,
+        })
+    }
+}
+
+/// Writes one partition's batches as Delta data files (Snappy, delta-rs's default properties,
+/// rolled at its target file size).
+pub(crate) struct FileWriter {
+    schema: SchemaRef,
+    writer: PartitionWriter,
+}
+
+impl FileWriter {
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> deltalake::DeltaResult<()> {
+        let batch = conform(batch, &self.schema)?;
+        self.writer.write(&batch).await
+    }
+
+    /// Finishes the files; their Add actions.
+    pub(crate) async fn close(self) -> deltalake::DeltaResult<Vec<Add>> {
+        self.writer.close().await
+    }
+}
+
+/// The Arrow schema Delta stores `schema` as: through the Delta schema and back, so the files
+/// hold exactly what a Delta reader expects.
+fn delta_schema(schema: &SchemaRef) -> deltalake::DeltaResult<SchemaRef> {
+    let kernel: StructType = schema.as_ref().try_into_kernel()?;
+    let arrow: Schema = (&kernel).try_into_arrow()?;
+    Ok(Arc::new(arrow))
+}
+
+/// `batch` with `schema`'s types (a view type cast to its plain form, say).
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> deltalake::DeltaResult<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.clone());
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// Step two: commits the files of `written` as the next version of `request`'s table. `None`
+/// when the table's current schema differs from the files': then delta-rs's write decides.
+pub(crate) async fn commit(
+    ctx: &SessionContext,
+    request: &PublishRequest,
+    written: &WrittenFiles,
+    run: &RunInfo,
+    rows: u64,
+) -> Result<Option<PublishReport>> {
+    let fail = |source: deltalake::DeltaTableError| Error::Publish {
+        table: request.display_name().to_string(),
+        url: request.url.to_string(),
+        source: Box::new(source),
+    };
+    let table = super::open_or_new(ctx, &request.url).await?.map_err(fail)?;
+    let before = table.version();
+    // As in delta-rs's path: appending nothing would only add an empty version.
+    if request.mode == PublishMode::Append
+        && rows == 0
+        && request.commit_info.is_empty()
+        && let Some(version) = before
+    {
+        return Ok(Some(PublishReport {
+            table: request.display_name().to_string(),
+            url: request.url.to_string(),
+            previous_version: before,
+            version,
+            rows,
+        }));
+    }
+    let schema: StructType = written
+        .schema
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| fail(e.into()))?;
+    let properties =
+        CommitProperties::default().with_metadata(super::commit_metadata(request, run));
+    let adds = written.adds.iter().cloned().map(Action::Add);
+    let version = match before {
+        None => {
+            let created = CreateBuilder::new()
+                .with_log_store(table.log_store())
+                .with_columns(schema.fields().cloned())
+                .with_table_name(request.display_name().to_string())
+                .with_actions(adds)
+                .with_commit_properties(properties)
+                .await
+                .map_err(fail)?;
+            created.version()
+        }
+        Some(_) => {
+            let snapshot = table.snapshot().map_err(fail)?;
+            if *snapshot.schema() != schema {
+                return Ok(None);
+            }
+            let mut actions: Vec<Action> = match request.mode {
+                PublishMode::Overwrite => table
+                    .get_active_add_actions_by_partitions(&[])
+                    .map_ok(|f| Action::Remove(f.remove_action(true)))
+                    .try_collect()
+                    .await
+                    .map_err(fail)?,
+                _ => Vec::new(),
+            };
+            actions.extend(adds);
+            let operation = DeltaOperation::Write {
+                mode: match request.mode {
+                    PublishMode::Append => SaveMode::Append,
+                    _ => SaveMode::Overwrite,
+                },
+                partition_by: None,
+                predicate: None,
+            };
+            let committed = CommitBuilder::from(properties)
+                .with_actions(actions)
+                .build(Some(snapshot), table.log_store(), operation)
+                .await
+                .map_err(fail)?;
+            Some(committed.version())
+        }
+    };
+    let version = version.ok_or_else(|| {
+        Error::Internal(format!(
+            "Delta table {} has no version after a commit",
+            request.url
+        ))
+    })?;
+    Ok(Some(PublishReport {
+        table: request.display_name().to_string(),
+        url: request.url.to_string(),
+        previous_version: before,
+        version,
+        rows,
+    }))
+}
