@@ -15,8 +15,9 @@
 -- customer_segments, segment_history_before and run_as_of.
 --
 -- Shape, for speed: each campaign customer is joined once to its snapshot's wide row (not six
--- times to a long one), and only then fanned out to the six segmentations by a cross join with
--- their names, so no join's build side is six times the customers.
+-- times to a long one), and only then fanned out to the six segmentations by unnesting arrays
+-- (a cross join with their names came out in batches of a few rows), so no join's build side
+-- is six times the customers.
 with run as (
     select r.as_of
     from run_as_of as r
@@ -98,36 +99,43 @@ placed as (
         on s.customer_id = a.customer_id and s.snapshot_key = k.snapshot_key
 ),
 
-segmentations as (
-    select column1 as segmentation
-    from (values ('rfm'), ('demographic'), ('geographic'), ('psychographic'), ('engagement'),
-        ('cluster'))
+-- Fanned out to the six segmentations by unnesting arrays of names and segments (zipped).
+fanned as (
+    select
+        p.campaign_id,
+        p.snapshot_as_of,
+        unnest([
+            'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster'
+        ]) as segmentation,
+        unnest([
+            p.rfm_segment,
+            p.demographic_segment,
+            p.geographic_segment,
+            p.psychographic_segment,
+            p.engagement_segment,
+            p.cluster_segment
+        ]) as segment,
+        p.sent,
+        p.opened,
+        p.clicked,
+        p.converted,
+        p.revenue
+    from placed as p
 ),
 
 per_segment as (
     select
-        p.campaign_id,
-        g.segmentation,
-        coalesce(
-            case g.segmentation
-                when 'rfm' then p.rfm_segment
-                when 'demographic' then p.demographic_segment
-                when 'geographic' then p.geographic_segment
-                when 'psychographic' then p.psychographic_segment
-                when 'engagement' then p.engagement_segment
-                when 'cluster' then p.cluster_segment
-            end,
-            'new'
-        ) as segment,
-        p.snapshot_as_of,
-        sum(p.sent) as sends,
-        sum(p.opened) as opens,
-        sum(p.clicked) as clicks,
-        sum(p.converted) as conversions,
-        sum(p.revenue) as revenue
-    from placed as p
-    cross join segmentations as g
-    group by 1, 2, 3, 4
+        f.campaign_id,
+        f.segmentation,
+        coalesce(f.segment, 'new') as segment,
+        f.snapshot_as_of,
+        sum(f.sent) as sends,
+        sum(f.opened) as opens,
+        sum(f.clicked) as clicks,
+        sum(f.converted) as conversions,
+        sum(f.revenue) as revenue
+    from fanned as f
+    group by f.campaign_id, f.segmentation, coalesce(f.segment, 'new'), f.snapshot_as_of
 )
 
 select

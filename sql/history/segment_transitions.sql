@@ -7,7 +7,7 @@
 -- each run's clusters to the previous centers, so an id names the same group from run to run.
 --
 -- Shape, for speed: the two snapshots are joined once, wide (one row per customer), and the
--- joined rows are then fanned out to the six segmentations by a cross join with their names.
+-- joined rows are then fanned out to the six segmentations by unnesting arrays (zipped).
 with run as (
     select r.as_of
     from run_as_of as r
@@ -16,12 +16,6 @@ with run as (
 previous as (
     select max(p.as_of) as as_of
     from previous_segments as p
-),
-
-segmentations as (
-    select column1 as segmentation
-    from (values ('rfm'), ('demographic'), ('geographic'), ('psychographic'), ('engagement'),
-        ('cluster'))
 ),
 
 joined as (
@@ -49,26 +43,27 @@ joined as (
 
 select
     j.customer_id,
-    g.segmentation,
+    unnest([
+        'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster'
+    ]) as segmentation,
     prev.as_of as from_as_of,
     run.as_of as to_as_of,
-    case g.segmentation
-        when 'rfm' then j.rfm_from
-        when 'demographic' then j.demographic_from
-        when 'geographic' then j.geographic_from
-        when 'psychographic' then j.psychographic_from
-        when 'engagement' then j.engagement_from
-        when 'cluster' then j.cluster_from
-    end as from_segment,
-    case g.segmentation
-        when 'rfm' then j.rfm_to
-        when 'demographic' then j.demographic_to
-        when 'geographic' then j.geographic_to
-        when 'psychographic' then j.psychographic_to
-        when 'engagement' then j.engagement_to
-        when 'cluster' then j.cluster_to
-    end as to_segment
+    unnest([
+        j.rfm_from,
+        j.demographic_from,
+        j.geographic_from,
+        j.psychographic_from,
+        j.engagement_from,
+        j.cluster_from
+    ]) as from_segment,
+    unnest([
+        j.rfm_to,
+        j.demographic_to,
+        j.geographic_to,
+        j.psychographic_to,
+        j.engagement_to,
+        j.cluster_to
+    ]) as to_segment
 from joined as j
-cross join segmentations as g
 cross join run
 cross join previous as prev

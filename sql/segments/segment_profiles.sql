@@ -10,18 +10,12 @@
 --   email_open_rate_90d         members' opens over members' sends in 90 days (null: none sent)
 --
 -- Shape, for speed: every join is between per-customer rows (one wide row of segments per
--- customer), and a row is fanned out to the six segmentations (a cross join with their names)
--- only after it is joined, and for orders only after they are counted per combination of
--- segments. No CTE that joins is read twice in one branch of the plan.
+-- customer), and a row is fanned out to the six segmentations (unnest of arrays, not a cross
+-- join, whose output here came in batches of a few rows) only after it is joined, and orders
+-- only after they are counted per combination of segments.
 with run as (
     select r.as_of
     from run_as_of as r
-),
-
-segmentations as (
-    select column1 as segmentation
-    from (values ('rfm'), ('demographic'), ('geographic'), ('psychographic'), ('engagement'),
-        ('cluster'))
 ),
 
 -- One row per customer: the segment in each segmentation (clusters by label; customers outside
@@ -47,18 +41,21 @@ members as (
         on f.customer_id = s.customer_id
 ),
 
--- Each member once per segmentation, with its segment there.
+-- Each member once per segmentation, with its segment there: an unnest of two arrays of six
+-- (names and segments, zipped), which keeps the input's batches whole.
 membership as (
     select
-        g.segmentation,
-        case g.segmentation
-            when 'rfm' then m.rfm_segment
-            when 'demographic' then m.demographic_segment
-            when 'geographic' then m.geographic_segment
-            when 'psychographic' then m.psychographic_segment
-            when 'engagement' then m.engagement_segment
-            when 'cluster' then m.cluster_segment
-        end as segment,
+        unnest([
+            'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster'
+        ]) as segmentation,
+        unnest([
+            m.rfm_segment,
+            m.demographic_segment,
+            m.geographic_segment,
+            m.psychographic_segment,
+            m.engagement_segment,
+            m.cluster_segment
+        ]) as segment,
         m.recency_days,
         m.frequency,
         m.monetary,
@@ -67,7 +64,6 @@ membership as (
         m.emails_opened_90d,
         m.emails_sent_90d
     from members as m
-    cross join segmentations as g
 ),
 
 totals as (
@@ -103,15 +99,14 @@ value_counts as (
         select
             m.segmentation,
             m.segment,
-            f.feature,
-            case f.feature
-                when 1 then cast(m.recency_days as double)
-                when 2 then cast(m.frequency as double)
-                when 3 then cast(m.monetary as double)
-                when 4 then cast(m.avg_order_value as double)
-            end as value
+            unnest([1, 2, 3, 4]) as feature,
+            unnest([
+                cast(m.recency_days as double),
+                cast(m.frequency as double),
+                cast(m.monetary as double),
+                cast(m.avg_order_value as double)
+            ]) as value
         from membership as m
-        cross join (select column1 as feature from (values (1), (2), (3), (4))) as f
     ) as v
     where v.value is not null
     group by v.segmentation, v.segment, v.feature, v.value
@@ -187,21 +182,26 @@ order_mix as (
 -- of their counted orders, and their top interests.
 member_values as (
     select
-        g.segmentation,
-        case g.segmentation
-            when 'rfm' then om.rfm_segment
-            when 'demographic' then om.demographic_segment
-            when 'geographic' then om.geographic_segment
-            when 'psychographic' then om.psychographic_segment
-            when 'engagement' then om.engagement_segment
-            when 'cluster' then om.cluster_segment
-        end as segment,
-        a.attribute,
-        case a.attribute when 'category' then om.category else om.channel end as value,
+        unnest([
+            'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster',
+            'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster'
+        ]) as segmentation,
+        unnest([
+            om.rfm_segment, om.demographic_segment, om.geographic_segment,
+            om.psychographic_segment, om.engagement_segment, om.cluster_segment,
+            om.rfm_segment, om.demographic_segment, om.geographic_segment,
+            om.psychographic_segment, om.engagement_segment, om.cluster_segment
+        ]) as segment,
+        unnest([
+            'category', 'category', 'category', 'category', 'category', 'category',
+            'channel', 'channel', 'channel', 'channel', 'channel', 'channel'
+        ]) as attribute,
+        unnest([
+            om.category, om.category, om.category, om.category, om.category, om.category,
+            om.channel, om.channel, om.channel, om.channel, om.channel, om.channel
+        ]) as value,
         om.n
     from order_mix as om
-    cross join segmentations as g
-    cross join (select column1 as attribute from (values ('category'), ('channel'))) as a
     union all
     select m.segmentation, m.segment, 'interest', m.top_interest, 1
     from membership as m
