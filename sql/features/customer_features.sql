@@ -107,11 +107,14 @@ event_features as (
     group by we.customer_id
 ),
 
+-- The latest answer per customer and interest (the higher score on one day), then per
+-- customer every interest's score and the top one: two hash aggregates with first_value, no
+-- window sorts, and the answers read once.
 latest_answers as (
     select
         s.customer_id,
         s.interest,
-        s.score,
+        first_value(s.score order by s.answered_at desc, s.score desc) as score,
         case s.interest
             when 'sustainability' then 1
             when 'technology' then 2
@@ -120,13 +123,11 @@ latest_answers as (
             when 'family' then 5
             when 'travel' then 6
             when 'value' then 7
-        end as interest_order,
-        row_number() over (
-            partition by s.customer_id, s.interest order by s.answered_at desc, s.score desc
-        ) as pick
+        end as interest_order
     from survey_responses as s
     cross join run
     where s.answered_at < run.as_of
+    group by s.customer_id, s.interest
 ),
 
 interests as (
@@ -138,22 +139,12 @@ interests as (
         max(case when la.interest = 'luxury' then la.score end) as interest_luxury,
         max(case when la.interest = 'family' then la.score end) as interest_family,
         max(case when la.interest = 'travel' then la.score end) as interest_travel,
-        max(case when la.interest = 'value' then la.score end) as interest_value
+        max(case when la.interest = 'value' then la.score end) as interest_value,
+        -- The highest score; ties in the contract's order of interests.
+        first_value(la.interest order by la.score desc, la.interest_order asc) as top_interest,
+        first_value(la.score order by la.score desc, la.interest_order asc) as top_interest_score
     from latest_answers as la
-    where la.pick = 1
     group by la.customer_id
-),
-
-top_interests as (
-    select
-        la.customer_id,
-        la.interest as top_interest,
-        la.score as top_interest_score,
-        row_number() over (
-            partition by la.customer_id order by la.score desc, la.interest_order asc
-        ) as pick
-    from latest_answers as la
-    where la.pick = 1
 ),
 
 demographics as (
@@ -278,8 +269,8 @@ select
     i.interest_family,
     i.interest_travel,
     i.interest_value,
-    ti.top_interest,
-    ti.top_interest_score
+    i.top_interest,
+    i.top_interest_score
 from customers as c
 cross join run
 inner join customer_rfm as rfm
@@ -296,5 +287,3 @@ left join event_features as ef
     on ef.customer_id = c.customer_id
 left join interests as i
     on i.customer_id = c.customer_id
-left join top_interests as ti
-    on ti.customer_id = c.customer_id and ti.pick = 1
