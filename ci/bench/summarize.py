@@ -113,6 +113,15 @@ def report(d: Path, records: Path, size: str, customers: str, limit: str) -> int
     print(f"{'target (' + size + ')':<46} {'target':>10}  measured")
     print(f"{'end-to-end reference work, segflow / peer':<46} {'<= 0.70':>10}  {ratio('total'):.2f}")
     print(f"{'peak RSS, segflow / peer':<46} {'<= 1.00':>10}  {rss:.2f}")
+    write = med(r["segflow"]["write"] for r in rows)
+    print(f"{'publish (write)':<46} {'<= 1.0 s':>10}  {write:.2f} s")
+    if all(r["full"] for r in rows):
+        peer = med(r["peer"]["total"] for r in rows)
+        full = med(r["full"] for r in rows)
+        full_rss = med(r["rss"]["full"] for r in rows) / med(r["rss"]["peer"] for r in rows)
+        print(f"{'full default pipeline / peer reference work':<46} {'<= 1.50':>10}  "
+              f"{full / peer:.2f} ({full:.2f} / {peer:.2f} s)")
+        print(f"{'peak RSS, full pipeline / peer':<46} {'<= 1.00':>10}  {full_rss:.2f}")
     print(f"{'k-means, segflow / scikit-learn':<46} {'<= 0.50':>10}  {ratio('kmeans'):.2f}"
           f" (inertia ratio {i['segflow'] / i['peer']:.5f})")
     print(f"{'ingest of orders CSV -> Parquet':<46} {'>= 150 MB/s':>10}  "
