@@ -188,8 +188,7 @@ impl StageContext<'_> {
     /// A table that a later stage publishes to an unpartitioned Delta table is written into
     /// that table's location instead, and only committed there when the run passes.
     pub async fn materialize(&self, name: &str, df: DataFrame) -> Result<TableInfo> {
-        let target = self.targets.get(name).cloned();
-        self.materialize_for(name, df, target.as_ref()).await
+        self.materialize_for(name, df, self.targets.get(name)).await
     }
 
     /// [`StageContext::materialize`] for a table this stage will publish with `request`

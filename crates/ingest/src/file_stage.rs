@@ -904,21 +904,37 @@ impl FileIngest {
 
     /// Quarantined rows per reason, from this run's quarantine table.
     async fn count_by_reason(&self, cx: &StageContext<'_>) -> Result<BTreeMap<String, u64>> {
-        let batches = cx
-            .table(&self.quarantine)
-            .await?
-            .aggregate(vec![ident("reason")], vec![count(lit(1)).alias("n")])
-            .map_err(cx.df_err("counting quarantined rows"))?
+        self.quarantine_counts(cx, "reason", None).await
+    }
+
+    /// Rows of this run's quarantine table per value of `column` (nulls left out), only the
+    /// rows of reason `only` when given.
+    async fn quarantine_counts(
+        &self,
+        cx: &StageContext<'_>,
+        column: &str,
+        only: Option<&str>,
+    ) -> Result<BTreeMap<String, u64>> {
+        let context = format!("counting quarantined rows by {column}");
+        let mut rows = cx.table(&self.quarantine).await?;
+        if let Some(reason) = only {
+            rows = rows
+                .filter(ident("reason").eq(lit(reason)))
+                .map_err(cx.df_err(context.clone()))?;
+        }
+        let batches = rows
+            .aggregate(vec![ident(column)], vec![count(lit(1)).alias("n")])
+            .map_err(cx.df_err(context.clone()))?
             .collect()
             .await
-            .map_err(cx.df_err("counting quarantined rows"))?;
+            .map_err(cx.df_err(context))?;
         let mut out = BTreeMap::new();
         for b in batches {
-            let reasons = b.column(0).as_string::<i32>();
+            let values = b.column(0).as_string::<i32>();
             let counts = b.column(1).as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
-                if reasons.is_valid(i) {
-                    out.insert(reasons.value(i).to_string(), counts.value(i) as u64);
+                if values.is_valid(i) {
+                    out.insert(values.value(i).to_string(), counts.value(i) as u64);
                 }
             }
         }
@@ -934,25 +950,9 @@ impl FileIngest {
         cx: &StageContext<'_>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<String> {
-        let batches = cx
-            .table(&self.quarantine)
-            .await?
-            .filter(ident("reason").eq(lit("out_of_range")))
-            .and_then(|df| df.aggregate(vec![ident("column_name")], vec![count(lit(1)).alias("n")]))
-            .map_err(cx.df_err("counting out-of-range rows"))?
-            .collect()
-            .await
-            .map_err(cx.df_err("counting out-of-range rows"))?;
-        let mut rejected = BTreeMap::new();
-        for b in batches {
-            let columns = b.column(0).as_string::<i32>();
-            let counts = b.column(1).as_primitive::<Int64Type>();
-            for i in 0..b.num_rows() {
-                if columns.is_valid(i) {
-                    rejected.insert(columns.value(i).to_string(), counts.value(i));
-                }
-            }
-        }
+        let rejected = self
+            .quarantine_counts(cx, "column_name", Some("out_of_range"))
+            .await?;
         let mut lines = String::new();
         // Contract order, so the hint reads like the contract file.
         for c in &self.contract.columns {

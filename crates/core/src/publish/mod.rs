@@ -120,23 +120,8 @@ pub async fn publish(
             source,
         })?
         .into_unoptimized_plan();
-    // Appending nothing, or replacing the partitions of no rows (there are none), would only
-    // add an empty version to an existing table: a rerun that found no new bad rows leaves the
-    // quarantine log as it was, a run without changes the change feed.
-    if matches!(
-        request.mode,
-        PublishMode::Append | PublishMode::ReplacePartitions
-    ) && rows == 0
-        && request.commit_info.is_empty()
-        && let Some(version) = before
-    {
-        return Ok(PublishReport {
-            table: request.display_name().to_string(),
-            url: request.url.to_string(),
-            previous_version: before,
-            version,
-            rows,
-        });
+    if let Some(report) = unchanged(request, before, rows) {
+        return Ok(report);
     }
     let metadata = commit_metadata(request, run);
     let mut write = table
@@ -183,6 +168,26 @@ pub async fn publish(
         ))
     })?;
     Ok(PublishReport {
+        table: request.display_name().to_string(),
+        url: request.url.to_string(),
+        previous_version: before,
+        version,
+        rows,
+    })
+}
+
+/// The report of a publish that commits nothing. Appending nothing, or replacing the
+/// partitions of no rows (there are none), would only add an empty version to an existing
+/// table: a rerun that found no new bad rows leaves the quarantine log as it was, a run without
+/// changes the change feed.
+fn unchanged(request: &PublishRequest, before: Option<u64>, rows: u64) -> Option<PublishReport> {
+    let version = before?;
+    let adds_nothing = matches!(
+        request.mode,
+        PublishMode::Append | PublishMode::ReplacePartitions
+    ) && rows == 0
+        && request.commit_info.is_empty();
+    adds_nothing.then(|| PublishReport {
         table: request.display_name().to_string(),
         url: request.url.to_string(),
         previous_version: before,

@@ -197,19 +197,8 @@ pub(crate) async fn commit(
     };
     let table = super::open_or_new(ctx, &request.url).await?.map_err(fail)?;
     let before = table.version();
-    // As in delta-rs's path: appending nothing would only add an empty version.
-    if request.mode == PublishMode::Append
-        && rows == 0
-        && request.commit_info.is_empty()
-        && let Some(version) = before
-    {
-        return Ok(Some(PublishReport {
-            table: request.display_name().to_string(),
-            url: request.url.to_string(),
-            previous_version: before,
-            version,
-            rows,
-        }));
+    if let Some(report) = super::unchanged(request, before, rows) {
+        return Ok(Some(report));
     }
     let schema: StructType = written
         .schema
