@@ -69,12 +69,23 @@ fn dirty_export_quarantines_exactly_the_corrupted_rows() {
         missing.is_empty() && extra.is_empty(),
         "not quarantined: {missing:?}\nquarantined but clean: {extra:?}"
     );
-    // Every quarantined row says what and where, and keeps its text.
+    // Every quarantined row says what and where, and keeps its text: the line it starts on,
+    // whether a row check kept it or it was read again by offset (keys, references).
+    let mut files: std::collections::HashMap<String, Vec<String>> = Default::default();
     for r in &rows {
         assert!(
             r[4] != "NULL" && r[5] != "NULL" && r[6].ends_with(".csv"),
             "{r:?}"
         );
+        let lines = files.entry(r[6].clone()).or_insert_with(|| {
+            let path = url::Url::parse(&r[6]).unwrap().to_file_path().unwrap();
+            String::from_utf8_lossy(&std::fs::read(path).unwrap())
+                .lines()
+                .map(|l| l.trim_end_matches('\r').to_string())
+                .collect()
+        });
+        let line: usize = r[1].parse().unwrap();
+        assert_eq!(r[5].lines().next().unwrap_or(""), lines[line - 1], "{r:?}");
     }
 
     // Staging holds exactly the other rows; the manifest adds up.

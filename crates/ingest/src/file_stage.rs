@@ -5,12 +5,16 @@
 //!
 //! ```text
 //!  files (one, a glob, or a prefix; CSV and NDJSON also gzip/bzip2/xz/zstd)
-//!    └─ reader: text columns + file, line, raw record, parse errors   (reader.rs, ndjson.rs, parquet.rs)
+//!    └─ reader: text columns + file, line, raw record and its offset, parse errors
+//!       │                                                          (reader.rs, ndjson.rs, parquet.rs)
 //!        └─ row checks: types, required, accepted values, ranges;     (validate.rs)
+//!           the raw text is kept only for the rows these quarantine;
 //!           keys already in staging, foreign keys (joins)
 //!            └─ <output>__rows (run table: the text is parsed once)
 //!                └─ duplicate keys among good rows (key count; only duplicated keys are ordered)
-//!                    ├─ bad rows  ─> <quarantine>   (first: they decide whether the run goes on)
+//!                    ├─ bad rows  ─> <quarantine>   (first: they decide whether the run goes on;
+//!                    │                the text of rows found bad after the row checks is read
+//!                    │                again from the files by offset: raw_text.rs)
 //!                    └─ good rows ─> <output>
 //! ```
 //! Beyond `max_bad_fraction` / `max_bad_rows` the stage fails, so nothing is published.
@@ -35,6 +39,7 @@ use url::Url;
 use crate::contract::{Bound, Contract};
 use crate::incremental::{self, Ledger, Published};
 use crate::ndjson::ExtraKeys;
+use crate::raw_text;
 use crate::reader::{self, Dialect, FileSource, Format};
 use crate::validate::{self, Parse};
 
@@ -637,8 +642,14 @@ impl Stage for FileIngest {
             .map(|c| c.name.clone())
             .collect();
         let extra_keys = ExtraKeys::new(self.extra_columns == ExtraColumns::Fail);
-        let table = reader::table(store, &names, sources, &self.format, extra_keys.clone())
-            .map_err(cx.df_err("reading the files"))?;
+        let table = reader::table(
+            store.clone(),
+            &names,
+            sources,
+            &self.format,
+            extra_keys.clone(),
+        )
+        .map_err(cx.df_err("reading the files"))?;
         let raw = cx
             .ctx
             .read_table(Arc::new(table))
@@ -712,9 +723,13 @@ impl Stage for FileIngest {
                 ident(validate::REASON).alias("reason"),
                 ident(validate::MESSAGE).alias("message"),
                 ident(reader::RAW_RECORD).alias("raw_record"),
+                ident(reader::RAW_OFFSET),
+                ident(reader::RAW_LENGTH),
             ])
             .map_err(cx.df_err("selecting quarantined rows"))?;
-        cx.materialize(&self.quarantine, bad_rows).await?;
+        let found = format!("{}__found", self.quarantine);
+        cx.materialize(&found, bad_rows).await?;
+        self.quarantine_with_text(cx, &store, &found).await?;
         let by_reason = self.count_by_reason(cx).await?;
         let bad: u64 = by_reason.values().sum();
         cx.metric(
@@ -899,6 +914,124 @@ impl FileIngest {
             }
         };
         cx.publish(request);
+        Ok(())
+    }
+
+    /// Writes the quarantine from run table `found`, the bad rows with their place in the
+    /// file: the rows whose text the row checks did not keep (found bad by a later check)
+    /// get it read again from their files ([`crate::raw_text`]).
+    async fn quarantine_with_text(
+        &self,
+        cx: &StageContext<'_>,
+        store: &Arc<dyn object_store::ObjectStore>,
+        found: &str,
+    ) -> Result<()> {
+        use segflow_core::datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+        use segflow_core::datafusion::arrow::datatypes::{Field, Schema};
+        use segflow_core::datafusion::common::JoinType;
+        use segflow_core::datafusion::functions::expr_fn::coalesce;
+
+        let err = |what: &str| cx.df_err(format!("{what} for `{}`", self.quarantine));
+        let rows = cx.table(found).await?;
+        let without_text = rows
+            .clone()
+            .filter(
+                ident("raw_record")
+                    .is_null()
+                    .and(ident(reader::RAW_OFFSET).is_not_null()),
+            )
+            .and_then(|d| {
+                d.select(vec![
+                    ident("source_file"),
+                    ident(reader::RAW_OFFSET),
+                    ident(reader::RAW_LENGTH),
+                ])
+            })
+            .map_err(err("finding rows without text"))?
+            .collect()
+            .await
+            .map_err(err("finding rows without text"))?;
+        let mut places: BTreeMap<String, Vec<raw_text::At>> = BTreeMap::new();
+        for b in &without_text {
+            let (files, offsets, lengths) = (
+                b.column(0).as_string::<i32>(),
+                b.column(1).as_primitive::<Int64Type>(),
+                b.column(2).as_primitive::<Int64Type>(),
+            );
+            for i in 0..b.num_rows() {
+                places
+                    .entry(files.value(i).to_string())
+                    .or_default()
+                    .push((offsets.value(i) as u64, lengths.value(i) as u64));
+            }
+        }
+        // Every row has its text now, kept or read again; the last, never-taken fallback
+        // keeps the column non-null in the published schema, as it was before texts were
+        // dropped early.
+        let text = |read_again: Option<&str>| {
+            let mut texts = vec![ident("raw_record")];
+            texts.extend(read_again.map(ident));
+            texts.push(lit(""));
+            coalesce(texts).alias("raw_record")
+        };
+        let columns: Vec<_> = QUARANTINE_COLUMNS
+            .iter()
+            .map(|c| match *c {
+                "raw_record" => text(None),
+                c => ident(c),
+            })
+            .collect();
+        if places.is_empty() {
+            let table = rows.select(columns).map_err(err("selecting rows"))?;
+            cx.materialize(&self.quarantine, table).await?;
+            return Ok(());
+        }
+        let (mut files, mut offsets, mut texts) = (Vec::new(), Vec::new(), Vec::new());
+        for (file, at) in places {
+            let url = Url::parse(&file).map_err(|e| Error::Internal(format!("{file}: {e}")))?;
+            let read = raw_text::read(store, &url, self.compression_of(&url), at)
+                .await
+                .map_err(|e| self.bad_data(e))?;
+            for (offset, text) in read {
+                files.push(file.clone());
+                offsets.push(offset as i64);
+                texts.push(text);
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("__text_file", DataType::Utf8, false),
+            Field::new("__text_offset", DataType::Int64, false),
+            Field::new("__text", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(files)),
+                Arc::new(Int64Array::from(offsets)),
+                Arc::new(StringArray::from(texts)),
+            ],
+        )
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        let texts = cx.ctx.read_batch(batch).map_err(err("reading texts"))?;
+        let columns: Vec<_> = QUARANTINE_COLUMNS
+            .iter()
+            .map(|c| match *c {
+                "raw_record" => text(Some("__text")),
+                c => ident(c),
+            })
+            .collect();
+        // The texts read again are the small side of the join, its build side.
+        let table = texts
+            .join(
+                rows,
+                JoinType::Right,
+                &["__text_file", "__text_offset"],
+                &["source_file", reader::RAW_OFFSET],
+                None,
+            )
+            .and_then(|d| d.select(columns))
+            .map_err(err("adding the texts read again"))?;
+        cx.materialize(&self.quarantine, table).await?;
         Ok(())
     }
 

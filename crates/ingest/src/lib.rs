@@ -5,7 +5,9 @@
 //! `ingest.parquet` read files with a line-aware reader per format (`reader`, `ndjson`,
 //! `parquet`) that yields every value as text, types and checks every column with vectorized DataFusion
 //! expressions ([`validate`]), and splits the rows: good ones into the output table, bad ones,
-//! with file, line, reason and raw text, into a quarantine table. Nothing is dropped silently,
+//! with file, line, reason and raw text, into a quarantine table. Only the quarantined rows'
+//! text is kept: a row a later check (keys, references) quarantines has its text read again
+//! from the file by offset ([`raw_text`]). Nothing is dropped silently,
 //! and a file that is mostly bad fails the stage. `ingest.delta` ([`delta_source`]) reads a
 //! table segflow published earlier, such as the segment history.
 #![warn(missing_docs)]
@@ -17,6 +19,7 @@ mod formats;
 pub mod incremental;
 mod ndjson;
 mod parquet;
+mod raw_text;
 mod reader;
 mod split;
 mod validate;

@@ -149,7 +149,7 @@ fn parse(
     while let Some((line, bytes)) = lines.next_record().map_err(io_err)? {
         let raw = String::from_utf8_lossy(bytes);
         match object(bytes) {
-            Err(problem) => rows.push_problem(line, &raw, problem),
+            Err(problem) => rows.push_problem(line, &raw, None, problem),
             Ok(obj) => {
                 for key in obj.keys() {
                     if !wanted.contains(key.as_str()) && !extra.contains(key) {
@@ -171,7 +171,7 @@ fn parse(
                     .iter()
                     .map(|n| lookup(&obj, n).and_then(text))
                     .collect();
-                rows.push(line, &raw, &values);
+                rows.push(line, &raw, None, &values);
             }
         }
         if rows.full() {

@@ -211,8 +211,8 @@ fn to_raw(
         raw.push('}');
         let line = first_line + row as u64;
         match problem {
-            Some(p) => rows.push_problem(line, &raw, p),
-            None => rows.push(line, &raw, &values),
+            Some(p) => rows.push_problem(line, &raw, None, p),
+            None => rows.push(line, &raw, None, &values),
         }
     }
     Ok(rows

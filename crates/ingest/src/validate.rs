@@ -166,7 +166,8 @@ fn column_problem(
 
 /// Types every column and finds each row's first row-level problem.
 ///
-/// Output: `_source_file`, `_line_number`, `_raw_record` (only on bad rows), `_reason`,
+/// Output: `_source_file`, `_line_number`, `_raw_record` (only on bad rows and where there is
+/// no offset), `_raw_offset`, `_raw_length`, `_reason`,
 /// `_column`, `_message`, then the contract's columns, typed.
 /// `now` is the clock that `max: now` bounds compare with.
 pub fn check_rows(
@@ -194,6 +195,8 @@ pub fn check_rows(
         ident(reader::SOURCE_FILE),
         ident(reader::LINE_NUMBER),
         ident(reader::RAW_RECORD),
+        ident(reader::RAW_OFFSET),
+        ident(reader::RAW_LENGTH),
         reason.alias(REASON),
         column.alias(COLUMN),
         message.alias(MESSAGE),
@@ -201,7 +204,29 @@ pub fn check_rows(
     for (c, p) in contract.columns.iter().zip(parses) {
         select.push(typed(c, p).alias(&c.name));
     }
-    raw.select(select)
+    // The text of a good row is dropped here, before anything stores it: carried along and
+    // written with the rows, it was most of the bytes an ingest moved. A row a later check
+    // quarantines (a key or a reference) has its text read again from the file, by offset
+    // ([`crate::raw_text`]); where the reader gives no offset, the text is kept.
+    let keep_raw = ident(REASON)
+        .is_not_null()
+        .or(ident(reader::RAW_OFFSET).is_null());
+    let checked = raw.select(select)?;
+    let outputs: Vec<Expr> = checked
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == reader::RAW_RECORD {
+                when(keep_raw.clone(), ident(reader::RAW_RECORD))
+                    .otherwise(null_text())
+                    .map(|e| e.alias(reader::RAW_RECORD))
+            } else {
+                Ok(ident(f.name()))
+            }
+        })
+        .collect::<DfResult<_>>()?;
+    checked.select(outputs)
 }
 
 const DUP_FILE: &str = "__dup_file";
