@@ -536,8 +536,8 @@ impl RowBuffer {
             schema,
             url: url.to_string(),
             line: Int64Builder::with_capacity(BATCH_ROWS),
-            // Sized for a batch up front: grown by doubling, the builders' copies and fresh
-            // pages were a tenth of an orders ingest (perf).
+            // Sized for a batch up front: grown by doubling, each builder copies its bytes
+            // again at every step (perf showed copies and fresh pages high in an ingest).
             raw: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 80),
             offset: Int64Builder::with_capacity(BATCH_ROWS),
             length: Int64Builder::with_capacity(BATCH_ROWS),
@@ -562,7 +562,7 @@ impl RowBuffer {
         &mut self,
         line: u64,
         raw: &str,
-        at: Option<(u64, usize)>,
+        at: Option<crate::raw_text::At>,
         values: &[Option<S>],
     ) {
         self.line.append_value(line as i64);
@@ -585,7 +585,7 @@ impl RowBuffer {
         &mut self,
         line: u64,
         raw: &str,
-        at: Option<(u64, usize)>,
+        at: Option<crate::raw_text::At>,
         problem: Problem,
     ) {
         self.line.append_value(line as i64);
@@ -600,7 +600,7 @@ impl RowBuffer {
         self.rows += 1;
     }
 
-    fn push_at(&mut self, at: Option<(u64, usize)>) {
+    fn push_at(&mut self, at: Option<crate::raw_text::At>) {
         self.offset.append_option(at.map(|(o, _)| o as i64));
         self.length.append_option(at.map(|(_, l)| l as i64));
     }
@@ -677,7 +677,7 @@ impl Parser {
             let (blank_lines, raw) = skip_blank_lines(bytes);
             let raw_at = piece_start + start.byte() + (bytes.len() - raw.len()) as u64;
             let raw = trim_newline(raw);
-            let at = Some((raw_at, raw.len()));
+            let at = Some((raw_at, raw.len() as u64));
             let raw = String::from_utf8_lossy(raw);
             let line = lines_before + start.line() + blank_lines;
             let mut field_text: Vec<Option<&str>> = Vec::with_capacity(self.file.positions.len());

@@ -205,7 +205,7 @@ pub fn check_rows(
         select.push(typed(c, p).alias(&c.name));
     }
     // The text of a good row is dropped here, before anything stores it: carried along and
-    // written with the rows, it was most of the bytes an ingest moved. A row a later check
+    // written with the rows, it is as many bytes again as the values themselves. A row a later check
     // quarantines (a key or a reference) has its text read again from the file, by offset
     // ([`crate::raw_text`]); where the reader gives no offset, the text is kept.
     let keep_raw = ident(REASON)
