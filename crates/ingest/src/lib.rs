@@ -17,6 +17,7 @@ pub mod delta_source;
 pub mod file_stage;
 mod formats;
 pub mod incremental;
+mod key_hash;
 mod ndjson;
 mod parquet;
 mod raw_text;

@@ -23,6 +23,7 @@ use segflow_core::datafusion::logical_expr::{
 use segflow_core::datafusion::prelude::DataFrame;
 
 use crate::contract::{Column, Contract, OnDuplicate};
+use crate::key_hash::KeyHash;
 use crate::reader;
 
 pub const REASON: &str = "_reason";
@@ -232,20 +233,44 @@ pub fn check_rows(
 const DUP_FILE: &str = "__dup_file";
 const DUP_LINE: &str = "__dup_line";
 
+const HASH: &str = "__key_hash";
+const REPEATED_HASH: &str = "__repeated_hash";
+
 fn dup_key(column: &str) -> String {
     format!("__dup_key_{column}")
 }
 
 /// The keys that more than one of the `good` rows (those no other check flagged) has, as
-/// `__dup_key_<column>` columns; `None` when the contract has no `unique` keys. A hash
-/// aggregate over the key columns only: ordering the whole table by key (a window over every
-/// column and the raw text) cost most of an ingest's time, and usually no key is duplicated.
+/// `__dup_key_<column>` columns; `None` when the contract has no `unique` keys.
+///
+/// Two hash aggregates, neither over the whole table's text: first the rows are counted per
+/// [`KeyHash`] of their key (a `UInt64` group, not a string one), then the exact keys are
+/// counted among only the rows whose hash repeats: the duplicates and the rare collisions,
+/// usually none. Ordering the whole table by key (a window over every column and the raw
+/// text) cost most of an ingest's time; with a GROUP BY over the string key, the key check
+/// was still 3.8 s of an orders ingest's 13.7 s at M (release build).
 pub fn duplicated_keys(good: DataFrame, contract: &Contract) -> DfResult<Option<DataFrame>> {
     if contract.unique.is_empty() {
         return Ok(None);
     }
     let keys: Vec<Expr> = contract.unique.iter().map(ident).collect();
-    good.aggregate(keys, vec![count(lit(1)).alias("__dup_n")])?
+    let hash = || KeyHash::call(keys.clone());
+    let repeated = good
+        .clone()
+        .aggregate(
+            vec![hash().alias(HASH)],
+            vec![count(lit(1)).alias("__dup_n")],
+        )?
+        .filter(ident("__dup_n").gt(lit(1i64)))?
+        .select(vec![ident(HASH).alias(REPEATED_HASH)])?;
+    // The repeated hashes are the small side: they build the hash table, the rows probe it.
+    let candidates = repeated.join_on(
+        good.select(keys.clone())?,
+        JoinType::RightSemi,
+        vec![ident(REPEATED_HASH).eq(hash())],
+    )?;
+    candidates
+        .aggregate(keys, vec![count(lit(1)).alias("__dup_n")])?
         .filter(ident("__dup_n").gt(lit(1i64)))?
         .select(
             contract
