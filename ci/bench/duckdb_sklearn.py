@@ -10,7 +10,11 @@ scikit-learn, as a data engineer would write it.
    frequency and max(monetary, 0) of customers with orders;
 4. write: customer_segments (RFM columns and cluster_id) as Parquet.
 
-Prints one JSON object: seconds per step, total, rows, and the k-means inertia.
+Prints one JSON object: seconds per step, total, rows, and the k-means inertia. Then, outside the
+total, the second ingest peer: orders.csv to Parquet with `store_rejects = true`, which keeps each
+rejected line with its line number, column and original text (the closest DuckDB comes to
+segflow's quarantine; it checks types and column counts, not keys), the rejects written as
+Parquet too: `orders_store_rejects` seconds and the rejected lines' count.
 """
 
 import json
@@ -93,7 +97,19 @@ def main(input_dir: Path, out: Path) -> None:
     )
     seconds["write"] = time.perf_counter() - started
     seconds["total"] = sum(seconds.values())
-    print(json.dumps({"seconds": seconds, "clustered": len(x), "inertia": km.inertia_}))
+
+    started = time.perf_counter()
+    cols = ", ".join(f"'{k}': '{v}'" for k, v in TYPES["orders"].items())
+    con.execute(
+        f"copy (select * from read_csv('{input_dir}/orders.csv', header = true, "
+        f"columns = {{{cols}}}, store_rejects = true)) "
+        f"to '{out}/orders_checked.parquet' (format parquet)"
+    )
+    con.execute(f"copy reject_errors to '{out}/orders_rejects.parquet' (format parquet)")
+    store_rejects = time.perf_counter() - started
+    rejected = con.execute("select count(*) from reject_errors").fetchone()[0]
+    print(json.dumps({"seconds": seconds, "clustered": len(x), "inertia": km.inertia_,
+                      "orders_store_rejects": store_rejects, "orders_rejected": rejected}))
 
 
 if __name__ == "__main__":

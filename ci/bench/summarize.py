@@ -46,6 +46,7 @@ def record(d: Path) -> None:
         "inertia": {"segflow": kmeans["inertia"], "peer": peer["inertia"]},
         "kmeans_iterations_segflow": kmeans["iterations"],
         "orders_ingest": stages["ingest_orders"],
+        "orders_store_rejects": peer["orders_store_rejects"],
     }))
 
 
@@ -126,6 +127,10 @@ def report(d: Path, records: Path, size: str, customers: str, limit: str) -> int
           f" (inertia ratio {i['segflow'] / i['peer']:.5f})")
     print(f"{'ingest of orders CSV -> Parquet':<46} {'>= 150 MB/s':>10}  "
           f"{orders_mb / orders_s:.1f} MB/s ({orders_mb:.0f} MB in {orders_s:.2f} s)")
+    rejects_s = med(r["orders_store_rejects"] for r in rows)
+    print(f"{'  against DuckDB read_csv(store_rejects)':<46} {'faster':>10}  "
+          f"{orders_mb / rejects_s:.1f} MB/s ({rejects_s:.2f} s): segflow / DuckDB "
+          f"{orders_s / rejects_s:.2f}")
     print(f"{'reference work with --memory-limit ' + limit:<46} {'completes, same results':>10}  "
           f"{limited['status']} in {limited['duration_ms'] / 1000:.2f} s, peak RSS "
           f"{rss_gib(d / 'limited.time'):.2f} GiB; customer_segments: {l_total} rows, "
