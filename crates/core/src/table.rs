@@ -19,6 +19,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::execute_stream_partitioned;
 use datafusion::prelude::DataFrame;
 use deltalake::kernel::Add;
@@ -68,7 +69,7 @@ pub(crate) async fn materialize(
         .await
         .map_err(cx.df_err(format!("planning table `{name}`")))?;
     let plan_schema = plan.schema();
-    let streams = execute_stream_partitioned(plan, task_ctx)
+    let streams = execute_stream_partitioned(plan.clone(), task_ctx)
         .map_err(cx.df_err(format!("starting table `{name}`")))?;
     let rows = Arc::new(AtomicU64::new(0));
 
@@ -127,6 +128,15 @@ pub(crate) async fn materialize(
         rows,
         ms = started.elapsed().as_millis() as u64,
         "run table written"
+    );
+    // EXPLAIN ANALYZE for every table a run writes, without rerunning anything: which operator
+    // of which stage took the time (`--log warn,segflow::plan=debug`).
+    tracing::debug!(
+        target: "segflow::plan",
+        stage = cx.stage_id,
+        table = name,
+        "executed plan, with metrics:\n{}",
+        DisplayableExecutionPlan::with_metrics(plan.as_ref()).indent(true)
     );
     let written = match destination {
         Destination::Work => {
