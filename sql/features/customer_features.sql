@@ -147,9 +147,42 @@ interests as (
     group by la.customer_id
 ),
 
-demographics as (
+-- The bands as ranges, one row each: [lower_edge, upper_edge), null for an open end. Edges
+-- need not be sorted or distinct (a repeated edge gives an empty range that matches no one).
+age_edges as (
+    select cast(e.edge as int) as edge
+    from (select unnest(string_to_array($age_band_edges, ',')) as edge) as e
+),
+
+age_ranges as (
+    select ae.edge as lower_edge, lead(ae.edge) over (order by ae.edge) as upper_edge
+    from age_edges as ae
+    union all
+    select null as lower_edge, min(ae.edge) as upper_edge
+    from age_edges as ae
+),
+
+-- income_band is the label at 1 + the number of edges at or below the income.
+income_ranges as (
+    select
+        cast(e.edge as double) as lower_edge,
+        lead(cast(e.edge as double)) over (order by cast(e.edge as double)) as upper_edge,
+        cast(1 + row_number() over (order by cast(e.edge as double)) as bigint) as label
+    from (select unnest(string_to_array($income_band_edges, ',')) as edge) as e
+    union all
+    select null as lower_edge, min(cast(e.edge as double)) as upper_edge, cast(1 as bigint) as label
+    from (select unnest(string_to_array($income_band_edges, ',')) as edge) as e
+),
+
+-- Each customer's age and bands in one pass over customers. The ranges are the left side of
+-- the (range) joins so that DataFusion collects them, a few rows, and streams the customers
+-- past them; a band found by a cross join and a GROUP BY customer_id cost two string
+-- aggregates over customers x edges (in batches of one customer each) and two joins back.
+ages as (
     select
         c.customer_id,
+        run.as_of,
+        cast(cast(run.as_of as bigint) - cast(c.signup_date as bigint) as int) as tenure_days,
         c.annual_income,
         cast(
             extract(year from run.as_of) - extract(year from c.birth_date)
@@ -165,64 +198,62 @@ demographics as (
     cross join run
 ),
 
-age_edges as (
-    select cast(e.edge as int) as edge
-    from (select unnest(string_to_array($age_band_edges, ',')) as edge) as e
+aged as (
+    select
+        a.customer_id,
+        a.as_of,
+        a.tenure_days,
+        a.annual_income,
+        a.age,
+        ar.lower_edge as age_lower_edge,
+        ar.upper_edge as age_upper_edge,
+        ar.upper_edge is not null or ar.lower_edge is not null as age_banded
+    from age_ranges as ar
+    right join ages as a
+        on (ar.lower_edge is null or ar.lower_edge <= a.age)
+        and (ar.upper_edge is null or a.age < ar.upper_edge)
 ),
 
-age_bands as (
+demographics as (
     select
         d.customer_id,
-        max(case when ae.edge <= d.age then ae.edge end) as lower_edge,
-        min(case when ae.edge > d.age then ae.edge end) as upper_edge
-    from demographics as d
-    cross join age_edges as ae
-    where d.age is not null
-    group by d.customer_id
-),
-
-income_edges as (
-    select cast(e.edge as double) as edge
-    from (select unnest(string_to_array($income_band_edges, ',')) as edge) as e
-),
-
-income_bands as (
-    select
-        d.customer_id,
-        array_element(
-            string_to_array($income_band_labels, ','),
-            1 + sum(case when ie.edge <= d.annual_income then 1 else 0 end)
-        ) as income_band
-    from demographics as d
-    cross join income_edges as ie
-    where d.annual_income is not null
-    group by d.customer_id
+        d.as_of,
+        d.tenure_days,
+        d.age,
+        d.age_lower_edge,
+        d.age_upper_edge,
+        d.age_banded,
+        array_element(string_to_array($income_band_labels, ','), ir.label) as income_band
+    from income_ranges as ir
+    right join aged as d
+        on (ir.lower_edge is null or ir.lower_edge <= d.annual_income)
+        and (ir.upper_edge is null or d.annual_income < ir.upper_edge)
 )
 
 select
     c.customer_id,
-    run.as_of,
+    d.as_of,
     -- demographic
     d.age,
     arrow_cast(
         case
-            when ab.customer_id is null then null
-            when ab.lower_edge is null then concat('<', cast(ab.upper_edge as varchar))
-            when ab.upper_edge is null then concat(cast(ab.lower_edge as varchar), '+')
-            else concat(cast(ab.lower_edge as varchar), '-', cast(ab.upper_edge - 1 as varchar))
+            when not d.age_banded then null
+            when d.age_lower_edge is null then concat('<', cast(d.age_upper_edge as varchar))
+            when d.age_upper_edge is null then concat(cast(d.age_lower_edge as varchar), '+')
+            else concat(cast(d.age_lower_edge as varchar), '-', cast(d.age_upper_edge - 1 as varchar))
         end,
         'Utf8'
     ) as age_band,
     c.gender,
     c.annual_income,
-    ib.income_band,
+    d.income_band,
     -- geographic
     c.country,
     c.region,
     c.city,
     -- behavioral
     c.signup_date,
-    cast(cast(run.as_of as bigint) - cast(c.signup_date as bigint) as int) as tenure_days,
+    d.tenure_days,
     rfm.recency_days,
     rfm.frequency,
     rfm.monetary,
@@ -272,15 +303,10 @@ select
     i.top_interest,
     i.top_interest_score
 from customers as c
-cross join run
 inner join customer_rfm as rfm
     on rfm.customer_id = c.customer_id
 inner join demographics as d
     on d.customer_id = c.customer_id
-left join age_bands as ab
-    on ab.customer_id = c.customer_id
-left join income_bands as ib
-    on ib.customer_id = c.customer_id
 left join order_features as ofe
     on ofe.customer_id = c.customer_id
 left join event_features as ef
