@@ -235,3 +235,114 @@ fn published_tables_are_the_files_their_stages_wrote_and_a_failed_run_commits_no
     let after = customers(&output);
     assert_eq!((after.0, &after.1), (1, &before.1));
 }
+
+/// The Parquet files under a partitioned table's directory, as paths relative to it.
+fn partitioned_data_files(table: &Path) -> BTreeSet<String> {
+    let mut files = BTreeSet::new();
+    for dir in std::fs::read_dir(table).unwrap().flatten() {
+        let name = dir.file_name().to_string_lossy().to_string();
+        if !dir.path().is_dir() || name == "_delta_log" {
+            continue;
+        }
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let file = f.file_name().to_string_lossy().to_string();
+            if file.ends_with(".parquet") {
+                files.insert(format!("{name}/{file}"));
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn a_partitioned_staging_table_is_written_once_into_its_partition_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    generate(&input, 200, 21);
+    let contracts = segflow_testkit::repo_root().join("pipelines/contracts");
+    let pipeline = dir.path().join("months.yaml");
+    // The check reads the run table back (from the files the stage wrote, the partition
+    // column from their Add actions); a later SQL stage does the same through the view.
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"name: months
+vars:
+  input: {{ default: "" }}
+  output: {{ default: "" }}
+runs: ${{output}}/_runs
+sql_dir: {sql}
+stages:
+  - {{ id: customers, kind: ingest.csv, path: "${{input}}/customers.csv", contract: {c}/customers.yaml, output: customers, staging: "${{output}}/staging/customers" }}
+  - id: orders
+    kind: ingest.csv
+    path: "${{input}}/orders.csv"
+    contract: {c}/orders.yaml
+    output: orders
+    staging: "${{output}}/staging/orders"
+    partition_by: {{ order_month: "to_char(order_ts, '%Y-%m')" }}
+    checks:
+      - expression_is_true: "order_month = to_char(order_ts, '%Y-%m')"
+"#,
+            sql = segflow_testkit::repo_root().join("sql").display(),
+            c = contracts.display()
+        ),
+    )
+    .unwrap();
+    let staged = output.join("staging/orders");
+    let orders = |output: &Path| {
+        read_table(
+            output,
+            "staging/orders",
+            "order_id, order_month, to_char(order_ts, '%Y-%m')",
+        )
+    };
+
+    let first = run(&pipeline, &input, &output, &[]);
+    assert!(first.status.success(), "{}", text(&first));
+    let (adds, removes, records) = commit_files(&staged, 0);
+    assert!(removes.is_empty());
+    assert!(
+        adds.iter().all(|a| a.starts_with("order_month=")),
+        "{adds:?}"
+    );
+    assert_eq!(
+        partitioned_data_files(&staged),
+        adds,
+        "no copy, no other file"
+    );
+    let (version, rows) = orders(&output);
+    assert_eq!((version, rows.len() as i64), (0, records));
+    assert!(rows.len() > 100, "{}", rows.len());
+    assert!(rows.iter().all(|r| r[1] == r[2]), "{:?}", &rows[..3]);
+    // The table says how it is partitioned, as delta-rs's writer would.
+    let log = std::fs::read_to_string(staged.join("_delta_log/00000000000000000000.json")).unwrap();
+    assert!(
+        log.contains(r#""partitionColumns":["order_month"]"#),
+        "{log}"
+    );
+
+    // A full rebuild replaces every file of version 0, in one commit, with the same rows.
+    let again = run(&pipeline, &input, &output, &[]);
+    assert!(again.status.success(), "{}", text(&again));
+    let rebuilt = segflow()
+        .arg("run")
+        .arg(&pipeline)
+        .arg("--var")
+        .arg(format!("input={}", input.display()))
+        .arg("--var")
+        .arg(format!("output={}", output.display()))
+        .arg("--full-refresh")
+        .output()
+        .unwrap();
+    assert!(rebuilt.status.success(), "{}", text(&rebuilt));
+    let latest = (0..5)
+        .rev()
+        .find(|v| staged.join(format!("_delta_log/{v:020}.json")).exists())
+        .unwrap();
+    let (adds1, removes1, records1) = commit_files(&staged, latest);
+    assert_eq!(removes1, adds);
+    assert_eq!(records1, records);
+    assert!(adds1.is_disjoint(&adds));
+    assert_eq!(orders(&output).1, rows);
+}

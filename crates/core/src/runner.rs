@@ -142,8 +142,8 @@ async fn run_stages(
     reports: &mut Vec<StageReport>,
     published: &mut Vec<PublishReport>,
 ) -> Result<()> {
-    // Run tables an export will publish to an unpartitioned table are written into it (write
-    // once); the first such request for a table decides where, others copy from it.
+    // Run tables an export will append to a table or overwrite it with are written into it
+    // (write once); the first such request for a table decides where, others copy from it.
     let mut targets: BTreeMap<String, PublishRequest> = BTreeMap::new();
     for request in plan.stages.iter().flat_map(|s| s.stage.publish_targets()) {
         if publish::writes_directly(&request) && !targets.contains_key(&request.table) {

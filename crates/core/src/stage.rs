@@ -185,8 +185,8 @@ impl StageContext<'_> {
     /// Writes `df` as the run's table `name` and registers it for the stages that follow.
     /// Tables live under the run's work prefix until the run ends; publishing them is a
     /// separate step (see [`crate::publish`]).
-    /// A table that a later stage publishes to an unpartitioned Delta table is written into
-    /// that table's location instead, and only committed there when the run passes.
+    /// A table that a later stage appends to a Delta table, or overwrites it with, is written
+    /// into that table's location instead, and only committed there when the run passes.
     pub async fn materialize(&self, name: &str, df: DataFrame) -> Result<TableInfo> {
         self.materialize_for(name, df, self.targets.get(name)).await
     }
@@ -210,7 +210,9 @@ impl StageContext<'_> {
         target: Option<&PublishRequest>,
     ) -> Result<TableInfo> {
         let destination = match target {
-            Some(r) if crate::publish::writes_directly(r) => table::Destination::Delta(&r.url),
+            Some(r) if crate::publish::writes_directly(r) => {
+                table::Destination::Delta(&r.url, &r.partition_by)
+            }
             _ => table::Destination::Work,
         };
         let (info, written) = table::materialize(self, name, df, destination).await?;

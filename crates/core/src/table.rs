@@ -4,14 +4,17 @@
 //! cores write at once and memory stays bounded by DataFusion's batches. Rows are counted on the
 //! way through for progress and the manifest. The table is then registered in the session under
 //! its logical name, with the plan's schema, for the stages that follow. A table the run will
-//! publish to an unpartitioned Delta table is written into that table instead (see
+//! append to a Delta table, or overwrite it with, is written into that table instead (see
 //! [`crate::publish`]), and read back from its files.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::datatypes::SchemaRef;
+use std::collections::BTreeMap;
+
+use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -19,6 +22,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{Expr, cast, ident, lit};
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::execute_stream_partitioned;
 use datafusion::prelude::DataFrame;
@@ -50,8 +54,9 @@ pub struct TableInfo {
 pub(crate) enum Destination<'a> {
     /// A run table under the run's work prefix.
     Work,
-    /// The data files of the next version of this Delta table (see [`crate::publish`]).
-    Delta(&'a Url),
+    /// The data files of the next version of this Delta table, partitioned by these columns
+    /// (see [`crate::publish`]).
+    Delta(&'a Url, &'a [String]),
 }
 
 /// Writes `df` as run table `name`; for [`Destination::Delta`] also the files written, for the
@@ -83,9 +88,9 @@ pub(crate) async fn materialize(
             };
             (dir, sink)
         }
-        Destination::Delta(url) => (
+        Destination::Delta(url, partition_by) => (
             storage::as_dir(url),
-            Sink::Delta(DeltaSink::new(cx.ctx, url, &plan_schema)?),
+            Sink::Delta(DeltaSink::new(cx.ctx, url, &plan_schema, partition_by)?),
         ),
     };
     let schema = match &sink {
@@ -143,16 +148,21 @@ pub(crate) async fn materialize(
             register(cx, name, std::slice::from_ref(&dir), schema.clone()).await?;
             None
         }
-        Destination::Delta(url) => {
+        Destination::Delta(url, partition_by) => {
             // The order of the files does not change the table; sorted, the manifest and the
             // commit list them the same way on every run.
             adds.sort_by(|a: &Add, b: &Add| a.path.cmp(&b.path));
             let written = WrittenFiles {
                 url: url.clone(),
                 adds,
+                partition_by: partition_by.to_vec(),
                 schema: schema.clone(),
             };
-            register(cx, name, &written.file_urls()?, schema.clone()).await?;
+            if partition_by.is_empty() {
+                register(cx, name, &written.file_urls()?, schema.clone()).await?;
+            } else {
+                register_partitioned(cx, name, &written).await?;
+            }
             Some(written)
         }
     };
@@ -207,7 +217,7 @@ impl Sink {
             }
             Sink::Delta(sink) => {
                 let delta = |e: deltalake::DeltaTableError| DataFusionError::External(Box::new(e));
-                let mut w = sink.writer().map_err(delta)?;
+                let mut w = sink.writer();
                 while let Some(batch) = stream.next().await {
                     let batch = batch?;
                     rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
@@ -250,17 +260,92 @@ async fn register(
     let table: Arc<dyn TableProvider> = if locations.is_empty() {
         Arc::new(MemTable::try_new(schema, vec![vec![]]).map_err(err())?)
     } else {
-        let urls = locations
+        listing_table(cx, name, locations, schema)?
+    };
+    cx.ctx.deregister_table(name).map_err(err())?;
+    cx.ctx.register_table(name, table).map_err(err())?;
+    Ok(())
+}
+
+/// Parquet files or directories as one table of `schema`.
+fn listing_table(
+    cx: &StageContext<'_>,
+    name: &str,
+    locations: &[Url],
+    schema: SchemaRef,
+) -> Result<Arc<dyn TableProvider>> {
+    let urls = locations
+        .iter()
+        .map(|u| ListingTableUrl::parse(u.as_str()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(cx.df_err(format!("table `{name}` location")))?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    let table =
+        ListingTable::try_new(config).map_err(cx.df_err(format!("registering table `{name}`")))?;
+    Ok(Arc::new(table))
+}
+
+/// Registers run table `name` over the files written for it into a partitioned Delta table.
+/// The files hold every column but the partition columns, whose values are in the Add
+/// actions (and the Hive-style directories); a listing of the directories would also find
+/// other versions' files. So the table is a union with one scan per partition value, each
+/// adding its values as constants, in the table's column order.
+async fn register_partitioned(
+    cx: &StageContext<'_>,
+    name: &str,
+    written: &WrittenFiles,
+) -> Result<()> {
+    let err = || cx.df_err(format!("registering table `{name}`"));
+    let schema = &written.schema;
+    let partition_by = &written.partition_by;
+    let file_schema = Arc::new(Schema::new(
+        schema
+            .fields()
             .iter()
-            .map(|u| ListingTableUrl::parse(u.as_str()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(cx.df_err(format!("table `{name}` location")))?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(schema);
-        Arc::new(ListingTable::try_new(config).map_err(err())?)
+            .filter(|f| !partition_by.contains(f.name()))
+            .cloned()
+            .collect::<Vec<_>>(),
+    ));
+    let mut parts: BTreeMap<Vec<Option<String>>, Vec<Url>> = BTreeMap::new();
+    for (add, url) in written.adds.iter().zip(written.file_urls()?) {
+        let values = partition_by
+            .iter()
+            .map(|c| add.partition_values.get(c).cloned().flatten())
+            .collect();
+        parts.entry(values).or_default().push(url);
+    }
+    let mut union: Option<DataFrame> = None;
+    for (values, urls) in parts {
+        let scan = cx
+            .ctx
+            .read_table(listing_table(cx, name, &urls, file_schema.clone())?)
+            .map_err(err())?;
+        let columns: Vec<Expr> = schema
+            .fields()
+            .iter()
+            .map(|f| match partition_by.iter().position(|c| c == f.name()) {
+                // Delta writes a partition value as text; a cast reads it back as its type.
+                Some(i) => cast(
+                    lit(ScalarValue::Utf8(values[i].clone())),
+                    f.data_type().clone(),
+                )
+                .alias(f.name()),
+                None => ident(f.name()),
+            })
+            .collect();
+        let part = scan.select(columns).map_err(err())?;
+        union = Some(match union {
+            None => part,
+            Some(u) => u.union(part).map_err(err())?,
+        });
+    }
+    let table: Arc<dyn TableProvider> = match union {
+        Some(u) => u.into_view(),
+        None => Arc::new(MemTable::try_new(schema.clone(), vec![vec![]]).map_err(err())?),
     };
     cx.ctx.deregister_table(name).map_err(err())?;
     cx.ctx.register_table(name, table).map_err(err())?;

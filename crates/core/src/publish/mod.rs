@@ -10,8 +10,9 @@
 //!  manifest ──> <runs>/<run_id>.json, written last
 //! ```
 //!
-//! A run table bound for an unpartitioned table is written straight into the table's location
-//! instead, and publishing it is the commit alone ([`written`]: write once).
+//! A run table bound for an append or a whole overwrite of a table, partitioned or not, is
+//! written straight into the table's location instead, and publishing it is the commit alone
+//! ([`written`]: write once).
 //!
 //! Object stores cannot rename a directory, so outputs are Delta Lake tables: a reader sees the
 //! previous version until the commit file appears, and then the whole new version. A run that

@@ -1,12 +1,13 @@
-//! Write once: a run table that the run will publish to an unpartitioned Delta table is written
-//! straight into that table's location, as the data files of its next version, and the publish
-//! step commits exactly those files. Nothing is copied or encoded a second time.
+//! Write once: a run table that the run will publish to a Delta table is written straight into
+//! that table's location, as the data files of its next version, and the publish step commits
+//! exactly those files. Nothing is copied or encoded a second time.
 //!
 //! ```text
-//!  stage output ──> WrittenFiles: Parquet data files under <table url>/, one writer per
-//!       │           partition of the stage's plan (all cores), each file with its Add action
-//!       │           (row count, min/max/null counts from its footer); later stages of the
-//!       │           run read the table from exactly these files
+//!  stage output ──> WrittenFiles: Parquet data files under <table url>/ (in a partitioned
+//!       │           table, under <table url>/<column>=<value>/), one writer per partition of
+//!       │           the stage's plan (all cores), each file with its Add action (row count,
+//!       │           min/max/null counts from its footer, partition values); later stages of
+//!       │           the run read the table from exactly these files
 //!  run passes   ──> commit: one Delta commit of the Adds, and to overwrite, the Removes of the
 //!                   current version's files; a table that does not exist yet is created by
 //!                   that same commit (version 0)
@@ -18,9 +19,10 @@
 //! Delta readers never see them, and `vacuum` deletes them.
 //!
 //! Only requests whose commit rewrites no published file qualify ([`writes_directly`]): an
-//! append, or an overwrite of the whole table. A partitioned table, `replace_partitions` and a
+//! append, or an overwrite of the whole table, partitioned or not. `replace_partitions` and a
 //! `replaceWhere` over existing rows go through delta-rs's write, as does a commit that would
-//! change the table's schema (delta-rs decides whether that is allowed and how).
+//! change the table's schema or its partition columns (delta-rs decides whether that is
+//! allowed and how).
 
 use std::sync::Arc;
 
@@ -28,7 +30,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::prelude::SessionContext;
 use delta_kernel::table_properties::DataSkippingNumIndexedCols;
-use deltalake::datafile::writer::{PartitionWriter, PartitionWriterConfig};
+use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow as _, TryIntoKernel as _};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, StructType};
@@ -46,12 +48,11 @@ use crate::stage::RunInfo;
 /// Whether `request` can be committed from files written straight into its table: its commit
 /// adds files and removes whole files, never rewriting one.
 pub fn writes_directly(request: &PublishRequest) -> bool {
-    request.partition_by.is_empty()
-        && match request.mode {
-            PublishMode::Append => true,
-            PublishMode::Overwrite => request.replace_where.is_none(),
-            PublishMode::ReplacePartitions => false,
-        }
+    match request.mode {
+        PublishMode::Append => true,
+        PublishMode::Overwrite => request.replace_where.is_none(),
+        PublishMode::ReplacePartitions => false,
+    }
 }
 
 /// Step one: a run table written as data files of a Delta table, not committed yet.
@@ -61,6 +62,9 @@ pub struct WrittenFiles {
     pub url: Url,
     /// One Add action per file, its path relative to the table.
     pub adds: Vec<Add>,
+    /// The table's partition columns, in order; their values are in each Add, not in the
+    /// files.
+    pub partition_by: Vec<String>,
     /// The files' schema: the run table's, as Delta stores it (view types as their plain
     /// forms, timestamps in microseconds).
     pub schema: SchemaRef,
@@ -87,11 +91,17 @@ impl WrittenFiles {
 pub(crate) struct DeltaSink {
     store: ObjectStoreRef,
     schema: SchemaRef,
+    partition_by: Vec<String>,
 }
 
 impl DeltaSink {
-    /// A sink for the Delta table at `url`, for rows of `schema`.
-    pub(crate) fn new(ctx: &SessionContext, url: &Url, schema: &SchemaRef) -> Result<DeltaSink> {
+    /// A sink for the Delta table at `url`, partitioned by `partition_by`, for rows of `schema`.
+    pub(crate) fn new(
+        ctx: &SessionContext,
+        url: &Url,
+        schema: &SchemaRef,
+        partition_by: &[String],
+    ) -> Result<DeltaSink> {
         let fail = |e: String| Error::Storage {
             location: url.to_string(),
             message: format!("cannot write into the Delta table: {e}"),
@@ -100,9 +110,18 @@ impl DeltaSink {
         let table = super::table_builder(ctx, url)?
             .and_then(|b| b.build())
             .map_err(|e| fail(e.to_string()))?;
+        if let Some(c) = partition_by
+            .iter()
+            .find(|c| schema.field_with_name(c).is_err())
+        {
+            return Err(fail(format!(
+                "it is partitioned by `{c}`, which the rows lack"
+            )));
+        }
         Ok(DeltaSink {
             store: table.log_store().object_store(None),
             schema: delta_schema(schema).map_err(|e| fail(e.to_string()))?,
+            partition_by: partition_by.to_vec(),
         })
     }
 
@@ -110,27 +129,24 @@ impl DeltaSink {
         &self.schema
     }
 
-    /// A writer for one partition of the output; several write side by side.
-    pub(crate) fn writer(&self) -> deltalake::DeltaResult<FileWriter> {
-        let config = PartitionWriterConfig::try_new(
+    /// A writer for one partition of the output; several write side by side. In a
+    /// partitioned table each writer splits its batches by the partition columns' values and
+    /// writes one file (or more, at delta-rs's target size) per value it meets.
+    pub(crate) fn writer(&self) -> FileWriter {
+        let config = WriterConfig::new(
             self.schema.clone(),
-            Default::default(),
+            self.partition_by.clone(),
             None,
             None,
             None,
+            // delta-rs's default: statistics for the first 32 columns.
+            DataSkippingNumIndexedCols::NumColumns(32),
             None,
-            None,
-        )?;
-        Ok(FileWriter {
+        );
+        FileWriter {
             schema: self.schema.clone(),
-            writer: PartitionWriter::try_with_config(
-                self.store.clone(),
-                config,
-                // delta-rs's default: statistics for the first 32 columns.
-                DataSkippingNumIndexedCols::NumColumns(32),
-                None,
-            )?,
-        })
+            writer: DeltaWriter::new(self.store.clone(), config),
+        }
     }
 }
 
@@ -138,7 +154,7 @@ impl DeltaSink {
 /// rolled at its target file size).
 pub(crate) struct FileWriter {
     schema: SchemaRef,
-    writer: PartitionWriter,
+    writer: DeltaWriter,
 }
 
 impl FileWriter {
@@ -213,6 +229,7 @@ pub(crate) async fn commit(
             let created = CreateBuilder::new()
                 .with_log_store(table.log_store())
                 .with_columns(schema.fields().cloned())
+                .with_partition_columns(written.partition_by.clone())
                 .with_table_name(request.display_name().to_string())
                 .with_actions(adds)
                 .with_commit_properties(properties)
@@ -222,7 +239,9 @@ pub(crate) async fn commit(
         }
         Some(_) => {
             let snapshot = table.snapshot().map_err(fail)?;
-            if *snapshot.schema() != schema {
+            if *snapshot.schema() != schema
+                || snapshot.metadata().partition_columns() != &written.partition_by
+            {
                 return Ok(None);
             }
             let mut actions: Vec<Action> = match request.mode {
@@ -240,7 +259,8 @@ pub(crate) async fn commit(
                     PublishMode::Append => SaveMode::Append,
                     _ => SaveMode::Overwrite,
                 },
-                partition_by: None,
+                partition_by: (!written.partition_by.is_empty())
+                    .then(|| written.partition_by.clone()),
                 predicate: None,
             };
             let committed = CommitBuilder::from(properties)
