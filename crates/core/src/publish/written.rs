@@ -240,7 +240,7 @@ pub(crate) async fn commit(
         Some(_) => {
             let snapshot = table.snapshot().map_err(fail)?;
             if *snapshot.schema() != schema
-                || snapshot.metadata().partition_columns() != &written.partition_by
+                || snapshot.metadata().partition_columns() != written.partition_by.as_slice()
             {
                 return Ok(None);
             }
