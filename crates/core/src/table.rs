@@ -262,6 +262,16 @@ async fn register(
     } else {
         listing_table(cx, name, locations, schema)?
     };
+    register_provider(cx, name, table)
+}
+
+/// Registers `table` as run table `name`, replacing an earlier table of that name.
+fn register_provider(
+    cx: &StageContext<'_>,
+    name: &str,
+    table: Arc<dyn TableProvider>,
+) -> Result<()> {
+    let err = || cx.df_err(format!("registering table `{name}`"));
     cx.ctx.deregister_table(name).map_err(err())?;
     cx.ctx.register_table(name, table).map_err(err())?;
     Ok(())
@@ -347,9 +357,7 @@ async fn register_partitioned(
         Some(u) => u.into_view(),
         None => Arc::new(MemTable::try_new(schema.clone(), vec![vec![]]).map_err(err())?),
     };
-    cx.ctx.deregister_table(name).map_err(err())?;
-    cx.ctx.register_table(name, table).map_err(err())?;
-    Ok(())
+    register_provider(cx, name, table)
 }
 
 impl TableInfo {

@@ -255,13 +255,7 @@ pub fn duplicated_keys(good: DataFrame, contract: &Contract) -> DfResult<Option<
     }
     let keys: Vec<Expr> = contract.unique.iter().map(ident).collect();
     let hash = || KeyHash::call(keys.clone());
-    let repeated = good
-        .clone()
-        .aggregate(
-            vec![hash().alias(HASH)],
-            vec![count(lit(1)).alias("__dup_n")],
-        )?
-        .filter(ident("__dup_n").gt(lit(1i64)))?
+    let repeated = more_than_one(good.clone(), vec![hash().alias(HASH)])?
         .select(vec![ident(HASH).alias(REPEATED_HASH)])?;
     // The repeated hashes are the small side: they build the hash table, the rows probe it.
     let candidates = repeated.join_on(
@@ -269,9 +263,7 @@ pub fn duplicated_keys(good: DataFrame, contract: &Contract) -> DfResult<Option<
         JoinType::RightSemi,
         vec![ident(REPEATED_HASH).eq(hash())],
     )?;
-    candidates
-        .aggregate(keys, vec![count(lit(1)).alias("__dup_n")])?
-        .filter(ident("__dup_n").gt(lit(1i64)))?
+    more_than_one(candidates, keys)?
         .select(
             contract
                 .unique
@@ -280,6 +272,12 @@ pub fn duplicated_keys(good: DataFrame, contract: &Contract) -> DfResult<Option<
                 .collect::<Vec<_>>(),
         )
         .map(Some)
+}
+
+/// The values of `group` that more than one row of `df` has (with their count, `__dup_n`).
+fn more_than_one(df: DataFrame, group: Vec<Expr>) -> DfResult<DataFrame> {
+    df.aggregate(group, vec![count(lit(1)).alias("__dup_n")])?
+        .filter(ident("__dup_n").gt(lit(1i64)))
 }
 
 /// The `good` rows that lose their key (one of `duplicated`, from [`duplicated_keys`]) to
