@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 
-use crate::{default_pipeline, generate, read_table, run, segflow, text};
+use crate::{default_pipeline, generate, read_table, run, run_with, segflow, text};
 
 const COLS: &str =
     "customer_id, as_of, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_segment";
@@ -184,18 +184,7 @@ fn published_tables_are_the_files_their_stages_wrote_and_a_failed_run_commits_no
         ),
     )
     .unwrap();
-    let go = |args: &[&str]| {
-        segflow()
-            .arg("run")
-            .arg(&pipeline)
-            .arg("--var")
-            .arg(format!("input={}", input.display()))
-            .arg("--var")
-            .arg(format!("output={}", output.display()))
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let go = |args: &[&str]| run_with(&pipeline, &input, &output, args);
     let staged = output.join("staging/customers");
     let customers = |output: &Path| read_table(output, "staging/customers", "customer_id, city");
 
@@ -261,8 +250,8 @@ fn a_partitioned_staging_table_is_written_once_into_its_partition_directories() 
     generate(&input, 200, 21);
     let contracts = segflow_testkit::repo_root().join("pipelines/contracts");
     let pipeline = dir.path().join("months.yaml");
-    // The check reads the run table back (from the files the stage wrote, the partition
-    // column from their Add actions); a later SQL stage does the same through the view.
+    // The check reads the run table back: the files the stage wrote, and the partition
+    // column from their Add actions.
     std::fs::write(
         &pipeline,
         format!(
@@ -325,16 +314,7 @@ stages:
     // A full rebuild replaces every file of version 0, in one commit, with the same rows.
     let again = run(&pipeline, &input, &output, &[]);
     assert!(again.status.success(), "{}", text(&again));
-    let rebuilt = segflow()
-        .arg("run")
-        .arg(&pipeline)
-        .arg("--var")
-        .arg(format!("input={}", input.display()))
-        .arg("--var")
-        .arg(format!("output={}", output.display()))
-        .arg("--full-refresh")
-        .output()
-        .unwrap();
+    let rebuilt = run_with(&pipeline, &input, &output, &["--full-refresh"]);
     assert!(rebuilt.status.success(), "{}", text(&rebuilt));
     let latest = (0..5)
         .rev()

@@ -38,16 +38,13 @@ fn plan_passes_pipeline(dir: &Path) -> std::path::PathBuf {
 }
 
 fn run_pipeline(pipeline: &Path, input: &Path, output: &Path, partitions: usize) {
-    let out = crate::segflow()
-        .arg("run")
-        .arg(pipeline)
-        .arg("--var")
-        .arg(format!("input={}", input.display()))
-        .arg("--var")
-        .arg(format!("output={}", output.display()))
-        .args(["--target-partitions", &partitions.to_string()])
-        .output()
-        .unwrap();
+    let partitions = partitions.to_string();
+    let out = crate::run_with(
+        pipeline,
+        input,
+        output,
+        &["--target-partitions", &partitions],
+    );
     assert!(out.status.success(), "{}", text(&out));
 }
 

@@ -70,14 +70,23 @@ pub fn write_pipeline(dir: &Path, name: &str, stages: &str) -> PathBuf {
 
 /// Runs a pipeline with `input`/`output` vars and any extra `--var`s.
 pub fn run(pipeline: &Path, input: &Path, output: &Path, extra: &[&str]) -> Output {
-    let mut c = segflow();
-    c.arg("run").arg(pipeline);
-    c.arg("--var").arg(format!("input={}", input.display()));
-    c.arg("--var").arg(format!("output={}", output.display()));
-    for v in extra {
-        c.args(["--var", v]);
-    }
-    c.output().expect("run segflow")
+    let vars: Vec<&str> = extra.iter().flat_map(|v| ["--var", *v]).collect();
+    run_with(pipeline, input, output, &vars)
+}
+
+/// `segflow run` of `pipeline` over `input` into `output`, with more arguments
+/// (`--full-refresh`, `--target-partitions 1`).
+pub fn run_with(pipeline: &Path, input: &Path, output: &Path, args: &[&str]) -> Output {
+    segflow()
+        .arg("run")
+        .arg(pipeline)
+        .arg("--var")
+        .arg(format!("input={}", input.display()))
+        .arg("--var")
+        .arg(format!("output={}", output.display()))
+        .args(args)
+        .output()
+        .expect("run segflow")
 }
 
 /// The manifest of the newest run under `output/_runs`.
