@@ -27,7 +27,7 @@ use segflow_core::datafusion::arrow::array::{Array, AsArray};
 use segflow_core::datafusion::arrow::datatypes::{DataType, Int64Type};
 use segflow_core::datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use segflow_core::datafusion::functions_aggregate::expr_fn::count;
-use segflow_core::datafusion::logical_expr::{cast, ident, lit};
+use segflow_core::datafusion::logical_expr::{ident, lit};
 use segflow_core::publish::{PublishMode, PublishRequest};
 use segflow_core::spec::{CheckSpec, StageSpec};
 use segflow_core::stage::{BuildContext, Stage, StageContext, StageFactory};
@@ -717,7 +717,7 @@ impl Stage for FileIngest {
             .select(vec![
                 lit(cx.run.run_id.clone()).alias("run_id"),
                 lit(self.output.clone()).alias("table_name"),
-                cast(ident(reader::SOURCE_FILE), DataType::Utf8).alias("source_file"),
+                reader::source_file_text().alias("source_file"),
                 ident(reader::LINE_NUMBER).alias("line_number"),
                 ident(validate::COLUMN).alias("column_name"),
                 ident(validate::REASON).alias("reason"),
@@ -785,9 +785,7 @@ impl Stage for FileIngest {
 
         let mut good_columns: Vec<_> = names.iter().map(ident).collect();
         if self.staging.is_some() {
-            good_columns.push(
-                cast(ident(reader::SOURCE_FILE), DataType::Utf8).alias(incremental::SOURCE_FILE),
-            );
+            good_columns.push(reader::source_file_text().alias(incremental::SOURCE_FILE));
         }
         let mut good = good
             .select(good_columns)

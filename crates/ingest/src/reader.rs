@@ -38,6 +38,7 @@ use segflow_core::datafusion::catalog::streaming::StreamingTable;
 use segflow_core::datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use segflow_core::datafusion::error::{DataFusionError, Result as DfResult};
 use segflow_core::datafusion::execution::TaskContext;
+use segflow_core::datafusion::logical_expr::{Expr, cast, ident};
 use segflow_core::datafusion::physical_plan::SendableRecordBatchStream;
 use segflow_core::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use segflow_core::datafusion::physical_plan::streaming::PartitionStream;
@@ -114,8 +115,14 @@ pub(crate) const META_COLUMNS: usize = 8;
 /// As plain text, the URL was the widest value of a staged order (47 of about 130 bytes per
 /// row at M) in every run table and hash key that carries it; a dictionary column is its
 /// keys on disk and in memory, and its value is hashed once per batch.
-pub fn source_file_type() -> DataType {
+fn source_file_type() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+/// [`SOURCE_FILE`] as text, for the tables the ingest hands on (staging, the quarantine),
+/// whose documented `source_file` column is a plain string.
+pub fn source_file_text() -> Expr {
+    cast(ident(SOURCE_FILE), DataType::Utf8)
 }
 
 /// The schema the reader yields for these target columns.
@@ -527,7 +534,8 @@ pub(crate) struct Problem {
 /// Rows of the raw schema being built for one file, a batch at a time.
 pub(crate) struct RowBuffer {
     schema: SchemaRef,
-    url: String,
+    /// The file's URL, the one value of every batch's [`SOURCE_FILE`] dictionary.
+    file: ArrayRef,
     line: Int64Builder,
     raw: StringBuilder,
     offset: Int64Builder,
@@ -544,7 +552,7 @@ impl RowBuffer {
         let width = schema.fields().len() - META_COLUMNS;
         RowBuffer {
             schema,
-            url: url.to_string(),
+            file: Arc::new(StringArray::from(vec![url.as_str()])),
             line: Int64Builder::with_capacity(BATCH_ROWS),
             // Sized for a batch up front: grown by doubling, each builder copies its bytes
             // again at every step (perf showed copies and fresh pages high in an ingest).
@@ -628,7 +636,7 @@ impl RowBuffer {
         let rows = std::mem::take(&mut self.rows);
         let file = DictionaryArray::<Int32Type>::try_new(
             Int32Array::from(vec![0; rows]),
-            Arc::new(StringArray::from(vec![self.url.as_str()])),
+            self.file.clone(),
         )?;
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(file),
