@@ -5,16 +5,16 @@
 //!
 //! ```text
 //!  files (one, a glob, or a prefix; CSV and NDJSON also gzip/bzip2/xz/zstd)
-//!    └─ reader: text columns + file, line, raw record and its offset, parse errors
-//!       │                                                          (reader.rs, ndjson.rs, parquet.rs)
-//!        └─ row checks: types, required, accepted values, ranges;     (validate.rs)
-//!           the raw text is kept only for the rows these quarantine;
-//!           keys already in staging, foreign keys (joins)
+//!    └─ reader: typed columns + file, line, the record's offset, its first problem
+//!       │  (types, required, accepted values, ranges: row_checks.rs; reader.rs, ndjson.rs,
+//!       │  parquet.rs). A CSV record's text is not kept: the quarantine reads it again.
+//!        └─ foreign keys (a set of the referenced keys: key_set.rs),
+//!           keys already in staging (a join)                          (validate.rs)
 //!            └─ <output>__rows (run table: the text is parsed once)
 //!                └─ duplicate keys among good rows (key count; only duplicated keys are ordered)
 //!                    ├─ bad rows  ─> <quarantine>   (first: they decide whether the run goes on;
-//!                    │                the text of rows found bad after the row checks is read
-//!                    │                again from the files by offset: raw_text.rs)
+//!                    │                a CSV record's text is read again from its file by
+//!                    │                offset: raw_text.rs)
 //!                    └─ good rows ─> <output>
 //! ```
 //! Beyond `max_bad_fraction` / `max_bad_rows` the stage fails, so nothing is published.
@@ -38,9 +38,11 @@ use url::Url;
 
 use crate::contract::{Bound, Contract};
 use crate::incremental::{self, Ledger, Published};
+use crate::key_set::KeySet;
 use crate::ndjson::ExtraKeys;
 use crate::raw_text;
 use crate::reader::{self, Dialect, FileSource, Format};
+use crate::row_checks::RowChecks;
 use crate::validate::{self, Parse};
 
 /// The YAML keys of an `ingest.csv`, `ingest.ndjson` or `ingest.parquet` stage.
@@ -641,26 +643,26 @@ impl Stage for FileIngest {
             .iter()
             .map(|c| c.name.clone())
             .collect();
+        let checks = RowChecks::new(
+            &self.contract,
+            &self.parses,
+            self.today.unwrap_or(cx.run.started_at),
+            reader::meta_fields(),
+        )
+        .map_err(|m| self.bad_data(m))?;
         let extra_keys = ExtraKeys::new(self.extra_columns == ExtraColumns::Fail);
         let table = reader::table(
             store.clone(),
-            &names,
+            Arc::new(checks),
             sources,
             &self.format,
             extra_keys.clone(),
         )
         .map_err(cx.df_err("reading the files"))?;
-        let raw = cx
+        let mut rows = cx
             .ctx
             .read_table(Arc::new(table))
             .map_err(cx.df_err("reading the files"))?;
-        let mut rows = validate::check_rows(
-            raw,
-            &self.contract,
-            &self.parses,
-            self.today.unwrap_or(cx.run.started_at),
-        )
-        .map_err(cx.df_err("checking rows"))?;
         if let Some(kept) = &kept
             && !self.contract.unique.is_empty()
         {
@@ -668,8 +670,8 @@ impl Stage for FileIngest {
                 .map_err(cx.df_err("checking keys against staging"))?;
         }
         for r in &self.contract.references {
-            let target = cx.table(&r.table).await?;
-            rows = validate::check_reference(rows, target, &r.columns, &r.reason, &r.table)
+            let keys = self.reference_keys(cx, &rows, r).await?;
+            rows = validate::check_reference(rows, &keys, &r.columns, &r.reason, &r.table)
                 .map_err(cx.df_err(format!("checking references to `{}`", r.table)))?;
         }
         // Every row-level check in one pass, written once: parsing the text is the costly
@@ -824,6 +826,53 @@ impl Stage for FileIngest {
 }
 
 impl FileIngest {
+    /// The keys of the table reference `r` points to, as a set to look the rows' keys up in
+    /// ([`KeySet`]); the referenced columns are cast to the types of the rows' columns, so a
+    /// key that has no value of that type matches no row.
+    async fn reference_keys(
+        &self,
+        cx: &StageContext<'_>,
+        rows: &segflow_core::datafusion::prelude::DataFrame,
+        r: &crate::contract::Reference,
+    ) -> Result<Arc<KeySet>> {
+        use segflow_core::datafusion::logical_expr::try_cast;
+        let err = || cx.df_err(format!("reading the keys of `{}`", r.table));
+        let mut types = Vec::new();
+        for c in &r.columns {
+            let field = rows
+                .schema()
+                .field_with_unqualified_name(c)
+                .map_err(err())?;
+            types.push(field.data_type().clone());
+        }
+        let target = cx.table(&r.table).await?;
+        let mut columns = Vec::new();
+        for (c, t) in r.columns.iter().zip(&types) {
+            if target.schema().field_with_unqualified_name(c).is_err() {
+                return Err(self.bad_data(format!(
+                    "{}: references `{}` by [{}], but `{}` has no column `{c}`",
+                    self.contract.file.display(),
+                    r.table,
+                    r.columns.join(", "),
+                    r.table
+                )));
+            }
+            columns.push(try_cast(ident(c), t.clone()).alias(c));
+        }
+        let batches = target
+            .select(columns)
+            .map_err(err())?
+            .collect()
+            .await
+            .map_err(err())?;
+        let keys = KeySet::new(types, &batches).map_err(err())?;
+        cx.metric(
+            &format!("{}_{}_keys", self.output, r.table),
+            serde_json::json!(keys.len()),
+        );
+        Ok(Arc::new(keys))
+    }
+
     /// Builds the output from the published staging rows still current (`kept`) and this
     /// run's good rows, and asks for the one commit that adds those rows to staging with the
     /// new ledger.

@@ -3,41 +3,11 @@
 //!
 //! DataFusion's `to_timestamp(value, format)` fails the whole query on the first value that
 //! does not match; ingest needs a null there instead, so the row can be quarantined. These two
-//! functions are that: chrono's parser over a string array, null where a value does not parse.
-//! Timestamps without an offset in the format are taken as UTC.
-
-use std::sync::{Arc, LazyLock};
+//! functions are that: chrono's parser, `None` where a value does not parse
+//! ([`crate::row_checks`] runs them over a batch). Timestamps without an offset in the format
+//! are taken as UTC.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
-use segflow_core::datafusion::arrow::array::{Array, ArrayRef, PrimitiveArray, StringArray};
-use segflow_core::datafusion::arrow::compute::cast;
-use segflow_core::datafusion::arrow::datatypes::{
-    ArrowPrimitiveType, DataType, Date32Type, TimeUnit, TimestampMicrosecondType,
-};
-use segflow_core::datafusion::error::{DataFusionError, Result as DfResult};
-use segflow_core::datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarUDF, Volatility, create_udf,
-};
-use segflow_core::datafusion::scalar::ScalarValue;
-
-fn format_arg(args: &[ColumnarValue]) -> DfResult<String> {
-    match &args[1] {
-        ColumnarValue::Scalar(ScalarValue::Utf8(Some(f))) => Ok(f.clone()),
-        _ => Err(DataFusionError::Plan(
-            "the format argument must be a non-null string literal".into(),
-        )),
-    }
-}
-
-fn strings(arg: &ColumnarValue) -> DfResult<StringArray> {
-    let array = arg.to_array(1)?;
-    let array = cast(&array, &DataType::Utf8)?;
-    Ok(array
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .expect("cast to Utf8 gives a StringArray")
-        .clone())
-}
 
 /// Whether a chrono format carries a UTC offset, so values parse as `DateTime` not naive.
 fn has_offset(format: &str) -> bool {
@@ -64,54 +34,6 @@ pub fn parse_date_days(value: &str, format: &str) -> Option<i32> {
     let d = NaiveDate::parse_from_str(value, format).ok()?;
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
     i32::try_from((d - epoch).num_days()).ok()
-}
-
-/// A `name(value, format)` function: `parse` over each value, null where it gives `None`.
-fn format_udf<T: ArrowPrimitiveType>(
-    name: &str,
-    return_type: DataType,
-    parse: fn(&str, &str) -> Option<T::Native>,
-) -> Arc<ScalarUDF> {
-    let out_type = return_type.clone();
-    Arc::new(create_udf(
-        name,
-        vec![DataType::Utf8, DataType::Utf8],
-        return_type,
-        Volatility::Immutable,
-        Arc::new(move |args: &[ColumnarValue]| {
-            let format = format_arg(args)?;
-            let values = strings(&args[0])?;
-            let out: PrimitiveArray<T> = values
-                .iter()
-                .map(|v| v.and_then(|v| parse(v, &format)))
-                .collect();
-            // Sets the timestamp's time zone; a no-op for dates.
-            let out = out.with_data_type(out_type.clone());
-            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
-        }),
-    ))
-}
-
-static PARSE_TIMESTAMP: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
-    format_udf::<TimestampMicrosecondType>(
-        "segflow_parse_timestamp",
-        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        parse_timestamp_micros,
-    )
-});
-
-static PARSE_DATE: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
-    format_udf::<Date32Type>("segflow_parse_date", DataType::Date32, parse_date_days)
-});
-
-/// `segflow_parse_timestamp(value, format)`.
-pub fn parse_timestamp(value: Expr, format: Expr) -> Expr {
-    PARSE_TIMESTAMP.call(vec![value, format])
-}
-
-/// `segflow_parse_date(value, format)`.
-pub fn parse_date(value: Expr, format: Expr) -> Expr {
-    PARSE_DATE.call(vec![value, format])
 }
 
 /// Checks a format against chrono before any data is read, so a typo fails validation.

@@ -64,7 +64,7 @@ impl ScalarUDFImpl for KeyHash {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use segflow_core::datafusion::arrow::array::{Array, Int64Array, StringArray};
     use segflow_core::datafusion::arrow::record_batch::RecordBatch;
@@ -91,7 +91,8 @@ mod tests {
             .collect()
     }
 
-    fn batch(ids: Vec<Option<&str>>, n: Vec<Option<i64>>) -> RecordBatch {
+    /// Rows of a string key `id` and a number `n`.
+    pub(crate) fn batch(ids: Vec<Option<&str>>, n: Vec<Option<i64>>) -> RecordBatch {
         RecordBatch::try_from_iter([
             ("id", Arc::new(StringArray::from(ids)) as _),
             ("n", Arc::new(Int64Array::from(n)) as _),

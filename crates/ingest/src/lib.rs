@@ -3,8 +3,8 @@
 //! Each input table has a contract ([`contract`]): its columns, their types and nullability,
 //! ranges and accepted values, its keys and foreign keys. `ingest.csv`, `ingest.ndjson` and
 //! `ingest.parquet` read files with a line-aware reader per format (`reader`, `ndjson`,
-//! `parquet`) that yields every value as text, types and checks every column with vectorized DataFusion
-//! expressions ([`validate`]), and splits the rows: good ones into the output table, bad ones,
+//! `parquet`) that types and checks every field as it reads it (`row_checks`), looks the keys
+//! up (duplicates, foreign keys: `validate`), and splits the rows: good ones into the output table, bad ones,
 //! with file, line, reason and raw text, into a quarantine table. Only the quarantined rows'
 //! text is kept: a row a later check (keys, references) quarantines has its text read again
 //! from the file by offset ([`raw_text`]). Nothing is dropped silently,
@@ -18,10 +18,12 @@ pub mod file_stage;
 mod formats;
 pub mod incremental;
 mod key_hash;
+mod key_set;
 mod ndjson;
 mod parquet;
 mod raw_text;
 mod reader;
+mod row_checks;
 mod split;
 mod validate;
 

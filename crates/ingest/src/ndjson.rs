@@ -1,11 +1,11 @@
-//! An NDJSON source (one JSON object per line) with the same raw columns as the CSV reader:
-//! file, line, the line's text, parse errors, then each target column as text.
+//! An NDJSON source (one JSON object per line) with the same columns as the CSV reader:
+//! file, line, the line's text, each row's first problem, then the contract's columns, typed.
 //!
 //! A contract column is read from the key of its name (or the one `columns:` maps it from);
 //! a dotted name such as `user.id` reaches into nested objects when no key has that exact
 //! name. A value becomes text the way it is written: strings as they are, numbers in their JSON
 //! form, `true`/`false`, objects and arrays as JSON; `null`, a missing key and `""` are null.
-//! So typing and validation are the same vectorized expressions as for CSV. A line that is
+//! So typing and checks are the same as for CSV ([`crate::row_checks`]). A line that is
 //! not a JSON object is a `bad_json` row, a line that is not UTF-8 an `invalid_utf8` row; blank
 //! lines are skipped (and counted, so line numbers stay true).
 
@@ -23,7 +23,8 @@ use segflow_core::datafusion::physical_plan::streaming::PartitionStream;
 use serde_json::Value;
 use url::Url;
 
-use crate::reader::{self, BatchSender, FileSource, InputReader, Problem, RowBuffer};
+use crate::reader::{self, BatchSender, FileSource, InputReader, Problem, Raw, RowBuffer};
+use crate::row_checks::RowChecks;
 
 /// Lines read to learn a file's keys before the stage runs.
 const SAMPLE_LINES: u64 = 1000;
@@ -52,7 +53,7 @@ impl ExtraKeys {
 
 #[derive(Debug)]
 pub struct NdjsonPartition {
-    pub schema: SchemaRef,
+    pub checks: Arc<RowChecks>,
     pub store: Arc<dyn ObjectStore>,
     pub file: FileSource,
     pub extra_keys: ExtraKeys,
@@ -60,20 +61,20 @@ pub struct NdjsonPartition {
 
 impl PartitionStream for NdjsonPartition {
     fn schema(&self) -> &SchemaRef {
-        &self.schema
+        self.checks.schema()
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let schema = self.schema.clone();
+        let checks = self.checks.clone();
         let file = self.file.clone();
         let extra_keys = self.extra_keys.clone();
         reader::parse_blocking(
-            self.schema.clone(),
+            self.checks.schema().clone(),
             self.store.clone(),
             &self.file,
             None,
             false,
-            move |input, out| parse(input, out, schema, &file, &extra_keys),
+            move |input, out| parse(input, out, &checks, &file, &extra_keys),
         )
     }
 }
@@ -132,7 +133,7 @@ fn object(line: &[u8]) -> Result<serde_json::Map<String, Value>, Problem> {
 fn parse(
     input: InputReader,
     out: &BatchSender,
-    schema: SchemaRef,
+    checks: &Arc<RowChecks>,
     file: &FileSource,
     extra_keys: &ExtraKeys,
 ) -> DfResult<()> {
@@ -144,7 +145,7 @@ fn parse(
         .flat_map(|n| [n.as_str(), n.split('.').next().unwrap_or(n)])
         .collect();
     let mut extra = BTreeSet::new();
-    let mut rows = RowBuffer::new(schema, &file.url);
+    let mut rows = RowBuffer::new(checks, &file.url);
     let io_err = |e: std::io::Error| DataFusionError::External(format!("{}: {e}", file.url).into());
     while let Some((line, bytes)) = lines.next_record().map_err(io_err)? {
         let raw = String::from_utf8_lossy(bytes);
@@ -171,7 +172,7 @@ fn parse(
                     .iter()
                     .map(|n| lookup(&obj, n).and_then(text))
                     .collect();
-                rows.push(line, &raw, None, &values);
+                rows.push(line, Raw::Text(&raw), &values);
             }
         }
         if rows.full() {

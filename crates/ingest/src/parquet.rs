@@ -34,24 +34,28 @@ use segflow_core::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use segflow_core::datafusion::physical_plan::streaming::PartitionStream;
 use url::Url;
 
-use crate::reader::{BATCH_ROWS, FileSource, Problem, RowBuffer};
+use crate::reader::{BATCH_ROWS, FileSource, Problem, Raw, RowBuffer};
+use crate::row_checks::RowChecks;
 
 #[derive(Debug)]
 pub struct ParquetPartition {
-    pub schema: SchemaRef,
+    pub checks: Arc<RowChecks>,
     pub store: Arc<dyn ObjectStore>,
     pub file: FileSource,
 }
 
 impl PartitionStream for ParquetPartition {
     fn schema(&self) -> &SchemaRef {
-        &self.schema
+        self.checks.schema()
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (schema, store, file) = (self.schema.clone(), self.store.clone(), self.file.clone());
-        let stream = futures::stream::once(open(schema, store, file)).try_flatten();
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+        let (checks, store, file) = (self.checks.clone(), self.store.clone(), self.file.clone());
+        let stream = futures::stream::once(open(checks, store, file)).try_flatten();
+        Box::pin(RecordBatchStreamAdapter::new(
+            self.checks.schema().clone(),
+            stream,
+        ))
     }
 }
 
@@ -129,7 +133,7 @@ pub fn readable(t: &DataType) -> bool {
 }
 
 async fn open(
-    schema: SchemaRef,
+    checks: Arc<RowChecks>,
     store: Arc<dyn ObjectStore>,
     file: FileSource,
 ) -> DfResult<impl futures::Stream<Item = DfResult<RecordBatch>>> {
@@ -146,15 +150,16 @@ async fn open(
     let mut next_line = 1u64;
     Ok(batches.map(move |batch| {
         let batch = batch.map_err(|e| in_file(&file.url, e))?;
-        let out = to_raw(&schema, &file, &batch, next_line)?;
+        let out = to_rows(&checks, &file, &batch, next_line)?;
         next_line += batch.num_rows() as u64;
         Ok(out)
     }))
 }
 
-/// One Parquet batch as rows of the raw schema.
-fn to_raw(
-    schema: &SchemaRef,
+/// One Parquet batch as checked rows: its values as text, typed and checked as a text
+/// file's are, so that a Parquet export follows the same contract the same way.
+fn to_rows(
+    checks: &Arc<RowChecks>,
     file: &FileSource,
     batch: &RecordBatch,
     first_line: u64,
@@ -174,7 +179,7 @@ fn to_raw(
             }
         });
     }
-    let mut rows = RowBuffer::new(schema.clone(), &file.url);
+    let mut rows = RowBuffer::new(checks, &file.url);
     let mut values: Vec<Option<&str>> = Vec::with_capacity(read.len());
     let mut raw = String::new();
     for row in 0..batch.num_rows() {
@@ -212,10 +217,10 @@ fn to_raw(
         let line = first_line + row as u64;
         match problem {
             Some(p) => rows.push_problem(line, &raw, None, p),
-            None => rows.push(line, &raw, None, &values),
+            None => rows.push(line, Raw::Text(&raw), &values),
         }
     }
     Ok(rows
         .take()?
-        .unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
+        .unwrap_or_else(|| RecordBatch::new_empty(checks.schema().clone())))
 }

@@ -3,23 +3,24 @@
 //!
 //! DataFusion's CSV reader fails a whole file on one short row or one invalid UTF-8 byte, and
 //! does not say which line a row came from. This source reads each file with the `csv` crate
-//! (RFC 4180 quoting, line tracking), streams it through DataFusion's decompression, and yields
-//! every value as text plus these columns, so that typing and validation stay vectorized
-//! DataFusion expressions over Arrow arrays:
+//! (RFC 4180 quoting, line tracking), streams it through DataFusion's decompression, types and
+//! checks every batch against the contract ([`crate::row_checks`]) and yields these columns:
 //!
 //! | column           | type   | meaning                                                       |
 //! |------------------|--------|---------------------------------------------------------------|
 //! | `_source_file`   | string | URL of the file (dictionary-encoded: one value per batch)     |
 //! | `_line_number`   | bigint | 1-based line the record starts on; the header is line 1       |
-//! | `_raw_record`    | string | the record's text (invalid UTF-8 replaced by U+FFFD)          |
+//! | `_raw_record`    | string | the record's text (invalid UTF-8 replaced by U+FFFD), kept    |
+//! |                  |        | only where it cannot be read again by offset: see below       |
 //! | `_raw_offset`    | bigint | where that text starts in the file's (decompressed) bytes     |
 //! | `_raw_length`    | bigint | its length in bytes                                           |
-//! | `_parse_error`   | string | `column_count` or `invalid_utf8` when the record is unusable  |
-//! | `_parse_column`  | string | the column with invalid UTF-8                                 |
-//! | `_parse_message` | string | what is wrong, for a human                                    |
+//! | `_reason`, `_column`, `_message` | string | the row's first problem; null for a good row  |
 //!
-//! then one nullable string column per target column (empty field = null). A record with a
-//! parse error has all target columns null. A file is one partition, or, when the stage has cut
+//! then one column per contract column, typed (null where empty or bad). A record the reader
+//! cannot use (a short row, invalid UTF-8) has all of them null. A CSV record's text is kept
+//! only when the reader itself finds it unusable: every other quarantined record is read again
+//! from its file by offset ([`crate::raw_text`]), so a good row's text is never copied. A file is
+//! one partition, or, when the stage has cut
 //! a large uncompressed file at record boundaries ([`crate::split`]), one partition per piece, so
 //! that parsing and everything after it runs on all cores. Local files are read directly on
 //! the parsing thread; other stores' bytes are streamed to it.
@@ -33,7 +34,7 @@ use object_store::ObjectStore;
 use segflow_core::datafusion::arrow::array::{
     ArrayRef, DictionaryArray, Int32Array, Int64Builder, RecordBatch, StringArray, StringBuilder,
 };
-use segflow_core::datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
+use segflow_core::datafusion::arrow::datatypes::{DataType, Field, Int32Type, SchemaRef};
 use segflow_core::datafusion::catalog::streaming::StreamingTable;
 use segflow_core::datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use segflow_core::datafusion::error::{DataFusionError, Result as DfResult};
@@ -44,6 +45,7 @@ use segflow_core::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use segflow_core::datafusion::physical_plan::streaming::PartitionStream;
 use url::Url;
 
+use crate::row_checks::RowChecks;
 pub use crate::split::Piece;
 
 /// Rows per batch the reader yields.
@@ -56,9 +58,6 @@ pub const RAW_RECORD: &str = "_raw_record";
 /// for the few rows a later check quarantines; null where the reader cannot say (Parquet).
 pub const RAW_OFFSET: &str = "_raw_offset";
 pub const RAW_LENGTH: &str = "_raw_length";
-pub const PARSE_ERROR: &str = "_parse_error";
-pub const PARSE_COLUMN: &str = "_parse_column";
-pub const PARSE_MESSAGE: &str = "_parse_message";
 
 /// CSV dialect options.
 #[derive(Debug, Clone)]
@@ -108,9 +107,6 @@ pub struct FileSource {
     pub pieces: Vec<Piece>,
 }
 
-/// How many columns come before the target columns in [`raw_schema`].
-pub(crate) const META_COLUMNS: usize = 8;
-
 /// The type of [`SOURCE_FILE`]: a dictionary, since every row of a batch has the same file.
 /// As plain text, the URL was the widest value of a staged order (47 of about 130 bytes per
 /// row at M) in every run table and hash key that carries it; a dictionary column is its
@@ -125,35 +121,30 @@ pub fn source_file_text() -> Expr {
     cast(ident(SOURCE_FILE), DataType::Utf8)
 }
 
-/// The schema the reader yields for these target columns.
-pub fn raw_schema(columns: &[String]) -> SchemaRef {
-    let mut fields = vec![
+/// The columns every reader yields before the checked ones ([`RowChecks::schema`]).
+pub fn meta_fields() -> Vec<Field> {
+    vec![
         Field::new(SOURCE_FILE, source_file_type(), false),
         Field::new(LINE_NUMBER, DataType::Int64, false),
-        Field::new(RAW_RECORD, DataType::Utf8, false),
+        Field::new(RAW_RECORD, DataType::Utf8, true),
         Field::new(RAW_OFFSET, DataType::Int64, true),
         Field::new(RAW_LENGTH, DataType::Int64, true),
-        Field::new(PARSE_ERROR, DataType::Utf8, true),
-        Field::new(PARSE_COLUMN, DataType::Utf8, true),
-        Field::new(PARSE_MESSAGE, DataType::Utf8, true),
-    ];
-    fields.extend(columns.iter().map(|c| Field::new(c, DataType::Utf8, true)));
-    Arc::new(Schema::new(fields))
+    ]
 }
 
 /// A table over the files, one partition per file or piece of a file. Keys an NDJSON record
 /// has beyond the contract's are added to `extra_keys`, for the stage to report.
 pub fn table(
     store: Arc<dyn ObjectStore>,
-    columns: &[String],
+    checks: Arc<RowChecks>,
     files: Vec<FileSource>,
     format: &Format,
     extra_keys: crate::ndjson::ExtraKeys,
 ) -> DfResult<StreamingTable> {
-    let schema = raw_schema(columns);
+    let schema = checks.schema().clone();
     let mut partitions: Vec<Arc<dyn PartitionStream>> = Vec::new();
     for file in files {
-        let schema = schema.clone();
+        let checks = checks.clone();
         let store = store.clone();
         match format {
             Format::Csv(dialect) => {
@@ -163,7 +154,7 @@ pub fn table(
                 };
                 for piece in pieces {
                     partitions.push(Arc::new(CsvPartition {
-                        schema: schema.clone(),
+                        checks: checks.clone(),
                         store: store.clone(),
                         file: file.clone(),
                         dialect: dialect.clone(),
@@ -172,13 +163,13 @@ pub fn table(
                 }
             }
             Format::Ndjson => partitions.push(Arc::new(crate::ndjson::NdjsonPartition {
-                schema,
+                checks,
                 store,
                 file,
                 extra_keys: extra_keys.clone(),
             })),
             Format::Parquet => partitions.push(Arc::new(crate::parquet::ParquetPartition {
-                schema,
+                checks,
                 store,
                 file,
             })),
@@ -286,7 +277,7 @@ fn builder(dialect: &Dialect) -> csv::ReaderBuilder {
 
 #[derive(Debug)]
 struct CsvPartition {
-    schema: SchemaRef,
+    checks: Arc<RowChecks>,
     store: Arc<dyn ObjectStore>,
     file: FileSource,
     dialect: Dialect,
@@ -296,18 +287,18 @@ struct CsvPartition {
 
 impl PartitionStream for CsvPartition {
     fn schema(&self) -> &SchemaRef {
-        &self.schema
+        self.checks.schema()
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let parser = Parser {
-            schema: self.schema.clone(),
+            checks: self.checks.clone(),
             file: self.file.clone(),
             dialect: self.dialect.clone(),
             piece: self.piece.clone(),
         };
         parse_blocking(
-            self.schema.clone(),
+            self.checks.schema().clone(),
             self.store.clone(),
             &self.file,
             self.piece.as_ref().map(|p| p.start..p.end),
@@ -517,7 +508,7 @@ impl Read for InputReader {
 }
 
 struct Parser {
-    schema: SchemaRef,
+    checks: Arc<RowChecks>,
     file: FileSource,
     dialect: Dialect,
     piece: Option<Piece>,
@@ -531,64 +522,67 @@ pub(crate) struct Problem {
     pub message: String,
 }
 
-/// Rows of the raw schema being built for one file, a batch at a time.
+/// Rows being read from one file, a batch at a time: their fields as text until the batch
+/// is full, then typed and checked ([`RowChecks::check`]).
 pub(crate) struct RowBuffer {
-    schema: SchemaRef,
+    checks: Arc<RowChecks>,
     /// The file's URL, the one value of every batch's [`SOURCE_FILE`] dictionary.
     file: ArrayRef,
     line: Int64Builder,
     raw: StringBuilder,
     offset: Int64Builder,
     length: Int64Builder,
-    error: StringBuilder,
-    column: StringBuilder,
-    message: StringBuilder,
+    /// The rows the reader could not use, by row of the batch.
+    problems: Vec<(usize, Problem)>,
     values: Vec<StringBuilder>,
     rows: usize,
 }
 
+/// Where a record's text is, for the quarantine.
+pub(crate) enum Raw<'a> {
+    /// At `(offset, length)` in the file: read again from there if the row is quarantined.
+    At(crate::raw_text::At),
+    /// Here: the file cannot be read by offset (a JSON line, a Parquet row).
+    Text(&'a str),
+}
+
 impl RowBuffer {
-    pub(crate) fn new(schema: SchemaRef, url: &Url) -> Self {
-        let width = schema.fields().len() - META_COLUMNS;
+    pub(crate) fn new(checks: &Arc<RowChecks>, url: &Url) -> Self {
         RowBuffer {
-            schema,
+            checks: checks.clone(),
             file: Arc::new(StringArray::from(vec![url.as_str()])),
             line: Int64Builder::with_capacity(BATCH_ROWS),
-            // Sized for a batch up front: grown by doubling, each builder copies its bytes
-            // again at every step (perf showed copies and fresh pages high in an ingest).
-            raw: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 80),
+            raw: StringBuilder::new(),
             offset: Int64Builder::with_capacity(BATCH_ROWS),
             length: Int64Builder::with_capacity(BATCH_ROWS),
-            error: StringBuilder::new(),
-            column: StringBuilder::new(),
-            message: StringBuilder::new(),
-            values: (0..width)
+            problems: Vec::new(),
+            // Sized for a batch up front: grown by doubling, each builder copies its bytes
+            // again at every step (perf showed copies and fresh pages high in an ingest).
+            values: (0..checks.width())
                 .map(|_| StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 12))
                 .collect(),
             rows: 0,
         }
     }
 
-    /// The target column names, in order.
+    /// The contract column names, in order.
     pub(crate) fn column_name(&self, i: usize) -> &str {
-        self.schema.field(META_COLUMNS + i).name()
+        self.checks.column_name(i)
     }
 
-    /// A usable record: one value per target column (`None` or empty: null). `at`: where
-    /// `raw` is in the file, `(offset, length)`, when it can be read again from there.
-    pub(crate) fn push<S: AsRef<str>>(
-        &mut self,
-        line: u64,
-        raw: &str,
-        at: Option<crate::raw_text::At>,
-        values: &[Option<S>],
-    ) {
+    /// A usable record: one value per contract column (`None` or empty: null).
+    pub(crate) fn push<S: AsRef<str>>(&mut self, line: u64, raw: Raw<'_>, values: &[Option<S>]) {
         self.line.append_value(line as i64);
-        self.raw.append_value(raw);
-        self.push_at(at);
-        self.error.append_null();
-        self.column.append_null();
-        self.message.append_null();
+        match raw {
+            Raw::At(at) => {
+                self.raw.append_null();
+                self.push_at(Some(at));
+            }
+            Raw::Text(text) => {
+                self.raw.append_value(text);
+                self.push_at(None);
+            }
+        }
         for (b, v) in self.values.iter_mut().zip(values) {
             match v.as_ref().map(AsRef::as_ref) {
                 Some(t) if !t.is_empty() => b.append_value(t),
@@ -598,7 +592,7 @@ impl RowBuffer {
         self.rows += 1;
     }
 
-    /// A record that cannot be used.
+    /// A record that cannot be used: its text is kept, whatever the format.
     pub(crate) fn push_problem(
         &mut self,
         line: u64,
@@ -609,9 +603,7 @@ impl RowBuffer {
         self.line.append_value(line as i64);
         self.raw.append_value(raw);
         self.push_at(at);
-        self.error.append_value(problem.code);
-        self.column.append_option(problem.column);
-        self.message.append_value(problem.message);
+        self.problems.push((self.rows, problem));
         for b in &mut self.values {
             b.append_null();
         }
@@ -628,12 +620,16 @@ impl RowBuffer {
         self.rows >= BATCH_ROWS
     }
 
-    /// The rows so far as a batch (`None` when there are none), starting a new one.
+    /// The rows so far, typed and checked, as a batch (`None` when there are none), starting
+    /// a new one.
     pub(crate) fn take(&mut self) -> DfResult<Option<RecordBatch>> {
         if self.rows == 0 {
             return Ok(None);
         }
         let rows = std::mem::take(&mut self.rows);
+        let texts: Vec<StringArray> = self.values.iter_mut().map(|v| v.finish()).collect();
+        let problems = std::mem::take(&mut self.problems);
+        let checked = self.checks.check(rows, &texts, &problems)?;
         let file = DictionaryArray::<Int32Type>::try_new(
             Int32Array::from(vec![0; rows]),
             self.file.clone(),
@@ -644,16 +640,15 @@ impl RowBuffer {
             Arc::new(self.raw.finish()),
             Arc::new(self.offset.finish()),
             Arc::new(self.length.finish()),
-            Arc::new(self.error.finish()),
-            Arc::new(self.column.finish()),
-            Arc::new(self.message.finish()),
+            Arc::new(checked.reason),
+            Arc::new(checked.column),
+            Arc::new(checked.message),
         ];
-        columns.extend(
-            self.values
-                .iter_mut()
-                .map(|v| Arc::new(v.finish()) as ArrayRef),
-        );
-        Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
+        columns.extend(checked.values);
+        Ok(Some(RecordBatch::try_new(
+            self.checks.schema().clone(),
+            columns,
+        )?))
     }
 }
 
@@ -681,7 +676,7 @@ impl Parser {
             }
         }
         let width = self.file.header.len();
-        let mut rows = RowBuffer::new(self.schema.clone(), &self.file.url);
+        let mut rows = RowBuffer::new(&self.checks, &self.file.url);
         loop {
             let start = reader.position().clone();
             if !reader.read_byte_record(&mut record).map_err(io_err)? {
@@ -695,8 +690,7 @@ impl Parser {
             let (blank_lines, raw) = skip_blank_lines(bytes);
             let raw_at = piece_start + start.byte() + (bytes.len() - raw.len()) as u64;
             let raw = trim_newline(raw);
-            let at = Some((raw_at, raw.len() as u64));
-            let raw = String::from_utf8_lossy(raw);
+            let at = (raw_at, raw.len() as u64);
             let line = lines_before + start.line() + blank_lines;
             let mut field_text: Vec<Option<&str>> = Vec::with_capacity(self.file.positions.len());
             let mut problem = None;
@@ -726,8 +720,8 @@ impl Parser {
                 }
             }
             match problem {
-                Some(p) => rows.push_problem(line, &raw, at, p),
-                None => rows.push(line, &raw, at, &field_text),
+                Some(p) => rows.push_problem(line, &String::from_utf8_lossy(raw), Some(at), p),
+                None => rows.push(line, Raw::At(at), &field_text),
             }
             drop(seen_now);
             if rows.full() {

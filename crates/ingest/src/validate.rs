@@ -1,29 +1,27 @@
-//! Typing and validating raw text rows against a contract, as DataFusion expressions.
+//! The checks of an ingest's rows that look beyond one row: duplicate keys, keys already in
+//! staging, foreign keys. The rows come typed and checked row by row from the reader
+//! ([`crate::row_checks`]) with `_reason`, `_column` and `_message` (null for a good row);
+//! these checks flag good rows only, so a row's first problem is the one reported.
 //!
-//! Every check is a vectorized expression over whole columns: `try_cast` for types (a value
-//! that does not parse becomes null, which, next to a non-null raw value, marks it bad), `IN`
-//! lists, range comparisons, a key count and joins for duplicate keys, and a join per foreign
-//! key. The result has the typed columns plus `_reason`, `_column` and `_message` (null
-//! for a good row); the first problem in column order is the one reported.
-//!
-//! Reason codes (stable; documented in README.md, "Quarantine"): `column_count`, `bad_json`, `invalid_utf8`
-//! (from the reader), `missing_key`, `missing_value`, `bad_number`, `bad_date`, `bad_timestamp`,
-//! `bad_boolean`, `not_accepted`, `out_of_range`, `duplicate_key`, and each reference's own code
-//! (e.g. `unknown_customer`).
+//! Reason codes (stable; documented in README.md, "Quarantine"): `duplicate_key`, and each
+//! reference's own code (e.g. `unknown_customer`).
+
+use std::sync::Arc;
 
 use segflow_core::datafusion::arrow::datatypes::DataType;
 use segflow_core::datafusion::common::JoinType;
 use segflow_core::datafusion::error::Result as DfResult;
-use segflow_core::datafusion::functions::expr_fn::{coalesce, concat};
+use segflow_core::datafusion::functions::expr_fn::concat;
 use segflow_core::datafusion::functions_aggregate::expr_fn::count;
 use segflow_core::datafusion::functions_window::expr_fn::row_number;
 use segflow_core::datafusion::logical_expr::{
-    Expr, ExprFunctionExt, Operator, binary_expr, cast, ident, lit, try_cast, when,
+    Expr, ExprFunctionExt, Operator, binary_expr, cast, ident, lit, when,
 };
 use segflow_core::datafusion::prelude::DataFrame;
 
-use crate::contract::{Column, Contract, OnDuplicate};
+use crate::contract::{Contract, OnDuplicate};
 use crate::key_hash::KeyHash;
+use crate::key_set::KeySet;
 use crate::reader;
 
 pub const REASON: &str = "_reason";
@@ -35,199 +33,6 @@ pub const MESSAGE: &str = "_message";
 pub struct Parse {
     /// A chrono format for dates and timestamps (`%d/%m/%Y %H:%M`); ISO 8601 when unset.
     pub format: Option<String>,
-}
-
-fn null_text() -> Expr {
-    lit(segflow_core::datafusion::scalar::ScalarValue::Utf8(None))
-}
-
-/// The reason code for a value of this type that does not parse.
-fn bad_code(t: &DataType) -> &'static str {
-    match t {
-        DataType::Date32 => "bad_date",
-        DataType::Timestamp(..) => "bad_timestamp",
-        DataType::Boolean => "bad_boolean",
-        _ => "bad_number",
-    }
-}
-
-fn type_words(c: &Column, parse: &Parse) -> String {
-    match (&c.data_type, &parse.format) {
-        (DataType::Date32 | DataType::Timestamp(..), Some(f)) => {
-            format!("a {} in the format {f}", c.type_name)
-        }
-        (DataType::Date32, None) => "a date (YYYY-MM-DD)".into(),
-        (DataType::Timestamp(..), None) => {
-            "a timestamp (ISO 8601, e.g. 2026-03-01T14:22:05Z)".into()
-        }
-        (DataType::Boolean, _) => "a boolean (true/false)".into(),
-        _ => format!("a {}", c.type_name),
-    }
-}
-
-/// The typed value of a column.
-pub fn typed(c: &Column, parse: &Parse) -> Expr {
-    let v = ident(&c.name);
-    match (&c.data_type, &parse.format) {
-        (DataType::Utf8, _) => v,
-        (DataType::Date32, Some(f)) => crate::formats::parse_date(v, lit(f.clone())),
-        (DataType::Timestamp(..), Some(f)) => crate::formats::parse_timestamp(v, lit(f.clone())),
-        (t, _) => try_cast(v, t.clone()),
-    }
-}
-
-/// Row-level problems of one column: `(reason, message)` expressions, null when fine.
-fn column_problem(
-    c: &Column,
-    parse: &Parse,
-    is_key: bool,
-    now: chrono::DateTime<chrono::Utc>,
-) -> DfResult<(Expr, Expr)> {
-    let raw = ident(&c.name);
-    let value = typed(c, parse);
-    let quoted = || concat(vec![lit("'"), ident(&c.name), lit("'")]);
-    let mut reason = when(
-        raw.clone().is_null(),
-        if c.nullable {
-            null_text()
-        } else if is_key {
-            lit("missing_key")
-        } else {
-            lit("missing_value")
-        },
-    );
-    let mut message = when(
-        raw.clone().is_null(),
-        if c.nullable {
-            null_text()
-        } else {
-            lit(format!("`{}` is empty; it is required", c.name))
-        },
-    );
-    if c.data_type != DataType::Utf8 {
-        reason = reason.when(value.clone().is_null(), lit(bad_code(&c.data_type)));
-        message = message.when(
-            value.clone().is_null(),
-            concat(vec![
-                quoted(),
-                lit(format!(" is not {}", type_words(c, parse))),
-            ]),
-        );
-    }
-    if let Some(values) = &c.accepted_values {
-        let list: Vec<Expr> = values.iter().map(|v| lit(v.clone())).collect();
-        let ok = cast(value.clone(), DataType::Utf8).in_list(list, false);
-        reason = reason.when(!ok.clone(), lit("not_accepted"));
-        message = message.when(
-            !ok,
-            concat(vec![
-                quoted(),
-                lit(format!(" is not one of: {}", values.join(", "))),
-            ]),
-        );
-    }
-    let mut out_of_range: Option<Expr> = None;
-    for (bound, below) in [(&c.min, true), (&c.max, false)] {
-        if let Some(b) = bound {
-            let limit = cast(lit(b.as_text(&c.data_type, now)), c.data_type.clone());
-            let broken = if below {
-                value.clone().lt(limit)
-            } else {
-                value.clone().gt(limit)
-            };
-            out_of_range = Some(match out_of_range {
-                Some(e) => e.or(broken),
-                None => broken,
-            });
-        }
-    }
-    if let Some(broken) = out_of_range {
-        let range = format!(
-            "{}..{}",
-            c.min
-                .as_ref()
-                .map(|b| b.as_text(&c.data_type, now))
-                .unwrap_or_default(),
-            c.max
-                .as_ref()
-                .map(|b| b.as_text(&c.data_type, now))
-                .unwrap_or_default()
-        );
-        reason = reason.when(broken.clone(), lit("out_of_range"));
-        message = message.when(
-            broken,
-            concat(vec![quoted(), lit(format!(" is outside {range}"))]),
-        );
-    }
-    Ok((
-        reason.otherwise(null_text())?,
-        message.otherwise(null_text())?,
-    ))
-}
-
-/// Types every column and finds each row's first row-level problem.
-///
-/// Output: `_source_file`, `_line_number`, `_raw_record` (only on bad rows and where there is
-/// no offset), `_raw_offset`, `_raw_length`, `_reason`,
-/// `_column`, `_message`, then the contract's columns, typed.
-/// `now` is the clock that `max: now` bounds compare with.
-pub fn check_rows(
-    raw: DataFrame,
-    contract: &Contract,
-    parses: &[Parse],
-    now: chrono::DateTime<chrono::Utc>,
-) -> DfResult<DataFrame> {
-    let mut reasons = vec![ident(reader::PARSE_ERROR)];
-    let mut columns = Vec::new();
-    let mut messages = Vec::new();
-    for (c, p) in contract.columns.iter().zip(parses) {
-        let (reason, message) = column_problem(c, p, contract.unique.contains(&c.name), now)?;
-        columns
-            .push(when(reason.clone().is_not_null(), lit(c.name.clone())).otherwise(null_text())?);
-        reasons.push(reason);
-        messages.push(message);
-    }
-    let parse_failed = ident(reader::PARSE_ERROR).is_not_null();
-    let reason = coalesce(reasons);
-    let column =
-        when(parse_failed.clone(), ident(reader::PARSE_COLUMN)).otherwise(coalesce(columns))?;
-    let message = when(parse_failed, ident(reader::PARSE_MESSAGE)).otherwise(coalesce(messages))?;
-    let mut select = vec![
-        ident(reader::SOURCE_FILE),
-        ident(reader::LINE_NUMBER),
-        ident(reader::RAW_RECORD),
-        ident(reader::RAW_OFFSET),
-        ident(reader::RAW_LENGTH),
-        reason.alias(REASON),
-        column.alias(COLUMN),
-        message.alias(MESSAGE),
-    ];
-    for (c, p) in contract.columns.iter().zip(parses) {
-        select.push(typed(c, p).alias(&c.name));
-    }
-    // The text of a good row is dropped here, before anything stores it: carried along and
-    // written with the rows, it is as many bytes again as the values themselves. A row a later check
-    // quarantines (a key or a reference) has its text read again from the file, by offset
-    // ([`crate::raw_text`]); where the reader gives no offset, the text is kept.
-    let keep_raw = ident(REASON)
-        .is_not_null()
-        .or(ident(reader::RAW_OFFSET).is_null());
-    let checked = raw.select(select)?;
-    let outputs: Vec<Expr> = checked
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            if f.name() == reader::RAW_RECORD {
-                when(keep_raw.clone(), ident(reader::RAW_RECORD))
-                    .otherwise(null_text())
-                    .map(|e| e.alias(reader::RAW_RECORD))
-            } else {
-                Ok(ident(f.name()))
-            }
-        })
-        .collect::<DfResult<_>>()?;
-    checked.select(outputs)
 }
 
 const DUP_FILE: &str = "__dup_file";
@@ -388,21 +193,26 @@ pub fn without_duplicates(rows: DataFrame, losers: DataFrame) -> DfResult<DataFr
     )
 }
 
-/// Flags good rows whose key has no match in `target` (a foreign key), with `reason`.
+/// Flags good rows whose key (all of `columns` set) is not in `keys`, the keys of `table`
+/// (a foreign key), with `reason`.
 pub fn check_reference(
     df: DataFrame,
-    target: DataFrame,
+    keys: &Arc<KeySet>,
     columns: &[String],
     reason: &str,
     table: &str,
 ) -> DfResult<DataFrame> {
-    flag_by_lookup(
+    let found = keys.call(table, columns.iter().map(ident).collect());
+    replace_problem(
         df,
-        target,
-        columns,
-        Lookup::FlagMissing,
-        reason,
-        &format!("' has no match in `{table}`"),
+        ident(REASON).is_null().and(found.is_false()),
+        lit(reason.to_string()),
+        lit(columns[0].clone()),
+        concat(vec![
+            lit(format!("{} '", columns.join(", "))),
+            key_text(columns),
+            lit(format!("' has no match in `{table}`")),
+        ]),
     )
 }
 
@@ -417,25 +227,18 @@ pub fn check_already_loaded(
         df,
         loaded,
         columns,
-        Lookup::FlagFound,
         "duplicate_key",
         "' is already in staging, loaded from an earlier file",
     )
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Lookup {
-    FlagMissing,
-    FlagFound,
-}
-
 /// An outer join on `columns` to the distinct keys of `target`, flagging good rows with a key
-/// set whose match is missing (or found).
+/// set that has a match. Rows already in staging usually outnumber a new drop, so the join
+/// builds its hash table from the rows, not from a set of staging's keys.
 fn flag_by_lookup(
     df: DataFrame,
     target: DataFrame,
     columns: &[String],
-    lookup: Lookup,
     reason: &str,
     message_end: &str,
 ) -> DfResult<DataFrame> {
@@ -457,22 +260,14 @@ fn flag_by_lookup(
     let left_keys: Vec<&str> = columns.iter().map(String::as_str).collect();
     let right_names: Vec<String> = columns.iter().map(alias).collect();
     let right_keys: Vec<&str> = right_names.iter().map(String::as_str).collect();
-    // DataFusion builds its hash table from the join's left input. A referenced table (the
-    // customers an order points to) is usually far smaller than the rows checked, so it is the
-    // left input; rows already in staging usually outnumber a new drop, so there the rows are.
-    let joined = match lookup {
-        Lookup::FlagMissing => right.join(df, JoinType::Right, &right_keys, &left_keys, None)?,
-        Lookup::FlagFound => df.join(right, JoinType::Left, &left_keys, &right_keys, None)?,
-    };
+    // DataFusion builds its hash table from the join's left input: the rows.
+    let joined = df.join(right, JoinType::Left, &left_keys, &right_keys, None)?;
     let some_key_set = columns
         .iter()
         .map(|c| ident(c).is_not_null())
         .reduce(|a, b| a.and(b))
         .expect("lookups have columns");
-    let matched = match lookup {
-        Lookup::FlagMissing => ident(&right_names[0]).is_null(),
-        Lookup::FlagFound => ident(&right_names[0]).is_not_null(),
-    };
+    let matched = ident(&right_names[0]).is_not_null();
     let flagged = replace_problem(
         joined,
         ident(REASON).is_null().and(some_key_set).and(matched),
