@@ -696,8 +696,12 @@ impl Stage for FileIngest {
         // Only rows that pass every other check compete for a key. The keys and the losing
         // rows are run tables so that their (exact) row counts let DataFusion build the joins'
         // hash tables from them, not from the rows.
-        if let Some(duplicated) = validate::duplicated_keys(good.clone(), &self.contract)
-            .map_err(cx.df_err("counting keys"))?
+        let repeated = validate::repeated_key_hashes(good.clone(), &self.contract)
+            .await
+            .map_err(cx.df_err("counting keys"))?;
+        if let Some(duplicated) =
+            validate::duplicated_keys(cx.ctx, good.clone(), repeated, &self.contract)
+                .map_err(cx.df_err("counting keys"))?
         {
             let keys_name = format!("{}__duplicated_keys", self.output);
             cx.materialize(&keys_name, duplicated).await?;

@@ -8,56 +8,116 @@
 //! memory many times over. The set is built from the referenced table before the plan runs
 //! and the check becomes a projection: no repartition, no copy, on every partition at once.
 //!
-//! Keys are compared in Arrow's row format ([`RowConverter`]), which is exact for every
-//! type and for keys of several columns. A key with a null in it is in no set (as in a
-//! join); the function returns null for it.
+//! The set is a hash table from each key's hash (DataFusion's `create_hashes`, vectorized,
+//! the hash its joins use) to the key's row in the table's key columns; keys that share a hash
+//! are chained, and a probe compares the key's values exactly, column by column. A key with a
+//! null in it is in no set (as in a join); the function returns null for it.
 
-use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
-use segflow_core::datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use segflow_core::datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, DynComparator, RecordBatch, make_comparator,
+};
+use segflow_core::datafusion::arrow::compute::SortOptions;
+use segflow_core::datafusion::arrow::compute::concat;
 use segflow_core::datafusion::arrow::compute::kernels::boolean::is_not_null;
 use segflow_core::datafusion::arrow::datatypes::DataType;
-use segflow_core::datafusion::arrow::row::{RowConverter, SortField};
 use segflow_core::datafusion::common::Result;
+use segflow_core::datafusion::common::hash_utils::{RandomState, create_hashes};
 use segflow_core::datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-/// The distinct keys of a table, in Arrow's row format.
+/// Any fixed seed: the table and its probes must hash alike.
+const SEED: u64 = 0x6b65_7973;
+
+/// The end of a chain of keys that share a hash.
+const END: u32 = u32::MAX;
+
+/// A hasher for keys that are hashes already.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys are hashed")
+    }
+
+    fn write_u64(&mut self, h: u64) {
+        self.0 = h;
+    }
+}
+
+/// The distinct keys of a table.
 #[derive(Debug)]
 pub struct KeySet {
     types: Vec<DataType>,
-    converter: RowConverter,
-    keys: HashSet<Box<[u8]>>,
+    /// The key columns of the table, all rows.
+    columns: Vec<ArrayRef>,
+    /// A key's hash to the first row of its chain.
+    heads: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
+    /// Per row, the next row in its chain (another key with the same hash), or [`END`].
+    next: Vec<u32>,
+    distinct: usize,
 }
 
 impl KeySet {
-    /// The keys in `batches`, whose columns are the key's columns, in order.
+    /// The keys in `batches`, whose columns are the key's columns, in order, of `types`.
     pub fn new(types: Vec<DataType>, batches: &[RecordBatch]) -> Result<Self> {
-        let converter = RowConverter::new(types.iter().cloned().map(SortField::new).collect())?;
-        let mut keys = HashSet::new();
-        for b in batches {
-            let rows = converter.convert_columns(b.columns())?;
-            let complete = all_set(b.columns())?;
-            keys.reserve(b.num_rows());
-            for (i, row) in rows.iter().enumerate() {
-                if complete.as_ref().is_none_or(|c| c.value(i)) {
-                    keys.insert(row.as_ref().into());
+        let columns: Vec<ArrayRef> = (0..types.len())
+            .map(|i| {
+                let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
+                if parts.is_empty() {
+                    Ok(segflow_core::datafusion::arrow::array::new_empty_array(
+                        &types[i],
+                    ))
+                } else {
+                    concat(&parts)
                 }
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let rows = columns.first().map_or(0, |c| c.len());
+        if rows >= END as usize {
+            return segflow_core::datafusion::common::exec_err!(
+                "a referenced table of {rows} rows is too large for a key set"
+            );
+        }
+        let hashes = hashes(&columns, rows)?;
+        let complete = all_set(&columns)?;
+        let same = comparators(&columns, &columns)?;
+        let mut heads = HashMap::with_capacity_and_hasher(rows, Default::default());
+        let mut next = vec![END; rows];
+        let mut distinct = 0;
+        for (row, h) in hashes.iter().enumerate() {
+            if complete.as_ref().is_some_and(|c| !c.value(row)) {
+                continue;
             }
+            let head = heads.entry(*h).or_insert(END);
+            if find(*head, &next, |r| equal(&same, row, r)) {
+                continue; // a key seen before
+            }
+            next[row] = *head;
+            *head = row as u32;
+            distinct += 1;
         }
         Ok(KeySet {
             types,
-            converter,
-            keys,
+            columns,
+            heads,
+            next,
+            distinct,
         })
     }
 
     /// How many distinct keys there are.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.distinct
     }
 
     /// `key_in_<name>(columns...)`: true where the row's key is in the set.
@@ -71,19 +131,57 @@ impl KeySet {
     }
 
     fn contains(&self, columns: &[ArrayRef]) -> Result<BooleanArray> {
-        let rows = self.converter.convert_columns(columns)?;
+        let rows = columns.first().map_or(0, |c| c.len());
+        let hashes = hashes(columns, rows)?;
         let complete = all_set(columns)?;
-        Ok(rows
+        let same = comparators(columns, &self.columns)?;
+        Ok(hashes
             .iter()
             .enumerate()
-            .map(|(i, row)| {
-                complete
-                    .as_ref()
-                    .is_none_or(|c| c.value(i))
-                    .then(|| self.keys.contains(row.as_ref()))
+            .map(|(row, h)| {
+                if complete.as_ref().is_some_and(|c| !c.value(row)) {
+                    return None;
+                }
+                let head = self.heads.get(h).copied().unwrap_or(END);
+                Some(find(head, &self.next, |r| equal(&same, row, r)))
             })
             .collect())
     }
+}
+
+fn hashes(columns: &[ArrayRef], rows: usize) -> Result<Vec<u64>> {
+    let mut hashes = vec![0u64; rows];
+    create_hashes(columns, &RandomState::with_seed(SEED), &mut hashes)?;
+    Ok(hashes)
+}
+
+/// Per column, a comparison of a row of `left` with a row of `right`.
+fn comparators(left: &[ArrayRef], right: &[ArrayRef]) -> Result<Vec<DynComparator>> {
+    left.iter()
+        .zip(right)
+        .map(|(l, r)| {
+            Ok(make_comparator(
+                l.as_ref(),
+                r.as_ref(),
+                SortOptions::default(),
+            )?)
+        })
+        .collect()
+}
+
+fn equal(same: &[DynComparator], left: usize, right: usize) -> bool {
+    same.iter().all(|c| c(left, right).is_eq())
+}
+
+/// Whether the chain from `head` has a row `is`.
+fn find(mut row: u32, next: &[u32], is: impl Fn(usize) -> bool) -> bool {
+    while row != END {
+        if is(row as usize) {
+            return true;
+        }
+        row = next[row as usize];
+    }
+    false
 }
 
 /// Per row, whether no key column is null; `None` when no column has a null.
