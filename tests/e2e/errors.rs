@@ -203,7 +203,20 @@ fn too_many_bad_values_fail_the_stage_with_file_line_and_column() {
         "{e}"
     );
     assert!(e.contains("pipelines/contracts/orders.yaml"), "{e}");
-    // Nothing was published.
+    // Nothing was published, and the good orders written into staging before their bad
+    // fraction was known are gone.
     assert!(!dir.path().join("out/customer_segments").exists());
     assert!(!dir.path().join("out/quarantine").exists());
+    let mut left = Vec::new();
+    let mut todo = vec![dir.path().join("out/staging/orders")];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.path() {
+                p if p.is_dir() => todo.push(p),
+                p if p.extension().is_some_and(|x| x == "parquet") => left.push(p),
+                _ => {}
+            }
+        }
+    }
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -216,18 +216,65 @@ impl StageContext<'_> {
             _ => table::Destination::Work,
         };
         let (info, written) = table::materialize(self, name, df, destination).await?;
+        self.record(info.clone(), written);
+        Ok(info)
+    }
+
+    /// Writes `df` as two run tables in one pass: its rows where column `split.by` is true
+    /// as the first, the others as the second ([`table::Split`]). The first is written into
+    /// its Delta table when `publish` (its publish request, as for
+    /// [`StageContext::materialize_published`]) allows; the second is a run table.
+    pub async fn materialize_split(
+        &self,
+        df: DataFrame,
+        split: table::Split,
+        publish: Option<&PublishRequest>,
+    ) -> Result<[TableInfo; 2]> {
+        let target = publish.or_else(|| self.targets.get(&split.first.0));
+        let destination = match target {
+            Some(r) if crate::publish::writes_directly(r) => {
+                table::Destination::Delta(&r.url, &r.partition_by)
+            }
+            _ => table::Destination::Work,
+        };
+        let [(first, a), (second, b)] =
+            table::materialize_split(self, df, split, destination).await?;
+        self.record(first.clone(), a);
+        self.record(second.clone(), b);
+        Ok([first, second])
+    }
+
+    /// Forgets run table `name` and deletes the files written for it into a Delta table,
+    /// which no commit will name now: a stage that wrote a table and then built it another way.
+    pub async fn discard(&self, name: &str) -> Result<()> {
+        let written = self.written.lock().expect("written lock").remove(name);
+        if let Some(w) = written {
+            for url in w.file_urls()? {
+                use object_store::ObjectStoreExt;
+                let store = crate::storage::store_for(self.ctx, &url)?;
+                let path = crate::storage::store_path(&url)?;
+                store.delete(&path).await.map_err(|e| Error::Storage {
+                    location: url.to_string(),
+                    message: "cannot delete a file written and not committed".into(),
+                    source: Some(e),
+                })?;
+            }
+        }
+        self.tables.lock().expect("tables lock").remove(name);
+        Ok(())
+    }
+
+    /// Remembers a table written, and the files written for it into a Delta table.
+    fn record(&self, info: TableInfo, written: Option<WrittenFiles>) {
+        let name = info.name.clone();
         let mut all = self.written.lock().expect("written lock");
         match written {
-            Some(w) => all.insert(name.to_string(), w),
+            Some(w) => all.insert(name.clone(), w),
             // Rewritten as a run table: an earlier direct write of the name no longer counts.
-            None => all.remove(name),
+            None => all.remove(&name),
         };
         drop(all);
-        self.tables
-            .lock()
-            .expect("tables lock")
-            .insert(name.to_string(), info.clone());
-        Ok(info)
+        self.tables.lock().expect("tables lock").insert(name, info);
     }
 
     /// A table produced earlier in the run.

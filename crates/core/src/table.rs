@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::collections::BTreeMap;
 
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::{filter_record_batch, prep_null_mask_filter};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
@@ -24,7 +26,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{Expr, cast, ident, lit};
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
-use datafusion::physical_plan::execute_stream_partitioned;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream_partitioned};
 use datafusion::prelude::DataFrame;
 use deltalake::kernel::Add;
 use futures::StreamExt;
@@ -37,7 +39,7 @@ use parquet::schema::types::ColumnPath;
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::publish::{DeltaSink, WrittenFiles};
+use crate::publish::{DeltaSink, FileWriter, WrittenFiles};
 use crate::stage::StageContext;
 use crate::storage;
 
@@ -69,65 +71,199 @@ pub(crate) async fn materialize(
     destination: Destination<'_>,
 ) -> Result<(TableInfo, Option<WrittenFiles>)> {
     let started = std::time::Instant::now();
+    let (plan, streams) = start(cx, name, df).await?;
+    let output = Output::new(cx, name, destination, plan.schema())?;
+    let rows = output.rows.clone();
+    let mut writes = tokio::task::JoinSet::new();
+    for (i, mut stream) in streams.into_iter().enumerate() {
+        let mut part = output
+            .part(i)
+            .map_err(cx.df_err(format!("writing table `{name}`")))?;
+        let rows = rows.clone();
+        writes.spawn(async move {
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                part.write(&batch).await?;
+            }
+            Ok(vec![part.close().await?])
+        });
+    }
+    let mut adds = wait(cx, name, writes, &[rows]).await?;
+    log_written(cx, name, output.rows(), started, &plan);
+    output.finish(cx, adds.pop().unwrap_or_default()).await
+}
+
+/// Sees a batch of rows on their way to a table ([`Split::observe`]).
+pub type Observe = Arc<dyn Fn(&RecordBatch) -> Result<()> + Send + Sync>;
+
+/// How [`materialize_split`] writes one plan as two tables.
+pub struct Split {
+    /// A boolean column of the plan: its true rows go to the first table, the others (false
+    /// or null) to the second.
+    pub by: String,
+    /// The first table's name and columns (of the plan's, in this order).
+    pub first: (String, Vec<String>),
+    /// The second table's name and columns.
+    pub second: (String, Vec<String>),
+    /// Sees every batch of the first table's rows, with all the plan's columns, before it is
+    /// written (an ingest collects its key hashes from them).
+    pub observe: Option<Observe>,
+}
+
+/// Writes `df` as two run tables in one pass ([`Split`]): the first one into `destination`,
+/// the second under the run's work prefix. For a stage whose rows go two ways (an ingest's
+/// good and bad rows) without writing them all once and reading them back to divide them.
+pub(crate) async fn materialize_split(
+    cx: &StageContext<'_>,
+    df: DataFrame,
+    split: Split,
+    destination: Destination<'_>,
+) -> Result<[(TableInfo, Option<WrittenFiles>); 2]> {
+    let started = std::time::Instant::now();
+    let label = format!("{} and {}", split.first.0, split.second.0);
+    let (plan, streams) = start(cx, &label, df).await?;
+    let plan_schema = plan.schema();
+    let index = |columns: &[String]| -> Result<Vec<usize>> {
+        columns
+            .iter()
+            .map(|c| plan_schema.index_of(c))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Internal(format!("splitting into {label}: {e}")))
+    };
+    let by = index(std::slice::from_ref(&split.by))?[0];
+    let (first_columns, second_columns) = (index(&split.first.1)?, index(&split.second.1)?);
+    let project = |columns: &[usize]| {
+        plan_schema
+            .project(columns)
+            .map(Arc::new)
+            .map_err(|e| Error::Internal(format!("splitting into {label}: {e}")))
+    };
+    let first = Output::new(cx, &split.first.0, destination, project(&first_columns)?)?;
+    let second = Output::new(
+        cx,
+        &split.second.0,
+        Destination::Work,
+        project(&second_columns)?,
+    )?;
+    let counts = [first.rows.clone(), second.rows.clone()];
+    let mut writes = tokio::task::JoinSet::new();
+    for (i, mut stream) in streams.into_iter().enumerate() {
+        let err = || cx.df_err(format!("writing {label}"));
+        let mut parts = [
+            first.part(i).map_err(err())?,
+            second.part(i).map_err(err())?,
+        ];
+        let counts = counts.clone();
+        let columns = [first_columns.clone(), second_columns.clone()];
+        let observe = split.observe.clone();
+        writes.spawn(async move {
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                let Some(mask) = batch.column(by).as_boolean_opt() else {
+                    return Err(DataFusionError::Internal(format!(
+                        "column {by} to split by is not a boolean"
+                    )));
+                };
+                // Null counts as false (`prep_null_mask_filter` expects some null).
+                let mask = match mask.null_count() {
+                    0 => mask.clone(),
+                    _ => prep_null_mask_filter(mask),
+                };
+                let masks = [mask.clone(), arrow::compute::not(&mask)?];
+                for (k, mask) in masks.iter().enumerate() {
+                    let rows = filter_record_batch(&batch, mask)?;
+                    if rows.num_rows() == 0 {
+                        continue;
+                    }
+                    if k == 0
+                        && let Some(observe) = &observe
+                    {
+                        observe(&rows).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    }
+                    counts[k].fetch_add(rows.num_rows() as u64, Ordering::Relaxed);
+                    parts[k].write(&rows.project(&columns[k])?).await?;
+                }
+            }
+            let [a, b] = parts;
+            Ok(vec![a.close().await?, b.close().await?])
+        });
+    }
+    let mut adds = wait(cx, &label, writes, &counts).await?.into_iter();
+    log_written(cx, &label, first.rows() + second.rows(), started, &plan);
+    let (a, b) = (
+        adds.next().unwrap_or_default(),
+        adds.next().unwrap_or_default(),
+    );
+    Ok([first.finish(cx, a).await?, second.finish(cx, b).await?])
+}
+
+/// Plans `df` and starts one stream per output partition.
+async fn start(
+    cx: &StageContext<'_>,
+    name: &str,
+    df: DataFrame,
+) -> Result<(Arc<dyn ExecutionPlan>, Vec<SendableRecordBatchStream>)> {
     let task_ctx = Arc::new(df.task_ctx());
     let plan = df
         .create_physical_plan()
         .await
         .map_err(cx.df_err(format!("planning table `{name}`")))?;
-    let plan_schema = plan.schema();
     let streams = execute_stream_partitioned(plan.clone(), task_ctx)
         .map_err(cx.df_err(format!("starting table `{name}`")))?;
-    let rows = Arc::new(AtomicU64::new(0));
+    Ok((plan, streams))
+}
 
-    let (dir, sink) = match destination {
-        Destination::Work => {
-            let dir = storage::as_dir(&storage::join(cx.work_dir(), name));
-            let sink = Sink::Work {
-                store: storage::store_for(cx.ctx, &dir)?,
-                prefix: storage::store_path(&dir)?,
-                props: Arc::new(run_table_properties(&dir, &plan_schema)),
-            };
-            (dir, sink)
-        }
-        Destination::Delta(url, partition_by) => (
-            storage::as_dir(url),
-            Sink::Delta(DeltaSink::new(cx.ctx, url, &plan_schema, partition_by)?),
-        ),
+/// Waits for every partition's writer, reporting the rows written (the sum of `counts`) while
+/// they run; per output, the Add actions of every partition's files.
+///
+/// Each partition's stream and writer is a task of its own. Polled together from this task
+/// (`try_join_all`), every partition's operators ran on the one thread that polls it, and an
+/// ingest of 845k orders kept 0.75 of 2 cores busy; spawned, the runtime's workers run them
+/// side by side. Dropping the set (on an error) aborts the others.
+async fn wait(
+    cx: &StageContext<'_>,
+    name: &str,
+    mut writes: tokio::task::JoinSet<std::result::Result<Vec<Vec<Add>>, DataFusionError>>,
+    counts: &[Arc<AtomicU64>],
+) -> Result<Vec<Vec<Add>>> {
+    let total = || {
+        counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
     };
-    let schema = match &sink {
-        Sink::Work { .. } => plan_schema.clone(),
-        Sink::Delta(d) => d.schema().clone(),
-    };
-
-    // Each partition's stream and writer is a task of its own. Polled together from this task
-    // (`try_join_all`), every partition's operators ran on the one thread that polls it, and
-    // an ingest of 845k orders kept 0.75 of 2 cores busy; spawned, the runtime's workers run
-    // them side by side. Dropping the set (on an error) aborts the others.
-    let mut writes = tokio::task::JoinSet::new();
-    for (i, stream) in streams.into_iter().enumerate() {
-        let sink = sink.clone();
-        let rows = rows.clone();
-        let plan_schema = plan_schema.clone();
-        writes.spawn(async move { sink.write(i, stream, plan_schema, &rows).await });
-    }
-    // Wait for every writer; report progress while they run.
-    let mut adds = Vec::new();
+    let mut adds: Vec<Vec<Add>> = vec![Vec::new(); counts.len()];
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         tokio::select! {
             done = writes.join_next() => match done {
                 None => break,
-                Some(Ok(r)) => adds.extend(r.map_err(cx.df_err(format!("computing table `{name}`")))?),
+                Some(Ok(r)) => {
+                    let parts = r.map_err(cx.df_err(format!("computing table `{name}`")))?;
+                    for (all, part) in adds.iter_mut().zip(parts) {
+                        all.extend(part);
+                    }
+                }
                 Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Some(Err(e)) => {
                     return Err(Error::Internal(format!("writing table `{name}`: {e}")));
                 }
             },
-            _ = tick.tick() => cx.report_rows(rows.load(Ordering::Relaxed)),
+            _ = tick.tick() => cx.report_rows(total()),
         }
     }
-    let rows = rows.load(Ordering::Relaxed);
-    cx.report_rows(rows);
+    cx.report_rows(total());
+    Ok(adds)
+}
+
+fn log_written(
+    cx: &StageContext<'_>,
+    name: &str,
+    rows: u64,
+    started: std::time::Instant,
+    plan: &Arc<dyn ExecutionPlan>,
+) {
     tracing::debug!(
         stage = cx.stage_id,
         table = name,
@@ -144,41 +280,132 @@ pub(crate) async fn materialize(
         "executed plan, with metrics:\n{}",
         DisplayableExecutionPlan::with_metrics(plan.as_ref()).indent(true)
     );
-    let written = match destination {
-        Destination::Work => {
-            register(cx, name, std::slice::from_ref(&dir), schema.clone()).await?;
-            None
-        }
-        Destination::Delta(url, partition_by) => {
-            // The order of the files does not change the table; sorted, the manifest and the
-            // commit list them the same way on every run.
-            adds.sort_by(|a: &Add, b: &Add| a.path.cmp(&b.path));
-            let written = WrittenFiles {
-                url: url.clone(),
-                adds,
-                partition_by: partition_by.to_vec(),
-                schema: schema.clone(),
-            };
-            if partition_by.is_empty() {
-                register(cx, name, &written.file_urls()?, schema.clone()).await?;
-            } else {
-                register_partitioned(cx, name, &written).await?;
-            }
-            Some(written)
-        }
-    };
-    Ok((
-        TableInfo {
-            name: name.to_string(),
-            url: dir,
-            rows,
-            schema,
-        },
-        written,
-    ))
 }
 
-/// How one partition's batches are written.
+/// One table being written: where, how, and the rows so far.
+struct Output<'a> {
+    name: String,
+    destination: Destination<'a>,
+    dir: Url,
+    sink: Sink,
+    /// The schema of the rows written.
+    rows_schema: SchemaRef,
+    /// The table's schema, as registered: the rows', or the Delta table's.
+    schema: SchemaRef,
+    rows: Arc<AtomicU64>,
+}
+
+impl<'a> Output<'a> {
+    fn new(
+        cx: &StageContext<'_>,
+        name: &str,
+        destination: Destination<'a>,
+        rows_schema: SchemaRef,
+    ) -> Result<Self> {
+        let (dir, sink) = match destination {
+            Destination::Work => {
+                let dir = storage::as_dir(&storage::join(cx.work_dir(), name));
+                let sink = Sink::Work {
+                    store: storage::store_for(cx.ctx, &dir)?,
+                    prefix: storage::store_path(&dir)?,
+                    props: Arc::new(run_table_properties(&dir, &rows_schema)),
+                };
+                (dir, sink)
+            }
+            Destination::Delta(url, partition_by) => (
+                storage::as_dir(url),
+                Sink::Delta(DeltaSink::new(cx.ctx, url, &rows_schema, partition_by)?),
+            ),
+        };
+        let schema = match &sink {
+            Sink::Work { .. } => rows_schema.clone(),
+            Sink::Delta(d) => d.schema().clone(),
+        };
+        Ok(Output {
+            name: name.to_string(),
+            destination,
+            dir,
+            sink,
+            rows_schema,
+            schema,
+            rows: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    /// The writer of partition `i`.
+    fn part(&self, i: usize) -> std::result::Result<PartWriter, DataFusionError> {
+        Ok(match &self.sink {
+            Sink::Work {
+                store,
+                prefix,
+                props,
+            } => {
+                let path = prefix.clone().join(format!("part-{i:05}.parquet").as_str());
+                let writer = BufWriter::new(store.clone(), path);
+                PartWriter::Work(AsyncArrowWriter::try_new(
+                    writer,
+                    self.rows_schema.clone(),
+                    Some(props.as_ref().clone()),
+                )?)
+            }
+            Sink::Delta(sink) => PartWriter::Delta(sink.writer()),
+        })
+    }
+
+    /// Registers the table written, with the Add actions of its files for a Delta
+    /// destination.
+    async fn finish(
+        self,
+        cx: &StageContext<'_>,
+        mut adds: Vec<Add>,
+    ) -> Result<(TableInfo, Option<WrittenFiles>)> {
+        let name = self.name.as_str();
+        let written = match self.destination {
+            Destination::Work => {
+                register(
+                    cx,
+                    name,
+                    std::slice::from_ref(&self.dir),
+                    self.schema.clone(),
+                )
+                .await?;
+                None
+            }
+            Destination::Delta(url, partition_by) => {
+                // The order of the files does not change the table; sorted, the manifest and
+                // the commit list them the same way on every run.
+                adds.sort_by(|a: &Add, b: &Add| a.path.cmp(&b.path));
+                let written = WrittenFiles {
+                    url: url.clone(),
+                    adds,
+                    partition_by: partition_by.to_vec(),
+                    schema: self.schema.clone(),
+                };
+                if partition_by.is_empty() {
+                    register(cx, name, &written.file_urls()?, self.schema.clone()).await?;
+                } else {
+                    register_partitioned(cx, name, &written).await?;
+                }
+                Some(written)
+            }
+        };
+        Ok((
+            TableInfo {
+                name: self.name.clone(),
+                url: self.dir,
+                rows: self.rows.load(Ordering::Relaxed),
+                schema: self.schema,
+            },
+            written,
+        ))
+    }
+}
+
+/// Where one table's batches are written.
 #[derive(Clone)]
 enum Sink {
     Work {
@@ -189,45 +416,34 @@ enum Sink {
     Delta(DeltaSink),
 }
 
-impl Sink {
-    /// Writes partition `i`'s stream; the Add actions of the files, for a Delta sink.
-    async fn write(
-        &self,
-        i: usize,
-        mut stream: SendableRecordBatchStream,
-        schema: SchemaRef,
-        rows: &AtomicU64,
-    ) -> std::result::Result<Vec<Add>, DataFusionError> {
+/// Writes one partition's batches of a table.
+enum PartWriter {
+    Work(AsyncArrowWriter<BufWriter>),
+    Delta(FileWriter),
+}
+
+impl PartWriter {
+    async fn write(&mut self, batch: &RecordBatch) -> std::result::Result<(), DataFusionError> {
         match self {
-            Sink::Work {
-                store,
-                prefix,
-                props,
-            } => {
-                let path = prefix.clone().join(format!("part-{i:05}.parquet").as_str());
-                let writer = BufWriter::new(store.clone(), path);
-                let mut w =
-                    AsyncArrowWriter::try_new(writer, schema, Some(props.as_ref().clone()))?;
-                while let Some(batch) = stream.next().await {
-                    let batch = batch?;
-                    rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                    w.write(&batch).await?;
-                }
+            PartWriter::Work(w) => Ok(w.write(batch).await?),
+            PartWriter::Delta(w) => w.write(batch).await.map_err(delta_error),
+        }
+    }
+
+    /// Finishes the files; their Add actions, for a Delta table.
+    async fn close(self) -> std::result::Result<Vec<Add>, DataFusionError> {
+        match self {
+            PartWriter::Work(w) => {
                 w.close().await?;
                 Ok(Vec::new())
             }
-            Sink::Delta(sink) => {
-                let delta = |e: deltalake::DeltaTableError| DataFusionError::External(Box::new(e));
-                let mut w = sink.writer();
-                while let Some(batch) = stream.next().await {
-                    let batch = batch?;
-                    rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                    w.write(&batch).await.map_err(delta)?;
-                }
-                w.close().await.map_err(delta)
-            }
+            PartWriter::Delta(w) => w.close().await.map_err(delta_error),
         }
     }
+}
+
+fn delta_error(e: deltalake::DeltaTableError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
 }
 
 /// Rows per row group of a run table. The async Parquet writer encodes a whole row group into

@@ -10,13 +10,18 @@
 //!       │  parquet.rs). A CSV record's text is not kept: the quarantine reads it again.
 //!        └─ foreign keys (a set of the referenced keys: key_set.rs),
 //!           keys already in staging (a join)                          (validate.rs)
-//!            └─ <output>__rows (run table: the text is parsed once)
-//!                └─ duplicate keys among good rows (key count; only duplicated keys are ordered)
-//!                    ├─ bad rows  ─> <quarantine>   (first: they decide whether the run goes on;
-//!                    │                a CSV record's text is read again from its file by
-//!                    │                offset: raw_text.rs)
-//!                    └─ good rows ─> <output>
+//!            └─ one pass, two tables:
+//!               ├─ good rows ─> <output>  (written into staging's Delta table on a first load;
+//!               │                <output>__new, which staging adds, on an incremental one),
+//!               │                their key hashes collected on the way
+//!               └─ bad rows  ─> <output>__bad
+//!                   └─ <quarantine>  (the bad rows decide whether the run goes on; a CSV
+//!                                     record's text is read again by offset: raw_text.rs)
 //! ```
+//! Only when two good rows share a key (the hashes repeat and the exact keys do too) is the
+//! one pass's output deleted and the rows taken the long way: all of them written as run
+//! table `<output>__rows`, the copies of each duplicated key ordered (`on_duplicate`), the
+//! losers quarantined as `duplicate_key` and the others written as the output.
 //! Beyond `max_bad_fraction` / `max_bad_rows` the stage fails, so nothing is published.
 
 use std::collections::BTreeMap;
@@ -674,49 +679,35 @@ impl Stage for FileIngest {
             rows = validate::check_reference(rows, &keys, &r.columns, &r.reason, &r.table)
                 .map_err(cx.df_err(format!("checking references to `{}`", r.table)))?;
         }
-        // Every row-level check in one pass, written once: parsing the text is the costly
-        // part. The duplicate-key count, the quarantine and the good rows read it again.
-        let rows_name = format!("{}__rows", self.output);
-        let rows_read = cx.materialize(&rows_name, rows).await?.rows;
+        // Usually one pass: the good rows are written as the output (into staging, for a first
+        // load) and the bad ones as a run table, from the reader's one stream. Only when good
+        // rows share a key do the rows go the long way (below), which orders the copies.
+        let request = match (&self.staging, &kept) {
+            (Some(url), None) => Some(self.staging_request(
+                url,
+                published.as_ref(),
+                &read,
+                self.output.clone(),
+                None,
+            )?),
+            _ => None,
+        };
+        let one_pass = self
+            .one_pass(cx, rows.clone(), &names, kept.is_some(), request.as_ref())
+            .await?;
         for (file, keys) in extra_keys.take() {
             cx.warn(&format!(
                 "{file}: ignoring keys the contract does not have: {}",
                 keys.into_iter().collect::<Vec<_>>().join(", ")
             ));
         }
-        let rows = cx.table(&rows_name).await?;
-        let mut good = rows
-            .clone()
-            .filter(ident(validate::REASON).is_null())
-            .map_err(cx.df_err("selecting good rows"))?;
-        // Parquet statistics skip the row groups without bad rows: usually all of them.
-        let mut bad = rows
-            .filter(ident(validate::REASON).is_not_null())
-            .map_err(cx.df_err("selecting quarantined rows"))?;
-        // Only rows that pass every other check compete for a key. The keys and the losing
-        // rows are run tables so that their (exact) row counts let DataFusion build the joins'
-        // hash tables from them, not from the rows.
-        let repeated = validate::repeated_key_hashes(good.clone(), &self.contract)
-            .await
-            .map_err(cx.df_err("counting keys"))?;
-        if let Some(duplicated) =
-            validate::duplicated_keys(cx.ctx, good.clone(), repeated, &self.contract)
-                .map_err(cx.df_err("counting keys"))?
-        {
-            let keys_name = format!("{}__duplicated_keys", self.output);
-            cx.materialize(&keys_name, duplicated).await?;
-            let losers =
-                validate::duplicate_rows(good.clone(), cx.table(&keys_name).await?, &self.contract)
-                    .map_err(cx.df_err("ordering duplicated keys"))?;
-            let losers_name = format!("{}__duplicate_rows", self.output);
-            cx.materialize(&losers_name, losers).await?;
-            let losers = cx.table(&losers_name).await?;
-            bad = validate::duplicates_flagged(good.clone(), losers.clone(), &self.contract)
-                .and_then(|dups| bad.union(dups))
-                .map_err(cx.df_err("flagging duplicate keys"))?;
-            good = validate::without_duplicates(good, losers)
-                .map_err(cx.df_err("flagging duplicate keys"))?;
-        }
+        let (rows_read, bad, good) = match one_pass {
+            Some((rows_read, bad)) => (rows_read, bad, None),
+            None => {
+                let (rows_read, bad, good) = self.by_rows_table(cx, rows).await?;
+                (rows_read, bad, Some(good))
+            }
+        };
 
         // The quarantine first: its rows decide whether the run may go on.
         let bad_rows = bad
@@ -761,6 +752,15 @@ impl Stage for FileIngest {
         };
         let over_rows = self.max_bad_rows.is_some_and(|m| bad > m);
         if fraction > self.max_bad_fraction || over_rows {
+            if good.is_none() {
+                // The one pass wrote the good rows before their count was known: into
+                // staging, where no commit will name them now.
+                let written = match &kept {
+                    Some(_) => format!("{}__new", self.output),
+                    None => self.output.clone(),
+                };
+                cx.discard(&written).await?;
+            }
             let examples = self.examples(cx).await?;
             let ranges = if by_reason.contains_key("out_of_range") {
                 let now = self.today.unwrap_or(cx.run.started_at);
@@ -789,29 +789,26 @@ impl Stage for FileIngest {
             ));
         }
 
-        let mut good_columns: Vec<_> = names.iter().map(ident).collect();
-        if self.staging.is_some() {
-            good_columns.push(reader::source_file_text().alias(incremental::SOURCE_FILE));
-        }
-        let mut good = good
-            .select(good_columns)
-            .map_err(cx.df_err("selecting good rows"))?;
-        for (name, sql) in &self.partition_by {
-            let expr = good.parse_sql_expr(sql).map_err(cx.df_err(format!(
-                "`partition_by.{name}`: `{sql}` is not a valid SQL expression over the contract's columns"
-            )))?;
-            good = good
-                .with_column(name, expr)
-                .map_err(cx.df_err(format!("computing `partition_by.{name}`")))?;
-        }
-        match &self.staging {
-            None => {
+        match (good, &self.staging) {
+            (Some(good), None) => {
+                let good = self.with_output_columns(cx, good, &names, true)?;
                 cx.materialize(&self.output, good).await?;
             }
-            Some(url) => {
+            (Some(good), Some(url)) => {
+                let good = self.with_output_columns(cx, good, &names, true)?;
                 self.load_staging(cx, url, good, kept, published, &read)
                     .await?;
             }
+            // Written in the one pass.
+            (None, None) => {}
+            (None, Some(url)) => match kept {
+                None => cx.publish(request.expect("a first load has its request")),
+                Some(kept) => {
+                    let new_name = format!("{}__new", self.output);
+                    self.add_to_staging(cx, url, kept, &new_name, published, &read)
+                        .await?;
+                }
+            },
         }
         // The contract's keys and values hold by construction now; checking the required
         // and accepted values on the result (one cheap scan each) guards that construction.
@@ -877,6 +874,35 @@ impl FileIngest {
         Ok(Arc::new(keys))
     }
 
+    /// The publish request that writes `table` into staging at `url` with the ledger of the
+    /// files read this run; `replace_where`: the files whose earlier rows it replaces.
+    fn staging_request(
+        &self,
+        url: &Url,
+        published: Option<&Published>,
+        read: &[&FileEntry],
+        table: String,
+        replace_where: Option<(String, Vec<String>)>,
+    ) -> Result<PublishRequest> {
+        let mut ledger: Ledger = published.map(|p| p.ledger.clone()).unwrap_or_default();
+        for f in read {
+            ledger.insert(f.url.to_string(), (*f).into());
+        }
+        let ledger = serde_json::to_value(&ledger).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(PublishRequest {
+            table,
+            name: Some(self.output.clone()),
+            url: url.clone(),
+            partition_by: self.partition_by.iter().map(|(n, _)| n.clone()).collect(),
+            // A full load may change the schema (a contract gained a column); adding rows
+            // to an existing table may not.
+            allow_schema_change: replace_where.is_none(),
+            mode: PublishMode::Overwrite,
+            replace_where,
+            commit_info: vec![(incremental::LEDGER_KEY.to_string(), ledger)],
+        })
+    }
+
     /// Builds the output from the published staging rows still current (`kept`) and this
     /// run's good rows, and asks for the one commit that adds those rows to staging with the
     /// new ledger.
@@ -889,85 +915,264 @@ impl FileIngest {
         published: Option<Published>,
         read: &[&FileEntry],
     ) -> Result<()> {
-        let mut ledger: Ledger = published.map(|p| p.ledger).unwrap_or_default();
-        for f in read {
-            ledger.insert(f.url.to_string(), (*f).into());
-        }
-        let ledger = serde_json::to_value(&ledger).map_err(|e| Error::Internal(e.to_string()))?;
-        let request = |table: String, replace_where: Option<(String, Vec<String>)>| {
-            PublishRequest {
-                table,
-                name: Some(self.output.clone()),
-                url: url.clone(),
-                partition_by: self.partition_by.iter().map(|(n, _)| n.clone()).collect(),
-                // A full load may change the schema (a contract gained a column); adding rows
-                // to an existing table may not.
-                allow_schema_change: replace_where.is_none(),
-                mode: PublishMode::Overwrite,
-                replace_where,
-                commit_info: vec![(incremental::LEDGER_KEY.to_string(), ledger.clone())],
-            }
-        };
-        let request = match kept {
+        match kept {
             // A first load or a full refresh: the run's rows are the whole table, written
             // straight into it where it is not partitioned.
             None => {
-                let request = request(self.output.clone(), None);
+                let request =
+                    self.staging_request(url, published.as_ref(), read, self.output.clone(), None)?;
                 cx.materialize_published(&self.output, good, &request)
                     .await?;
-                request
+                cx.publish(request);
+                Ok(())
             }
             Some(kept) => {
                 let new_name = format!("{}__new", self.output);
-                let info = cx.materialize(&new_name, good).await?;
-                let columns: Vec<_> = info
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| ident(f.name()))
-                    .collect();
-                let mut loaded: Vec<&str> = kept
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect();
-                let mut now: Vec<&str> = info
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect();
-                loaded.sort_unstable();
-                now.sort_unstable();
-                if loaded != now {
-                    return Err(self.bad_data(format!(
-                        "staging table {url} has the columns [{}], but the contract {} and `partition_by` now give [{}]; \
-                         rerun with --full-refresh to rebuild staging with the new columns",
-                        loaded.join(", "),
-                        self.contract.file.display(),
-                        now.join(", ")
-                    )));
-                }
-                let new_rows = cx.table(&new_name).await?;
-                let all = kept
-                    .select(columns)
-                    .and_then(|k| k.union(new_rows))
-                    .map_err(cx.df_err("adding new rows to staging"))?;
-                cx.materialize(&self.output, all).await?;
-                if read.is_empty() {
-                    // Nothing new: staging stays at its version.
-                    return Ok(());
-                }
-                let files = read.iter().map(|f| f.url.to_string()).collect();
-                request(
-                    new_name,
-                    Some((incremental::SOURCE_FILE.to_string(), files)),
-                )
+                cx.materialize(&new_name, good).await?;
+                self.add_to_staging(cx, url, kept, &new_name, published, read)
+                    .await
             }
-        };
-        cx.publish(request);
+        }
+    }
+
+    /// The output of an incremental load: the staging rows still current (`kept`) and this
+    /// run's good rows, run table `new_name`; and the request that adds those to staging.
+    async fn add_to_staging(
+        &self,
+        cx: &StageContext<'_>,
+        url: &Url,
+        kept: segflow_core::datafusion::prelude::DataFrame,
+        new_name: &str,
+        published: Option<Published>,
+        read: &[&FileEntry],
+    ) -> Result<()> {
+        let new_rows = cx.table(new_name).await?;
+        let columns: Vec<_> = new_rows
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| ident(f.name()))
+            .collect();
+        let mut loaded: Vec<&str> = kept
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        let mut now: Vec<&str> = new_rows
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        loaded.sort_unstable();
+        now.sort_unstable();
+        if loaded != now {
+            return Err(self.bad_data(format!(
+                "staging table {url} has the columns [{}], but the contract {} and `partition_by` now give [{}]; \
+                 rerun with --full-refresh to rebuild staging with the new columns",
+                loaded.join(", "),
+                self.contract.file.display(),
+                now.join(", ")
+            )));
+        }
+        let all = kept
+            .select(columns)
+            .and_then(|k| k.union(new_rows.clone()))
+            .map_err(cx.df_err("adding new rows to staging"))?;
+        cx.materialize(&self.output, all).await?;
+        if read.is_empty() {
+            // Nothing new: staging stays at its version.
+            return Ok(());
+        }
+        let files = read.iter().map(|f| f.url.to_string()).collect();
+        cx.publish(self.staging_request(
+            url,
+            published.as_ref(),
+            read,
+            new_name.to_string(),
+            Some((incremental::SOURCE_FILE.to_string(), files)),
+        )?);
         Ok(())
+    }
+
+    /// `rows` with the output's columns that the contract's are not: the source file as
+    /// text for staging, and the `partition_by` columns. `only`: only the output's columns.
+    fn with_output_columns(
+        &self,
+        cx: &StageContext<'_>,
+        rows: segflow_core::datafusion::prelude::DataFrame,
+        names: &[String],
+        only: bool,
+    ) -> Result<segflow_core::datafusion::prelude::DataFrame> {
+        let mut rows = rows;
+        if self.staging.is_some() {
+            rows = rows
+                .with_column(incremental::SOURCE_FILE, reader::source_file_text())
+                .map_err(cx.df_err("selecting good rows"))?;
+        }
+        if only {
+            rows = rows
+                .select(
+                    self.output_columns(names)
+                        .iter()
+                        .map(ident)
+                        .collect::<Vec<_>>(),
+                )
+                .map_err(cx.df_err("selecting good rows"))?;
+        }
+        for (name, sql) in &self.partition_by {
+            let expr = rows.parse_sql_expr(sql).map_err(cx.df_err(format!(
+                "`partition_by.{name}`: `{sql}` is not a valid SQL expression over the contract's columns"
+            )))?;
+            rows = rows
+                .with_column(name, expr)
+                .map_err(cx.df_err(format!("computing `partition_by.{name}`")))?;
+        }
+        Ok(rows)
+    }
+
+    /// The output's columns before `partition_by`'s: the contract's, then the source file
+    /// for staging.
+    fn output_columns(&self, names: &[String]) -> Vec<String> {
+        let mut columns = names.to_vec();
+        if self.staging.is_some() {
+            columns.push(incremental::SOURCE_FILE.to_string());
+        }
+        columns
+    }
+
+    /// Writes the good rows as the output (`__new` when `incremental`, for staging to add
+    /// them) and the bad rows as run table `<output>__bad` in one pass over `rows`,
+    /// collecting the good rows' key hashes on the way. `None` when good rows share a key:
+    /// what was written is discarded, and the rows must go [`FileIngest::by_rows_table`].
+    /// Else the rows read and the bad rows.
+    async fn one_pass(
+        &self,
+        cx: &StageContext<'_>,
+        rows: segflow_core::datafusion::prelude::DataFrame,
+        names: &[String],
+        incremental: bool,
+        request: Option<&PublishRequest>,
+    ) -> Result<Option<(u64, segflow_core::datafusion::prelude::DataFrame)>> {
+        use segflow_core::datafusion::arrow::array::AsArray;
+        use segflow_core::datafusion::arrow::datatypes::UInt64Type;
+        const GOOD: &str = "__good";
+        const HASH: &str = "__key_hash";
+        let row_columns: Vec<String> = rows
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let mut all = rows
+            .with_column(GOOD, ident(validate::REASON).is_null())
+            .map_err(cx.df_err("selecting good rows"))?;
+        let unique = !self.contract.unique.is_empty();
+        if unique {
+            let keys = self.contract.unique.iter().map(ident).collect();
+            all = all
+                .with_column(HASH, crate::key_hash::KeyHash::call(keys))
+                .map_err(cx.df_err("hashing keys"))?;
+        }
+        let all = self.with_output_columns(cx, all, names, false)?;
+        let mut good_columns = self.output_columns(names);
+        good_columns.extend(self.partition_by.iter().map(|(n, _)| n.clone()));
+        let target = if incremental {
+            format!("{}__new", self.output)
+        } else {
+            self.output.clone()
+        };
+        let hashes: Arc<std::sync::Mutex<Vec<u64>>> = Default::default();
+        let observe = unique.then(|| {
+            let hashes = hashes.clone();
+            Arc::new(
+                move |good: &segflow_core::datafusion::arrow::array::RecordBatch| {
+                    let column = good
+                        .column_by_name(HASH)
+                        .ok_or_else(|| Error::Internal("the key hashes are missing".into()))?;
+                    hashes
+                        .lock()
+                        .expect("hashes lock")
+                        .extend_from_slice(column.as_primitive::<UInt64Type>().values());
+                    Ok(())
+                },
+            ) as Arc<_>
+        });
+        let bad_name = format!("{}__bad", self.output);
+        let split = segflow_core::table::Split {
+            by: GOOD.into(),
+            first: (target.clone(), good_columns),
+            second: (bad_name.clone(), row_columns),
+            observe,
+        };
+        let [good, bad] = cx.materialize_split(all, split, request).await?;
+        let hashes = std::mem::take(&mut *hashes.lock().expect("hashes lock"));
+        let repeated = tokio::task::spawn_blocking(move || validate::repeated(hashes))
+            .await
+            .map_err(|e| Error::Internal(format!("sorting key hashes: {e}")))?;
+        // Hashes can collide: the exact keys decide.
+        if let Some(duplicated) =
+            validate::duplicated_keys(cx.ctx, cx.table(&target).await?, repeated, &self.contract)
+                .map_err(cx.df_err("counting keys"))?
+        {
+            let keys_name = format!("{}__duplicated_keys", self.output);
+            if cx.materialize(&keys_name, duplicated).await?.rows > 0 {
+                cx.discard(&target).await?;
+                return Ok(None);
+            }
+        }
+        Ok(Some((good.rows + bad.rows, cx.table(&bad_name).await?)))
+    }
+
+    /// The long way, for rows some of whose keys repeat: every row written once as run table
+    /// `<output>__rows`, then the duplicated keys' copies ordered, and the losers flagged. The
+    /// rows read, the bad rows and the good ones.
+    async fn by_rows_table(
+        &self,
+        cx: &StageContext<'_>,
+        rows: segflow_core::datafusion::prelude::DataFrame,
+    ) -> Result<(
+        u64,
+        segflow_core::datafusion::prelude::DataFrame,
+        segflow_core::datafusion::prelude::DataFrame,
+    )> {
+        let rows_name = format!("{}__rows", self.output);
+        let rows_read = cx.materialize(&rows_name, rows).await?.rows;
+        let rows = cx.table(&rows_name).await?;
+        let mut good = rows
+            .clone()
+            .filter(ident(validate::REASON).is_null())
+            .map_err(cx.df_err("selecting good rows"))?;
+        // Parquet statistics skip the row groups without bad rows: usually all of them.
+        let mut bad = rows
+            .filter(ident(validate::REASON).is_not_null())
+            .map_err(cx.df_err("selecting quarantined rows"))?;
+        // Only rows that pass every other check compete for a key. The keys and the losing
+        // rows are run tables so that their (exact) row counts let DataFusion build the joins'
+        // hash tables from them, not from the rows.
+        let repeated = validate::repeated_key_hashes(good.clone(), &self.contract)
+            .await
+            .map_err(cx.df_err("counting keys"))?;
+        if let Some(duplicated) =
+            validate::duplicated_keys(cx.ctx, good.clone(), repeated, &self.contract)
+                .map_err(cx.df_err("counting keys"))?
+        {
+            let keys_name = format!("{}__duplicated_keys", self.output);
+            cx.materialize(&keys_name, duplicated).await?;
+            let losers =
+                validate::duplicate_rows(good.clone(), cx.table(&keys_name).await?, &self.contract)
+                    .map_err(cx.df_err("ordering duplicated keys"))?;
+            let losers_name = format!("{}__duplicate_rows", self.output);
+            cx.materialize(&losers_name, losers).await?;
+            let losers = cx.table(&losers_name).await?;
+            bad = validate::duplicates_flagged(good.clone(), losers.clone(), &self.contract)
+                .and_then(|dups| bad.union(dups))
+                .map_err(cx.df_err("flagging duplicate keys"))?;
+            good = validate::without_duplicates(good, losers)
+                .map_err(cx.df_err("flagging duplicate keys"))?;
+        }
+        Ok((rows_read, bad, good))
     }
 
     /// Writes the quarantine from run table `found`, the bad rows with their place in the

@@ -72,7 +72,7 @@ pub async fn repeated_key_hashes(good: DataFrame, contract: &Contract) -> DfResu
 /// The values that occur more than once in `values`, sorted. The values are hashes, spread
 /// evenly: one counting pass puts them in 65,536 buckets by their top bits, and each bucket,
 /// a few hundred values that fit in cache, is sorted on its own.
-fn repeated(values: Vec<u64>) -> Vec<u64> {
+pub(crate) fn repeated(values: Vec<u64>) -> Vec<u64> {
     const BITS: u32 = 16;
     let bucket = |v: u64| (v >> (64 - BITS)) as usize;
     let mut starts = vec![0usize; (1 << BITS) + 1];

@@ -35,7 +35,7 @@ use url::Url;
 
 mod written;
 
-pub(crate) use written::{DeltaSink, commit as commit_written};
+pub(crate) use written::{DeltaSink, FileWriter, commit as commit_written};
 pub use written::{WrittenFiles, writes_directly};
 
 use crate::error::{Error, Result};
