@@ -335,12 +335,15 @@ fn duplicate_keys_follow_on_duplicate_and_only_good_rows_compete() {
         "id,version,note\nb,1,b2\nc,3,c2\nc,9,c3\nd,1,d\n",
     )
     .unwrap();
+    // A third file: three partitions read, where the rows table the duplicates are ordered
+    // in is two; the first pass's third file of the output must not stay in it.
+    std::fs::write(input.join("items-3.csv"), "id,version,note\ne,1,e\n").unwrap();
     let policies = [
-        ("keep_first", "", "a-good b1 c1 d"),
-        ("keep_last", "", "a-good b2 c3 d"),
-        ("keep_first", "version", "a-good b2 c2 d"),
-        ("keep_last", "version", "a-good b1 c3 d"),
-        ("quarantine_all", "", "a-good d"),
+        ("keep_first", "", "a-good b1 c1 d e"),
+        ("keep_last", "", "a-good b2 c3 d e"),
+        ("keep_first", "version", "a-good b2 c2 d e"),
+        ("keep_last", "version", "a-good b1 c3 d e"),
+        ("quarantine_all", "", "a-good d e"),
     ];
     let mut stages = String::new();
     let mut publish = String::from("  - id: publish\n    kind: export.delta\n    tables:\n");
@@ -370,7 +373,7 @@ fn duplicate_keys_follow_on_duplicate_and_only_good_rows_compete() {
     let out = run(&pipeline, &input, &output, &[]);
     assert!(out.status.success(), "{}", text(&out));
 
-    let all = ["a-bad", "a-good", "b1", "b2", "c1", "c2", "c3", "d"];
+    let all = ["a-bad", "a-good", "b1", "b2", "c1", "c2", "c3", "d", "e"];
     for (i, (policy, order_by, kept)) in policies.iter().enumerate() {
         let what = format!("{policy} by `{order_by}`");
         let (_, rows) = read_table(&output, &format!("items_{i}"), "note");

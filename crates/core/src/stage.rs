@@ -244,23 +244,37 @@ impl StageContext<'_> {
         Ok([first, second])
     }
 
-    /// Forgets run table `name` and deletes the files written for it into a Delta table,
-    /// which no commit will name now: a stage that wrote a table and then built it another way.
+    /// Forgets run table `name` and deletes its files: the files written for it into a Delta
+    /// table, which no commit will name now, or its directory under the run's work prefix.
+    /// For a stage that wrote a table and then builds it another way: a rewrite with fewer
+    /// partitions would otherwise leave the first write's other files in the table.
     pub async fn discard(&self, name: &str) -> Result<()> {
+        use object_store::ObjectStoreExt;
         let written = self.written.lock().expect("written lock").remove(name);
-        if let Some(w) = written {
-            for url in w.file_urls()? {
-                use object_store::ObjectStoreExt;
-                let store = crate::storage::store_for(self.ctx, &url)?;
-                let path = crate::storage::store_path(&url)?;
-                store.delete(&path).await.map_err(|e| Error::Storage {
-                    location: url.to_string(),
-                    message: "cannot delete a file written and not committed".into(),
-                    source: Some(e),
-                })?;
+        let info = self.tables.lock().expect("tables lock").remove(name);
+        let files = match (written, info) {
+            (Some(w), _) => w.file_urls()?,
+            (None, Some(info)) if info.url.as_str().starts_with(self.work_dir().as_str()) => {
+                crate::storage::list_files(self.ctx, &info.url)
+                    .await?
+                    .into_iter()
+                    .map(|f| f.url)
+                    .collect()
             }
+            _ => Vec::new(),
+        };
+        for url in files {
+            let store = crate::storage::store_for(self.ctx, &url)?;
+            let path = crate::storage::store_path(&url)?;
+            store.delete(&path).await.map_err(|e| Error::Storage {
+                location: url.to_string(),
+                message: format!("cannot delete a file of discarded table `{name}`"),
+                source: Some(e),
+            })?;
         }
-        self.tables.lock().expect("tables lock").remove(name);
+        self.ctx
+            .deregister_table(name)
+            .map_err(self.df_err(format!("discarding table `{name}`")))?;
         Ok(())
     }
 
