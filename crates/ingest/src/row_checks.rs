@@ -363,3 +363,168 @@ impl ColumnCheck {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Contract;
+
+    fn checks(contract: &str, formats: &[Option<&str>]) -> RowChecks {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.yaml");
+        std::fs::write(&file, contract).unwrap();
+        let contract = Contract::load(&file).unwrap();
+        let parses: Vec<Parse> = formats
+            .iter()
+            .map(|f| Parse {
+                format: f.map(String::from),
+            })
+            .collect();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        RowChecks::new(&contract, &parses, now, Vec::new()).unwrap()
+    }
+
+    fn texts(columns: &[&[Option<&str>]]) -> Vec<StringArray> {
+        columns
+            .iter()
+            .map(|c| StringArray::from(c.to_vec()))
+            .collect()
+    }
+
+    const CONTRACT: &str = "table: t\nunique: [id]\ncolumns:\n  \
+        - { name: id, type: string, nullable: false }\n  \
+        - { name: n, type: int, min: 1, max: 5 }\n  \
+        - { name: kind, type: string, accepted_values: [a, b] }\n  \
+        - { name: at, type: timestamp, max: now }\n  \
+        - { name: day, type: date }\n";
+
+    #[test]
+    fn each_row_gets_its_first_problem_in_column_order() {
+        let c = checks(CONTRACT, &[None, None, None, None, Some("%d/%m/%Y")]);
+        let rows = texts(&[
+            &[
+                Some("1"),
+                None,
+                Some("3"),
+                Some("4"),
+                Some("5"),
+                Some("6"),
+                Some("7"),
+            ],
+            &[
+                Some("2"),
+                Some("2"),
+                Some("x"),
+                Some("9"),
+                Some("2"),
+                Some("2"),
+                Some("2"),
+            ],
+            &[
+                Some("a"),
+                Some("a"),
+                Some("c"),
+                Some("a"),
+                Some("c"),
+                None,
+                Some("b"),
+            ],
+            &[
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some("2027-01-01T00:00:00Z"),
+                Some("2026-02-01T10:00:00Z"),
+            ],
+            &[None, None, None, None, None, None, Some("03/02/2026")],
+        ]);
+        let out = c.check(7, &rows, &[]).unwrap();
+        fn v(a: &StringArray, i: usize) -> Option<&str> {
+            a.is_valid(i).then(|| a.value(i))
+        }
+        let got: Vec<(Option<&str>, Option<&str>, Option<&str>)> = (0..7)
+            .map(|i| (v(&out.reason, i), v(&out.column, i), v(&out.message, i)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (None, None, None),
+                (
+                    Some("missing_key"),
+                    Some("id"),
+                    Some("`id` is empty; it is required")
+                ),
+                // Two problems: the first column's is the one reported.
+                (Some("bad_number"), Some("n"), Some("'x' is not a int")),
+                (Some("out_of_range"), Some("n"), Some("'9' is outside 1..5")),
+                (
+                    Some("not_accepted"),
+                    Some("kind"),
+                    Some("'c' is not one of: a, b")
+                ),
+                (
+                    Some("out_of_range"),
+                    Some("at"),
+                    Some("'2027-01-01T00:00:00Z' is outside ..2026-03-01T12:00:00Z")
+                ),
+                (None, None, None),
+            ]
+        );
+        // Typed values, null where a value does not parse.
+        let n =
+            out.values[1].as_primitive::<segflow_core::datafusion::arrow::datatypes::Int32Type>();
+        assert_eq!(n.iter().collect::<Vec<_>>()[..3], [Some(2), Some(2), None]);
+        let day =
+            out.values[4].as_primitive::<segflow_core::datafusion::arrow::datatypes::Date32Type>();
+        assert_eq!(day.value(6), 20487, "2026-02-03 in days since 1970-01-01");
+    }
+
+    #[test]
+    fn a_row_the_reader_could_not_use_keeps_the_readers_problem() {
+        let c = checks(CONTRACT, &[None; 5]);
+        let rows = texts(&[
+            &[None, Some("1")],
+            &[None, Some("x")],
+            &[None, None],
+            &[None, None],
+            &[None, None],
+        ]);
+        let problem = Problem {
+            code: "column_count",
+            column: None,
+            message: "has 2 fields, the header has 5".into(),
+        };
+        let out = c.check(2, &rows, &[(0, problem)]).unwrap();
+        assert_eq!(out.reason.value(0), "column_count");
+        assert!(out.column.is_null(0));
+        assert_eq!(out.message.value(0), "has 2 fields, the header has 5");
+        assert_eq!(out.reason.value(1), "bad_number");
+    }
+
+    #[test]
+    fn a_bound_that_is_not_of_its_columns_type_names_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.yaml");
+        std::fs::write(
+            &file,
+            "table: t\ncolumns:\n  - { name: at, type: timestamp, min: \"soon\" }\n",
+        )
+        .unwrap();
+        let contract = Contract::load(&file).unwrap();
+        let err = RowChecks::new(
+            &contract,
+            &[Parse { format: None }],
+            chrono::Utc::now(),
+            Vec::new(),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("t.yaml: column `at`: `min: soon` is not a timestamp"),
+            "{err}"
+        );
+    }
+}
