@@ -953,20 +953,17 @@ impl FileIngest {
             .iter()
             .map(|f| ident(f.name()))
             .collect();
-        let mut loaded: Vec<&str> = kept
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
-        let mut now: Vec<&str> = new_rows
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
-        loaded.sort_unstable();
-        now.sort_unstable();
+        let sorted_names = |df: &segflow_core::datafusion::prelude::DataFrame| {
+            let mut names: Vec<String> = df
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            names.sort_unstable();
+            names
+        };
+        let (loaded, now) = (sorted_names(&kept), sorted_names(&new_rows));
         if loaded != now {
             return Err(self.bad_data(format!(
                 "staging table {url} has the columns [{}], but the contract {} and `partition_by` now give [{}]; \
