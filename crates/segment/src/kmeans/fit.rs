@@ -1,14 +1,13 @@
-//! The k-means driver: k-means++ seeding and Lloyd iterations for `n_init` runs at once. A
-//! pass over the data is the same kernel ([`Pass::update`]) either way it runs: in memory, over
-//! contiguous row-major buffers loaded once ([`Passes::Memory`], the default), or as a
-//! DataFusion aggregate over the partitioned feature table ([`Passes::Plan`], the form a
-//! distributed engine runs). Partial states merge exactly, so both give the same fit.
+//! The k-means driver: k-means++ seeding and Lloyd iterations for `n_init` runs. The passes
+//! over the data run either in memory, over one row-major buffer loaded once, with bounds that
+//! skip the distances whose outcome is known ([`Passes::Memory`], the default; see
+//! [`memory`](super::memory)), or as DataFusion aggregates of the kernel ([`Pass::update`])
+//! over the partitioned feature table ([`Passes::Plan`], the form a distributed engine runs).
+//! Both compute the same draws and the same exact sums, so both give the same fit.
 
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rayon::prelude::*;
 use serde::Deserialize;
 
 use segflow_core::datafusion::catalog::MemTable;
@@ -18,6 +17,7 @@ use segflow_core::datafusion::logical_expr::{Expr, col};
 use segflow_core::datafusion::prelude::SessionContext;
 
 use super::kernel::{self, Pass, Scales, State, Task, nearest, step_stride, unfixed};
+use super::memory::{Ended, Run, TooFewPoints, move_centers};
 use super::udf::KMeansPass;
 
 /// Why a fit failed.
@@ -75,19 +75,16 @@ impl Fit {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Passes {
-    /// The transformed rows are copied once into one row-major buffer and each pass is a
-    /// parallel loop over blocks of it (rayon), merged in block order. Skips DataFusion's
-    /// per-pass batch handling, which cost more than the distances.
+    /// The transformed rows are copied once into one row-major buffer and each run is fitted
+    /// over it (its passes parallel loops over blocks of rows), measuring only the distances
+    /// its bounds leave open. Skips DataFusion's per-pass batch handling, which cost more than
+    /// the distances.
     #[default]
     Memory,
     /// Each pass is a `kmeans_pass` aggregate over the in-memory feature table's partitions:
     /// the same kernel and the same sums, in the form a distributed engine runs.
     Plan,
 }
-
-/// Rows per block of an in-memory pass: enough blocks for every core to stay busy, few
-/// enough that merging their states costs nothing.
-const BLOCK_ROWS: usize = 1 << 16;
 
 /// The transformed features, as a table or buffer for passes and as columns for the sample.
 pub(super) struct Data<'a> {
@@ -96,10 +93,10 @@ pub(super) struct Data<'a> {
     passes: Passes,
     /// For [`Passes::Memory`]: every row's transformed features, row-major (`n * d`).
     xs: Vec<f64>,
-    /// For [`Passes::Memory`]: the row ids, 0..n, as the kernel takes them.
-    row_ids: Vec<u64>,
     scaled: &'a [Vec<f64>],
     scales: Scales,
+    /// For [`Passes::Memory`]: see [`Run::margin`].
+    margin: f64,
     seed: u64,
     /// Mean variance of the features: `tol` is relative to it.
     mean_variance: f64,
@@ -132,24 +129,23 @@ impl<'a> Data<'a> {
             })
             .sum::<f64>()
             / scaled.len().max(1) as f64;
-        let (xs, row_ids) = match passes {
+        let xs = match passes {
             Passes::Memory => {
                 let n = scaled.first().map_or(0, Vec::len);
-                let xs = (0..n)
+                (0..n)
                     .flat_map(|i| scaled.iter().map(move |v| v[i]))
-                    .collect();
-                (xs, (0..n as u64).collect())
+                    .collect()
             }
-            Passes::Plan => (Vec::new(), Vec::new()),
+            Passes::Plan => Vec::new(),
         };
         Data {
             ctx,
             table,
             passes,
             xs,
-            row_ids,
             scaled,
             scales: Scales::for_bounds(&max_abs),
+            margin: Run::margin_for(&max_abs),
             seed,
             mean_variance,
         }
@@ -163,56 +159,19 @@ impl<'a> Data<'a> {
         self.scaled.first().map_or(0, Vec::len)
     }
 
-    /// One pass over the data.
+    /// A pass as a DataFusion aggregate over the feature table.
     async fn pass(&self, task: Task) -> Result<State, FitError> {
         let pass = Pass {
             scales: self.scales.clone(),
             task,
         };
-        match self.passes {
-            Passes::Memory => self.memory_pass(&pass),
-            Passes::Plan => self.plan_pass(&pass).await,
-        }
-    }
-
-    /// A pass over blocks of the row-major buffer on all cores. The blocks' states merge in
-    /// block order, though any order would give the same state (exact sums, ties by row id).
-    fn memory_pass(&self, pass: &Pass) -> Result<State, FitError> {
-        let d = self.d();
-        let blocks: Vec<Range<usize>> = (0..self.n())
-            .step_by(BLOCK_ROWS)
-            .map(|lo| lo..(lo + BLOCK_ROWS).min(self.n()))
-            .collect();
-        let states: Vec<State> = blocks
-            .into_par_iter()
-            .map(|rows| {
-                let mut state = pass.empty_state();
-                pass.update(
-                    &mut state,
-                    &self.row_ids[rows.clone()],
-                    &self.xs[rows.start * d..rows.end * d],
-                );
-                state
-            })
-            .collect();
-        let mut total = pass.empty_state();
-        for state in &states {
-            total
-                .merge(state)
-                .map_err(|e| FitError::Data(e.to_string()))?;
-        }
-        Ok(total)
-    }
-
-    /// A pass as a DataFusion aggregate over the feature table.
-    async fn plan_pass(&self, pass: &Pass) -> Result<State, FitError> {
         let args: Vec<Expr> = std::iter::once(col("__row"))
             .chain((0..self.d()).map(|j| col(format!("__f{j}"))))
             .collect();
         let batches = self
             .ctx
             .read_table(self.table.clone())?
-            .aggregate(vec![], vec![KMeansPass::call(pass, args).alias("state")])?
+            .aggregate(vec![], vec![KMeansPass::call(&pass, args).alias("state")])?
             .collect()
             .await?;
         let bytes = batches
@@ -233,6 +192,49 @@ impl<'a> Data<'a> {
         tol: f64,
     ) -> Result<Fit, FitError> {
         let started = Instant::now();
+        let tol = tol * self.mean_variance;
+        let (runs, passes) = match self.passes {
+            Passes::Memory => self.fit_in_memory(k, n_init, max_iter, tol)?,
+            Passes::Plan => self.fit_by_plan(k, n_init, max_iter, tol).await?,
+        };
+        Ok(self.best_of(k, runs, passes, started))
+    }
+
+    /// Every run in memory, one after the other (each run's passes use every core), so that
+    /// only one run's per-row bounds are held at a time. The passes counted are those the plan
+    /// would make, for the same metric either way.
+    fn fit_in_memory(
+        &self,
+        k: usize,
+        n_init: usize,
+        max_iter: usize,
+        tol: f64,
+    ) -> Result<(Vec<Ended>, usize), FitError> {
+        let run = Run {
+            xs: &self.xs,
+            d: self.d(),
+            scales: &self.scales,
+            seed: self.seed,
+            margin: self.margin,
+        };
+        let runs = (0..n_init as u64)
+            .map(|r| {
+                run.fit(r, k, max_iter, tol)
+                    .map_err(|TooFewPoints(step)| too_few(step, k))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let lloyd = runs.iter().map(|r| r.iterations).max().unwrap_or(0);
+        Ok((runs, 2 * k - 1 + lloyd + 1))
+    }
+
+    /// Every run at once, each pass a DataFusion aggregate that serves all runs still going.
+    async fn fit_by_plan(
+        &self,
+        k: usize,
+        n_init: usize,
+        max_iter: usize,
+        tol: f64,
+    ) -> Result<(Vec<Ended>, usize), FitError> {
         let d = self.d();
         let mut passes = 0;
         let runs: Vec<u64> = (0..n_init as u64).collect();
@@ -263,9 +265,7 @@ impl<'a> Data<'a> {
                 })
                 .collect();
             if drawn.iter().any(Vec::is_empty) {
-                return Err(FitError::Data(format!(
-                    "the rows have only {step} distinct points, fewer than k = {k}; lower `k`"
-                )));
+                return Err(too_few(step, k));
             }
             if step == 0 {
                 centers = drawn;
@@ -289,7 +289,6 @@ impl<'a> Data<'a> {
         }
 
         // Lloyd: every pass serves the runs that have not converged yet.
-        let tol = tol * self.mean_variance;
         let stride = step_stride(k, d);
         let mut iterations = vec![0usize; n_init];
         let mut active: Vec<usize> = (0..n_init).collect();
@@ -307,20 +306,7 @@ impl<'a> Data<'a> {
             let mut still = Vec::with_capacity(active.len());
             for (i, &r) in active.iter().enumerate() {
                 let ints = &state.ints[i * stride..(i + 1) * stride];
-                let mut shift = 0.0;
-                for c in 0..k {
-                    let count = ints[c];
-                    if count == 0 {
-                        continue; // an empty cluster keeps its center
-                    }
-                    for j in 0..d {
-                        let sum = unfixed(ints[k + c * d + j], self.scales.features[j]);
-                        let new = sum / count as f64;
-                        let old = &mut centers[r][c * d + j];
-                        shift += (new - *old) * (new - *old);
-                        *old = new;
-                    }
-                }
+                let shift = move_centers(ints, &mut centers[r], k, d, &self.scales);
                 iterations[r] += 1;
                 if shift > tol {
                     still.push(r);
@@ -329,7 +315,7 @@ impl<'a> Data<'a> {
             active = still;
         }
 
-        // Inertia of every run's final centers; the lowest wins (ties: the first run).
+        // A last step over every run's final centers, for their sizes and inertia.
         let state = self
             .pass(Task::Step {
                 k,
@@ -337,42 +323,50 @@ impl<'a> Data<'a> {
             })
             .await?;
         passes += 1;
-        let within_of = |r: usize| -> Vec<f64> {
-            let ints = &state.ints[r * stride..(r + 1) * stride];
-            (0..k)
-                .map(|c| unfixed(ints[k + k * d + c], self.scales.squared))
-                .collect()
-        };
-        let inertia_of = |r: usize| -> i128 {
-            state.ints[r * stride + k + k * d..(r + 1) * stride]
-                .iter()
-                .sum()
-        };
-        let best = (0..n_init).min_by_key(|&r| (inertia_of(r), r)).unwrap_or(0);
-        let sizes: Vec<i64> = state.ints[best * stride..best * stride + k]
-            .iter()
-            .map(|&c| c as i64)
+        let runs = centers
+            .into_iter()
+            .zip(iterations)
+            .enumerate()
+            .map(|(r, (centers, iterations))| Ended {
+                centers,
+                iterations,
+                ints: state.ints[r * stride..(r + 1) * stride].to_vec(),
+            })
             .collect();
-        let within = within_of(best);
+        Ok((runs, passes))
+    }
+
+    /// The run with the lowest inertia (ties: the first run), its clusters numbered by size.
+    fn best_of(&self, k: usize, runs: Vec<Ended>, passes: usize, started: Instant) -> Fit {
+        let d = self.d();
+        let inertia_of = |r: &Ended| -> i128 { r.ints[k + k * d..].iter().sum() };
+        let best = (0..runs.len())
+            .min_by_key(|&r| (inertia_of(&runs[r]), r))
+            .unwrap_or(0);
+        let run = &runs[best];
+        let sizes = &run.ints[..k];
+        let within: Vec<f64> = run.ints[k + k * d..]
+            .iter()
+            .map(|&v| unfixed(v, self.scales.squared))
+            .collect();
 
         // Number clusters by size, largest first (ties: the earlier center).
         let mut order: Vec<usize> = (0..k).collect();
         order.sort_by_key(|&c| (std::cmp::Reverse(sizes[c]), c));
-        let centers_best = &centers[best];
-        Ok(Fit {
+        Fit {
             k,
             centers: order
                 .iter()
-                .flat_map(|&c| centers_best[c * d..(c + 1) * d].iter().copied())
+                .flat_map(|&c| run.centers[c * d..(c + 1) * d].iter().copied())
                 .collect(),
             within: order.iter().map(|&c| within[c]).collect(),
             ids: (0..k as i32).collect(),
-            inertia: unfixed(inertia_of(best), self.scales.squared),
-            iterations: iterations[best],
+            inertia: unfixed(inertia_of(run), self.scales.squared),
+            iterations: run.iterations,
             silhouette: f64::NAN,
             seconds: started.elapsed().as_secs_f64(),
             passes,
-        })
+        }
     }
 
     /// `size` rows chosen by a hash of the seed and row id: the same rows on every run.
@@ -393,6 +387,12 @@ impl<'a> Data<'a> {
             .collect();
         Sample { xs, d }
     }
+}
+
+fn too_few(step: usize, k: usize) -> FitError {
+    FitError::Data(format!(
+        "the rows have only {step} distinct points, fewer than k = {k}; lower `k`"
+    ))
 }
 
 impl Sample {

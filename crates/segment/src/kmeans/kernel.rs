@@ -246,7 +246,7 @@ impl Pass {
 
 /// [`dist2`] with the dimension `D` known at compile time (0: `d`). Same order of sums.
 #[inline(always)]
-fn dist2_d<const D: usize>(a: &[f64], b: &[f64], d: usize) -> f64 {
+pub(super) fn dist2_d<const D: usize>(a: &[f64], b: &[f64], d: usize) -> f64 {
     let d = if D == 0 { d } else { D };
     let (a, b) = (&a[..d], &b[..d]);
     let mut s = 0.0;
@@ -293,7 +293,7 @@ pub struct Slot {
 }
 
 impl Slot {
-    fn empty(d: usize) -> Slot {
+    pub(super) fn empty(d: usize) -> Slot {
         Slot {
             key: f64::NEG_INFINITY,
             row: u64::MAX,
@@ -303,7 +303,7 @@ impl Slot {
 
     /// Whether a row with `key` replaces this draw: a larger key, or the same key and a lower
     /// row id.
-    fn beats(&self, key: f64, row: u64) -> bool {
+    pub(super) fn beats(&self, key: f64, row: u64) -> bool {
         key > self.key || (key == self.key && row < self.row)
     }
 

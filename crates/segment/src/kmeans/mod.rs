@@ -2,12 +2,14 @@
 //!
 //! The stage (1) selects the rows to cluster (`where`), evaluates each feature's SQL `expr`
 //! and sorts the rows by `key`, all as one DataFusion plan; (2) applies the feature transforms
-//! in that fixed row order; (3) fits k-means++ seeded Lloyd iterations for `n_init` runs at
-//! once, each pass over the data a parallel loop over the rows held in one row-major buffer
-//! (or, with `passes: plan`, a DataFusion aggregate, [`udf::KMeansPass`], over the in-memory
-//! feature table: the same kernel and sums, in the form a distributed engine runs); (4) when `k` is a range, scores each k by silhouette on a seeded
-//! sample and keeps the best; (5) assigns every row its cluster with [`udf::KMeansAssign`] and
-//! joins the result back to the input, rows outside `where` getting a null cluster.
+//! in that fixed row order; (3) fits `n_init` k-means++ seeded Lloyd runs over the rows held
+//! in one row-major buffer, measuring only the distances Hamerly's bounds leave open
+//! ([`memory`]), or, with `passes: plan`, as DataFusion aggregates ([`udf::KMeansPass`]) over
+//! the in-memory feature table: the same kernel and sums, in the form a distributed engine
+//! runs; (4) when `k` is a range, scores each k by silhouette on a seeded sample and keeps the
+//! best; (5) gives every input row its cluster in one projection of the input
+//! ([`udf::KMeansAssign`] over the features' expressions and fitted transforms), rows outside
+//! `where` getting a null cluster.
 //!
 //! The same seed gives the same clusters whatever the number of threads: every sum a pass
 //! keeps is exact (see [`kernel`]), draws are hashes of row ids, and ties break by index.
@@ -21,6 +23,7 @@ mod fit;
 #[allow(missing_docs)]
 pub mod kernel;
 mod matching;
+mod memory;
 pub mod transform;
 mod udf;
 
@@ -37,9 +40,9 @@ use segflow_core::datafusion::arrow::datatypes::{DataType, Field, Schema};
 use segflow_core::datafusion::arrow::row::{RowConverter, SortField};
 use segflow_core::datafusion::arrow::util::display::array_value_to_string;
 use segflow_core::datafusion::catalog::MemTable;
-use segflow_core::datafusion::common::{JoinType, ScalarValue};
+use segflow_core::datafusion::common::ScalarValue;
 use segflow_core::datafusion::functions_aggregate::expr_fn::{avg, count};
-use segflow_core::datafusion::logical_expr::{Expr, cast, col, ident, lit};
+use segflow_core::datafusion::logical_expr::{Expr, cast, col, ident, lit, when};
 use segflow_core::spec::StageSpec;
 use segflow_core::stage::{BuildContext, Stage, StageContext, StageFactory};
 use segflow_core::{Error, Result};
@@ -414,40 +417,45 @@ impl Stage for KMeans {
         }
         let fit = chosen.map(|i| &fits[i]);
 
-        // Every row's cluster, as a DataFusion plan over the in-memory table.
+        // Every input row's cluster, in one projection rather than a join back on the key:
+        // rows outside `where` get null, the others their nearest center, computed from the
+        // same expressions and by the same transforms as the rows the fit saw.
+        let (filter, raw) = self.exprs(&input)?;
+        let cluster = match fit {
+            Some(fit) => {
+                let e = KMeansAssign::call_raw(&fit.centers, &fit.ids, fitted.clone(), raw);
+                match filter {
+                    Some(p) => when(p, e)
+                        .otherwise(lit(ScalarValue::Int32(None)))
+                        .map_err(cx.df_err("assigning clusters"))?,
+                    None => e,
+                }
+            }
+            None => lit(ScalarValue::Int32(None)),
+        };
+        let output = input
+            .with_column(&c.column, cluster)
+            .map_err(cx.df_err("assigning clusters"))?;
+        cx.materialize(&self.output, output).await?;
+
+        // Per-cluster means of the raw feature values, over the in-memory table of the fitted
+        // rows. Decimal sums are exact, so these are the same whatever the partitioning.
         let features: Vec<Expr> = (0..d).map(|j| col(format!("__f{j}"))).collect();
         let assign = match fit {
             Some(fit) => KMeansAssign::call(&fit.centers, &fit.ids, features),
             None => lit(ScalarValue::Int32(None)),
         };
-        let assigned = cx
+        let means = cx
             .ctx
             .read_table(table)
             .and_then(|t| {
                 t.select(
-                    std::iter::once(col("__key"))
-                        .chain(std::iter::once(assign.alias(&c.column)))
+                    std::iter::once(assign.alias(&c.column))
                         .chain((0..d).map(|j| col(format!("__raw{j}"))))
                         .collect::<Vec<_>>(),
                 )
             })
-            .map_err(cx.df_err("assigning clusters"))?;
-        let output = input
-            .join_on(
-                assigned
-                    .clone()
-                    .select_columns(&["__key", &c.column])
-                    .map_err(cx.df_err("assigning clusters"))?,
-                JoinType::Left,
-                [ident(&c.key).eq(col("__key"))],
-            )
-            .and_then(|df| df.drop_columns(&["__key"]))
-            .map_err(cx.df_err("joining clusters to the input"))?;
-        cx.materialize(&self.output, output).await?;
-
-        // Per-cluster means of the raw feature values. Decimal sums are exact, so these are the
-        // same whatever the partitioning.
-        let means = assigned
+            .map_err(cx.df_err("assigning clusters"))?
             .aggregate(
                 vec![col(&c.column)],
                 std::iter::once(count(lit(1)).alias("n"))
@@ -543,28 +551,28 @@ impl KMeans {
         }
     }
 
-    /// Selects, evaluates and sorts the rows to cluster, and checks them: a unique non-null
-    /// key and a finite value for every feature, or an error that says how many rows fail.
-    async fn prepare(
+    /// The `where` predicate and each feature's `expr` (as `Float64`), compiled against the
+    /// input: once to select the rows to fit, once to give every input row its cluster.
+    fn exprs(
         &self,
-        cx: &StageContext<'_>,
-        input: segflow_core::datafusion::prelude::DataFrame,
-    ) -> Result<Rows> {
+        input: &segflow_core::datafusion::prelude::DataFrame,
+    ) -> Result<(Option<Expr>, Vec<Expr>)> {
         let c = &self.config;
-        let mut df = input;
-        if let Some(w) = &c.filter {
-            let p = df.parse_sql_expr(w).map_err(|source| Error::DataFusion {
-                stage: self.id.clone(),
-                context: format!("`where: {w}` does not compile against `{}`", self.input),
-                source,
-            })?;
-            df = df
-                .filter(p)
-                .map_err(cx.df_err("selecting the rows to cluster"))?;
-        }
-        let mut exprs = vec![ident(&c.key).alias("__key")];
-        for (j, f) in c.features.iter().enumerate() {
-            let e = df
+        let filter = match &c.filter {
+            Some(w) => Some(
+                input
+                    .parse_sql_expr(w)
+                    .map_err(|source| Error::DataFusion {
+                        stage: self.id.clone(),
+                        context: format!("`where: {w}` does not compile against `{}`", self.input),
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let mut features = Vec::with_capacity(c.features.len());
+        for f in &c.features {
+            let e = input
                 .parse_sql_expr(f.expr())
                 .map_err(|source| Error::DataFusion {
                     stage: self.id.clone(),
@@ -576,8 +584,33 @@ impl KMeans {
                     ),
                     source,
                 })?;
-            exprs.push(cast(e, DataType::Float64).alias(format!("__raw{j}")));
+            features.push(cast(e, DataType::Float64));
         }
+        Ok((filter, features))
+    }
+
+    /// Selects, evaluates and sorts the rows to cluster, and checks them: a unique non-null
+    /// key and a finite value for every feature, or an error that says how many rows fail.
+    async fn prepare(
+        &self,
+        cx: &StageContext<'_>,
+        input: segflow_core::datafusion::prelude::DataFrame,
+    ) -> Result<Rows> {
+        let (filter, features) = self.exprs(&input)?;
+        let mut df = input;
+        if let Some(p) = filter {
+            df = df
+                .filter(p)
+                .map_err(cx.df_err("selecting the rows to cluster"))?;
+        }
+        let c = &self.config;
+        let mut exprs = vec![ident(&c.key).alias("__key")];
+        exprs.extend(
+            features
+                .into_iter()
+                .enumerate()
+                .map(|(j, e)| e.alias(format!("__raw{j}"))),
+        );
         let sorted = df
             .select(exprs)
             .and_then(|df| df.sort(vec![col("__key").sort(true, true)]))

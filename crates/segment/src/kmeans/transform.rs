@@ -146,6 +146,15 @@ pub(crate) fn fit_transform(
 }
 
 impl Fitted {
+    /// The step as bits, for equality and hashing of the functions that carry it.
+    pub fn bits(&self) -> [u64; 3] {
+        match *self {
+            Fitted::Log1p => [0, 0, 0],
+            Fitted::Clip { min, max } => [1, min.to_bits(), max.to_bits()],
+            Fitted::Zscore { mean, std } => [2, mean.to_bits(), std.to_bits()],
+        }
+    }
+
     pub fn apply(&self, v: f64) -> f64 {
         match *self {
             Fitted::Log1p => v.ln_1p(),

@@ -26,6 +26,7 @@ use segflow_core::datafusion::logical_expr::{
 };
 
 use super::kernel::{Pass, State, WireError, nearest};
+use super::transform::Fitted;
 
 fn wire(e: WireError) -> DataFusionError {
     DataFusionError::Execution(format!("kmeans: {e}"))
@@ -152,27 +153,71 @@ fn row_major(features: &[&Float64Array], xs: &mut Vec<f64>) {
 }
 
 /// The scalar function giving each row the id of its nearest center.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 pub struct KMeansAssign {
-    /// `k * d` centers, row-major, as bit patterns (f64 has no `Eq`/`Hash`).
-    centers: Vec<u64>,
+    /// `k * d` centers, row-major, in the clustered (transformed) space.
+    centers: Vec<f64>,
     /// Each center's cluster id.
     ids: Vec<i32>,
+    /// Per feature, the fitted transforms that take an argument into the clustered space:
+    /// none when the arguments are already transformed.
+    steps: Vec<Vec<Fitted>>,
     d: usize,
     signature: Signature,
 }
 
 impl KMeansAssign {
-    /// `kmeans_assign(features...)` against these centers and their ids.
+    /// `kmeans_assign(features...)` against these centers and their ids, for features
+    /// already in the clustered space.
     pub fn call(centers: &[f64], ids: &[i32], args: Vec<Expr>) -> Expr {
-        let d = args.len();
+        let steps = vec![Vec::new(); args.len()];
+        Self::call_raw(centers, ids, steps, args)
+    }
+
+    /// The same for features in their original units: each row goes through `steps` (one
+    /// list per feature, the transforms as fitted) first, by the code that transformed the
+    /// rows the centers were fitted on, so a row gets the cluster it was fitted in.
+    pub(crate) fn call_raw(
+        centers: &[f64],
+        ids: &[i32],
+        steps: Vec<Vec<Fitted>>,
+        args: Vec<Expr>,
+    ) -> Expr {
         ScalarUDF::from(KMeansAssign {
-            centers: centers.iter().map(|c| c.to_bits()).collect(),
+            centers: centers.to_vec(),
             ids: ids.to_vec(),
-            d,
+            steps,
+            d: args.len(),
             signature: Signature::variadic_any(Volatility::Immutable),
         })
         .call(args)
+    }
+
+    /// What the function is, as bits (f64 has neither `Eq` nor `Hash`).
+    fn key(&self) -> (Vec<u64>, &[i32], Vec<[u64; 3]>) {
+        let steps = self
+            .steps
+            .iter()
+            .flat_map(|s| s.iter().map(Fitted::bits).chain([[u64::MAX; 3]]));
+        (
+            self.centers.iter().map(|c| c.to_bits()).collect(),
+            &self.ids,
+            steps.collect(),
+        )
+    }
+}
+
+impl PartialEq for KMeansAssign {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for KMeansAssign {}
+
+impl std::hash::Hash for KMeansAssign {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
     }
 }
 
@@ -198,16 +243,22 @@ impl ScalarUDFImpl for KMeansAssign {
             .iter()
             .map(|a| as_float64_array(a))
             .collect::<Result<_>>()?;
-        let centers: Vec<f64> = self.centers.iter().map(|&b| f64::from_bits(b)).collect();
         let mut xs = Vec::new();
         row_major(&features, &mut xs);
+        if self.steps.iter().any(|s| !s.is_empty()) {
+            for x in xs.chunks_exact_mut(self.d) {
+                for (v, steps) in x.iter_mut().zip(&self.steps) {
+                    *v = steps.iter().fold(*v, |v, s| s.apply(v));
+                }
+            }
+        }
         let nulls = features.iter().any(|f| f.null_count() > 0);
         let ids: Int32Array = xs
             .chunks_exact(self.d)
             .enumerate()
             .map(|(i, x)| {
                 let null = nulls && features.iter().any(|f| f.is_null(i));
-                (!null).then(|| self.ids[nearest(x, &centers, self.d).0])
+                (!null).then(|| self.ids[nearest(x, &self.centers, self.d).0])
             })
             .collect();
         Ok(ColumnarValue::Array(Arc::new(ids)))
