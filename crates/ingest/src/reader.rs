@@ -572,6 +572,17 @@ impl RowBuffer {
 
     /// A usable record: one value per contract column (`None` or empty: null).
     pub(crate) fn push<S: AsRef<str>>(&mut self, line: u64, raw: Raw<'_>, values: &[Option<S>]) {
+        self.push_fields(line, raw, |i| values[i].as_ref().map(AsRef::as_ref));
+    }
+
+    /// [`RowBuffer::push`] with column `i`'s value given by `value(i)`, for a reader whose
+    /// fields are already at hand and need no list per record.
+    pub(crate) fn push_fields<'v>(
+        &mut self,
+        line: u64,
+        raw: Raw<'_>,
+        value: impl Fn(usize) -> Option<&'v str>,
+    ) {
         self.line.append_value(line as i64);
         match raw {
             Raw::At(at) => {
@@ -583,8 +594,8 @@ impl RowBuffer {
                 self.push_at(None);
             }
         }
-        for (b, v) in self.values.iter_mut().zip(values) {
-            match v.as_ref().map(AsRef::as_ref) {
+        for (i, b) in self.values.iter_mut().enumerate() {
+            match value(i) {
                 Some(t) if !t.is_empty() => b.append_value(t),
                 _ => b.append_null(),
             }
@@ -692,36 +703,43 @@ impl Parser {
             let raw = trim_newline(raw);
             let at = (raw_at, raw.len() as u64);
             let line = lines_before + start.line() + blank_lines;
-            let mut field_text: Vec<Option<&str>> = Vec::with_capacity(self.file.positions.len());
-            let mut problem = None;
             if record.len() != width {
-                problem = Some(Problem {
+                let problem = Problem {
                     code: "column_count",
                     column: None,
                     message: format!("has {} fields, the header has {width}", record.len()),
-                });
+                };
+                rows.push_problem(line, &String::from_utf8_lossy(raw), Some(at), problem);
             } else {
-                for (i, p) in self.file.positions.iter().enumerate() {
-                    let text = match p {
-                        Some(p) => match std::str::from_utf8(&record[*p]) {
-                            Ok(t) => Some(t),
-                            Err(_) => {
-                                problem = Some(Problem {
-                                    code: "invalid_utf8",
-                                    column: Some(rows.column_name(i).to_string()),
-                                    message: "is not valid UTF-8".to_string(),
-                                });
-                                break;
-                            }
-                        },
-                        None => None,
-                    };
-                    field_text.push(text);
+                // One UTF-8 check for the whole record, usually: where that passes, a field is
+                // text exactly when it starts and ends at characters of the whole (a field
+                // cut from valid text at character boundaries is valid; one that is not valid
+                // on its own cannot start or end at them).
+                let whole = std::str::from_utf8(record.as_slice()).ok();
+                let field = |p: usize| -> Option<&str> {
+                    match whole {
+                        Some(t) => record.range(p).and_then(|r| t.get(r)),
+                        None => std::str::from_utf8(&record[p]).ok(),
+                    }
+                };
+                let invalid = self
+                    .file
+                    .positions
+                    .iter()
+                    .position(|p| p.is_some_and(|p| field(p).is_none()));
+                match invalid {
+                    None => rows.push_fields(line, Raw::At(at), |i| {
+                        self.file.positions[i].and_then(field)
+                    }),
+                    Some(i) => {
+                        let problem = Problem {
+                            code: "invalid_utf8",
+                            column: Some(rows.column_name(i).to_string()),
+                            message: "is not valid UTF-8".to_string(),
+                        };
+                        rows.push_problem(line, &String::from_utf8_lossy(raw), Some(at), problem);
+                    }
                 }
-            }
-            match problem {
-                Some(p) => rows.push_problem(line, &String::from_utf8_lossy(raw), Some(at), p),
-                None => rows.push(line, Raw::At(at), &field_text),
             }
             drop(seen_now);
             if rows.full() {
