@@ -420,15 +420,13 @@ mod tests {
 
     /// The same run the unbounded way: every pass a full [`Pass::update`] over all rows.
     fn reference(
-        xs: &[f64],
-        d: usize,
-        scales: &Scales,
-        seed: u64,
-        run: u64,
+        run: &Run,
+        r: u64,
         k: usize,
         max_iter: usize,
         tol: f64,
     ) -> Result<Ended, TooFewPoints> {
+        let (xs, d, scales, seed) = (run.xs, run.d, run.scales, run.seed);
         let rows: Vec<u64> = (0..(xs.len() / d) as u64).collect();
         let pass = |task: Task| -> State {
             let pass = Pass {
@@ -447,7 +445,7 @@ mod tests {
                 seed,
                 step: step as u64,
                 candidates,
-                runs: vec![run],
+                runs: vec![r],
                 centers: vec![centers.clone()],
             });
             let drawn: Vec<f64> = drawn
@@ -526,7 +524,7 @@ mod tests {
             margin: Run::margin_for(&max_abs),
         };
         for r in 0..3 {
-            let want = reference(&xs, d, &scales, seed, r, k, 300, 1e-8);
+            let want = reference(&run, r, k, 300, 1e-8);
             let got = run.fit(r, k, 300, 1e-8);
             match (want, got) {
                 (Ok(want), Ok(got)) => {
@@ -564,9 +562,6 @@ mod tests {
             margin: Run::margin_for(&[2.0, 2.0]),
         };
         assert_eq!(run.fit(0, 3, 10, 0.0).err(), Some(TooFewPoints(2)));
-        assert_eq!(
-            reference(&xs, 2, &scales, 9, 0, 3, 10, 0.0).err(),
-            Some(TooFewPoints(2))
-        );
+        assert_eq!(reference(&run, 0, 3, 10, 0.0).err(), Some(TooFewPoints(2)));
     }
 }
