@@ -73,9 +73,21 @@ pub fn nearest(x: &[f64], centers: &[f64], d: usize) -> (usize, f64) {
 /// A uniform draw in (0, 1) that depends only on its inputs.
 #[inline]
 pub fn uniform(seed: u64, run: u64, step: u64, candidate: u64, row: u64) -> f64 {
-    let mut h = splitmix(seed ^ splitmix(run.wrapping_add(0x9e37_79b9)));
-    h = splitmix(h ^ step.rotate_left(17) ^ candidate.rotate_left(41));
-    h = splitmix(h ^ row);
+    uniform_at(draw_prefix(seed, run, step, candidate), row)
+}
+
+/// The part of [`uniform`] that does not depend on the row: a pass draws for every row with
+/// the same few of these, so it hashes them once, not once per row.
+#[inline]
+pub fn draw_prefix(seed: u64, run: u64, step: u64, candidate: u64) -> u64 {
+    let h = splitmix(seed ^ splitmix(run.wrapping_add(0x9e37_79b9)));
+    splitmix(h ^ step.rotate_left(17) ^ candidate.rotate_left(41))
+}
+
+/// [`uniform`] for a row, from its [`draw_prefix`].
+#[inline]
+pub fn uniform_at(prefix: u64, row: u64) -> f64 {
+    let h = splitmix(prefix ^ row);
     ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64
 }
 
@@ -196,8 +208,14 @@ impl Pass {
                 runs,
                 centers,
             } => {
+                let prefixes: Vec<u64> = runs
+                    .iter()
+                    .flat_map(|&run| {
+                        (0..*candidates).map(move |j| draw_prefix(*seed, run, *step, j as u64))
+                    })
+                    .collect();
                 for (x, &row) in xs.chunks_exact(d).zip(rows) {
-                    for (r, (&run, c)) in runs.iter().zip(centers).enumerate() {
+                    for (r, c) in centers.iter().enumerate() {
                         let w = if c.is_empty() {
                             1.0
                         } else {
@@ -208,7 +226,7 @@ impl Pass {
                         }
                         for j in 0..*candidates {
                             let slot = &mut state.slots[r * candidates + j];
-                            let u = uniform(*seed, run, *step, j as u64, row);
+                            let u = uniform_at(prefixes[r * candidates + j], row);
                             // ln(u) <= u - 1, so a row whose bound cannot reach the best key
                             // so far skips the logarithm; the result is the same.
                             if (u - 1.0) / w < slot.key {

@@ -20,7 +20,7 @@
 
 use rayon::prelude::*;
 
-use super::kernel::{Scales, Slot, dist2_d, fixed, step_stride, unfixed, uniform};
+use super::kernel::{Scales, Slot, dist2_d, draw_prefix, fixed, step_stride, unfixed, uniform_at};
 
 /// Rows per block of a pass: enough blocks for every core to stay busy, few enough that
 /// merging their sums costs nothing. Blocks merge by integer addition and a maximum, so their
@@ -129,6 +129,9 @@ impl Run<'_> {
         for step in 0..k {
             let candidates = if step == 0 { 1 } else { trials };
             let newest = (step > 0).then(|| &centers[(step - 1) * d..step * d]);
+            let prefixes: Vec<u64> = (0..candidates as u64)
+                .map(|j| draw_prefix(self.seed, run, step as u64, j))
+                .collect();
             let slots = self
                 .xs
                 .par_chunks(BLOCK_ROWS * d)
@@ -151,8 +154,8 @@ impl Run<'_> {
                             continue; // already a center: never drawn again
                         }
                         let row = (b * BLOCK_ROWS + i) as u64;
-                        for (j, slot) in slots.iter_mut().enumerate() {
-                            let u = uniform(self.seed, run, step as u64, j as u64, row);
+                        for (slot, &prefix) in slots.iter_mut().zip(&prefixes) {
+                            let u = uniform_at(prefix, row);
                             if (u - 1.0) / w < slot.key {
                                 continue; // ln(u) <= u - 1: this row cannot win
                             }
@@ -415,7 +418,7 @@ fn add(mut a: Vec<i128>, b: Vec<i128>) -> Vec<i128> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::kernel::{Pass, State, Task};
+    use super::super::kernel::{Pass, State, Task, uniform};
     use super::*;
 
     /// The same run the unbounded way: every pass a full [`Pass::update`] over all rows.
