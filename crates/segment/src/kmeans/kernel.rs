@@ -226,18 +226,7 @@ impl Pass {
                         }
                         for j in 0..*candidates {
                             let slot = &mut state.slots[r * candidates + j];
-                            let u = uniform_at(prefixes[r * candidates + j], row);
-                            // ln(u) <= u - 1, so a row whose bound cannot reach the best key
-                            // so far skips the logarithm; the result is the same.
-                            if (u - 1.0) / w < slot.key {
-                                continue;
-                            }
-                            let key = u.ln() / w;
-                            if slot.beats(key, row) {
-                                slot.key = key;
-                                slot.row = row;
-                                slot.x.copy_from_slice(x);
-                            }
+                            slot.offer(uniform_at(prefixes[r * candidates + j], row), w, row, x);
                         }
                     }
                 }
@@ -321,8 +310,32 @@ impl Slot {
 
     /// Whether a row with `key` replaces this draw: a larger key, or the same key and a lower
     /// row id.
-    pub(super) fn beats(&self, key: f64, row: u64) -> bool {
+    fn beats(&self, key: f64, row: u64) -> bool {
         key > self.key || (key == self.key && row < self.row)
+    }
+
+    /// Offers row `row` (features `x`, weight `w > 0`, uniform draw `u`) to this draw: it
+    /// wins with key `ln(u) / w`.
+    #[inline]
+    pub(super) fn offer(&mut self, u: f64, w: f64, row: u64, x: &[f64]) {
+        // ln(u) <= u - 1, so a row whose bound cannot reach the best key so far skips the
+        // logarithm; the result is the same.
+        if (u - 1.0) / w < self.key {
+            return;
+        }
+        let key = u.ln() / w;
+        if self.beats(key, row) {
+            self.key = key;
+            self.row = row;
+            self.x.copy_from_slice(x);
+        }
+    }
+
+    /// Keeps the better of this draw and `other` (a maximum: any order of merges agrees).
+    pub(super) fn merge(&mut self, other: &Slot) {
+        if self.beats(other.key, other.row) {
+            self.clone_from(other);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -339,9 +352,7 @@ impl State {
             *a += b;
         }
         for (a, b) in self.slots.iter_mut().zip(&other.slots) {
-            if a.beats(b.key, b.row) {
-                a.clone_from(b);
-            }
+            a.merge(b);
         }
         Ok(())
     }

@@ -155,16 +155,7 @@ impl Run<'_> {
                         }
                         let row = (b * BLOCK_ROWS + i) as u64;
                         for (slot, &prefix) in slots.iter_mut().zip(&prefixes) {
-                            let u = uniform_at(prefix, row);
-                            if (u - 1.0) / w < slot.key {
-                                continue; // ln(u) <= u - 1: this row cannot win
-                            }
-                            let key = u.ln() / w;
-                            if slot.beats(key, row) {
-                                slot.key = key;
-                                slot.row = row;
-                                slot.x.copy_from_slice(x);
-                            }
+                            slot.offer(uniform_at(prefix, row), w, row, x);
                         }
                     }
                     slots
@@ -173,9 +164,7 @@ impl Run<'_> {
                     || vec![Slot::empty(d); candidates],
                     |mut a, b| {
                         for (a, b) in a.iter_mut().zip(&b) {
-                            if a.beats(b.key, b.row) {
-                                a.clone_from(b);
-                            }
+                            a.merge(b);
                         }
                         a
                     },

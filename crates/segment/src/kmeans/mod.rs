@@ -364,7 +364,12 @@ impl Stage for KMeans {
                 self.input, c.column
             )));
         }
-        let rows = self.prepare(cx, input.clone()).await?;
+        // Compiled once: they select and evaluate the rows to fit, and later give every input
+        // row its cluster.
+        let (filter, raw) = self.exprs(&input)?;
+        let rows = self
+            .prepare(cx, input.clone(), filter.clone(), raw.clone())
+            .await?;
         let d = c.features.len();
         let n = rows.n;
 
@@ -420,7 +425,6 @@ impl Stage for KMeans {
         // Every input row's cluster, in one projection rather than a join back on the key:
         // rows outside `where` get null, the others their nearest center, computed from the
         // same expressions and by the same transforms as the rows the fit saw.
-        let (filter, raw) = self.exprs(&input)?;
         let cluster = match fit {
             Some(fit) => {
                 let e = KMeansAssign::call_raw(&fit.centers, &fit.ids, fitted.clone(), raw);
@@ -552,7 +556,7 @@ impl KMeans {
     }
 
     /// The `where` predicate and each feature's `expr` (as `Float64`), compiled against the
-    /// input: once to select the rows to fit, once to give every input row its cluster.
+    /// input: they select the rows to fit and give every input row its cluster.
     fn exprs(
         &self,
         input: &segflow_core::datafusion::prelude::DataFrame,
@@ -589,14 +593,16 @@ impl KMeans {
         Ok((filter, features))
     }
 
-    /// Selects, evaluates and sorts the rows to cluster, and checks them: a unique non-null
-    /// key and a finite value for every feature, or an error that says how many rows fail.
+    /// Selects (`filter`), evaluates (`features`) and sorts the rows to cluster, and checks
+    /// them: a unique non-null key and a finite value for every feature, or an error that says
+    /// how many rows fail.
     async fn prepare(
         &self,
         cx: &StageContext<'_>,
         input: segflow_core::datafusion::prelude::DataFrame,
+        filter: Option<Expr>,
+        features: Vec<Expr>,
     ) -> Result<Rows> {
-        let (filter, features) = self.exprs(&input)?;
         let mut df = input;
         if let Some(p) = filter {
             df = df
