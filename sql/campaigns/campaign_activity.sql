@@ -8,35 +8,30 @@
 --   converted, revenue         1 when the customer has an order attributed to the campaign
 --                              (orders.campaign_id), and the sum of those orders' amounts
 -- A campaign with attributed orders and no email event (its sends fall before the export
--- starts, say) is here too, so its conversions and revenue are not lost. Reads events, orders
--- and run_as_of; events and orders are each scanned once.
-with run as (
-    select r.as_of
-    from run_as_of as r
-),
-
-activity as (
+-- starts, say) is here too, so its conversions and revenue are not lost. Reads events and
+-- orders, each scanned once; $as_of: the day, a date or 'YYYY-MM-DD' (the default pipeline reads
+-- it from run_as_of). Timestamps are UTC: a date before as_of is a timestamp before as_of's
+-- midnight, a literal, so no row is cast to a date to be filtered.
+with activity as (
     select
         e.campaign_id,
         e.customer_id,
-        min(case when e.event_type = 'email_sent' then cast(e.event_ts as date) end) as first_sent,
+        cast(min(case when e.event_type = 'email_sent' then e.event_ts end) as date) as first_sent,
         max(case when e.event_type = 'email_sent' then 1 else 0 end) as sent,
         max(case when e.event_type = 'email_open' then 1 else 0 end) as opened,
         max(case when e.event_type = 'email_click' then 1 else 0 end) as clicked
     from events as e
-    cross join run
     where e.campaign_id is not null
         and e.event_type in ('email_sent', 'email_open', 'email_click')
-        and cast(e.event_ts as date) < run.as_of
+        and e.event_ts < arrow_cast(cast($as_of as date), 'Timestamp(Microsecond, Some("UTC"))')
     group by e.campaign_id, e.customer_id
 ),
 
 converted as (
     select o.campaign_id, o.customer_id, sum(o.amount) as revenue
     from orders as o
-    cross join run
     where o.campaign_id is not null
-        and cast(o.order_ts as date) < run.as_of
+        and o.order_ts < arrow_cast(cast($as_of as date), 'Timestamp(Microsecond, Some("UTC"))')
     group by o.campaign_id, o.customer_id
 )
 

@@ -12,18 +12,14 @@
 -- a customer that snapshot does not have is in segment `new`. Every campaign with counted
 -- activity is here: one with attributed orders but no send has 0 sends, null rates and this
 -- run's segments. Reads campaign_activity (one row per campaign and customer),
--- customer_segments, segment_history_before and run_as_of.
+-- customer_segments and segment_history_before; $as_of: the day, a date or 'YYYY-MM-DD' (the
+-- default pipeline reads it from run_as_of).
 --
 -- Shape, for speed: each campaign customer is joined once to its snapshot's wide row (not six
 -- times to a long one), and only then fanned out to the six segmentations by unnesting arrays
 -- (a cross join with their names came out in batches of a few rows), so no join's build side
 -- is six times the customers.
-with run as (
-    select r.as_of
-    from run_as_of as r
-),
-
-campaigns as (
+with campaigns as (
     select
         a.campaign_id,
         min(a.first_sent) as first_send,
@@ -40,13 +36,12 @@ snapshot_of as (
     group by c.campaign_id, c.conversion_rate
 ),
 
--- This run's snapshot is keyed by run.as_of: every chosen history snapshot is on or before a
+-- This run's snapshot is keyed by as_of: every chosen history snapshot is on or before a
 -- first send, so before as_of, and the keys cannot collide.
 keyed as (
     select so.campaign_id, so.conversion_rate, so.snapshot_as_of,
-        coalesce(so.snapshot_as_of, run.as_of) as snapshot_key
+        coalesce(so.snapshot_as_of, cast($as_of as date)) as snapshot_key
     from snapshot_of as so
-    cross join run
 ),
 
 snapshots as (
@@ -63,7 +58,7 @@ snapshots as (
     where h.as_of in (select k.snapshot_as_of from keyed as k)
     union all
     select
-        run.as_of,
+        cast($as_of as date),
         s.customer_id,
         s.rfm_segment,
         s.demographic_segment,
@@ -72,7 +67,6 @@ snapshots as (
         s.engagement_segment,
         coalesce(cast(s.cluster_id as varchar), 'unclustered')
     from customer_segments as s
-    cross join run
 ),
 
 -- Each campaign customer with their segments in the campaign's snapshot (all null when the

@@ -1,5 +1,6 @@
 -- customer_features: one row per customer_id in customers, every feature at the run's as_of.
--- Reads customers, customer_rfm, orders, events, survey_responses and run_as_of (one row: as_of).
+-- Reads customers, customer_rfm, orders, events and survey_responses. $as_of: the day, a date or
+-- 'YYYY-MM-DD' (the default pipeline reads it from run_as_of).
 -- Every column is documented in README.md ("customer_features"). In short:
 --   windows   a row counts when its date (UTC) is before as_of; "in the last N days" means
 --             1 <= as_of - date <= N, with N = $recent_days (the *_90d columns) or
@@ -17,23 +18,19 @@
 --             interest, the higher score on a tie; top_interest: the highest of them, ties in
 --             the contract's order (sustainability, technology, fitness, luxury, family,
 --             travel, value); null when the customer answered nothing
-with run as (
-    select r.as_of
-    from run_as_of as r
-),
-
-counted_orders as (
+-- Orders and events have UTC timestamps, so a row's date is before as_of exactly when the
+-- timestamp is before as_of's midnight, and 1 <= as_of - date <= N exactly when it is also at or
+-- after the midnight of as_of - N. Those bounds fold to literals: no date cast per row (a chrono
+-- conversion each), and dates are taken only of each customer's first and last order.
+with counted_orders as (
     select
         o.customer_id,
-        o.order_id,
-        cast(o.order_ts as date) as order_date,
-        cast(run.as_of as bigint) - cast(cast(o.order_ts as date) as bigint) as days_before,
+        o.order_ts,
         o.amount,
         o.channel,
         o.category
     from orders as o
-    cross join run
-    where cast(o.order_ts as date) < run.as_of
+    where o.order_ts < arrow_cast(cast($as_of as date), 'Timestamp(Microsecond, Some("UTC"))')
 ),
 
 -- Counted orders per customer and category first, then per customer: one scan of orders gives
@@ -43,12 +40,23 @@ order_categories as (
         co.customer_id,
         co.category,
         -- order_id is unique in orders (see customer_rfm.sql): this counts distinct orders.
-        count(co.order_id) as orders,
-        min(co.order_date) as first_order_date,
-        max(co.order_date) as last_order_date,
+        count(*) as orders,
+        min(co.order_ts) as first_order_ts,
+        max(co.order_ts) as last_order_ts,
         sum(case when co.amount < 0 then 1 else 0 end) as refunds,
-        sum(case when co.days_before <= $recent_days then 1 else 0 end) as orders_90d,
-        sum(case when co.days_before <= $year_days then co.amount else 0 end) as spend_365d,
+        sum(
+            case
+                when co.order_ts >= arrow_cast(cast($as_of as date) - $recent_days, 'Timestamp(Microsecond, Some("UTC"))') then 1
+                else 0
+            end
+        ) as orders_90d,
+        sum(
+            case
+                when co.order_ts >= arrow_cast(cast($as_of as date) - $year_days, 'Timestamp(Microsecond, Some("UTC"))')
+                    then co.amount
+                else 0
+            end
+        ) as spend_365d,
         sum(case when co.channel = 'web' then 1 else 0 end) as web_orders,
         sum(case when co.channel = 'store' then 1 else 0 end) as store_orders,
         sum(case when co.channel = 'app' then 1 else 0 end) as app_orders
@@ -59,8 +67,8 @@ order_categories as (
 order_features as (
     select
         oc.customer_id,
-        min(oc.first_order_date) as first_order_date,
-        max(oc.last_order_date) as last_order_date,
+        cast(min(oc.first_order_ts) as date) as first_order_date,
+        cast(max(oc.last_order_ts) as date) as last_order_date,
         sum(oc.orders) as orders,
         sum(oc.refunds) as refunds,
         sum(oc.orders_90d) as orders_90d,
@@ -82,26 +90,26 @@ windowed_events as (
     select
         e.customer_id,
         e.event_type,
-        cast(run.as_of as bigint) - cast(cast(e.event_ts as date) as bigint) as days_before
+        e.event_ts >= arrow_cast(cast($as_of as date) - $recent_days, 'Timestamp(Microsecond, Some("UTC"))') as recent,
+        e.event_ts >= arrow_cast(cast($as_of as date) - $year_days, 'Timestamp(Microsecond, Some("UTC"))') as this_year
     from events as e
-    cross join run
-    where cast(e.event_ts as date) < run.as_of
+    where e.event_ts < arrow_cast(cast($as_of as date), 'Timestamp(Microsecond, Some("UTC"))')
 ),
 
 event_features as (
     select
         we.customer_id,
-        sum(case when we.event_type = 'email_sent' and we.days_before <= $recent_days then 1 else 0 end)
+        sum(case when we.event_type = 'email_sent' and we.recent then 1 else 0 end)
             as emails_sent_90d,
-        sum(case when we.event_type = 'email_open' and we.days_before <= $recent_days then 1 else 0 end)
+        sum(case when we.event_type = 'email_open' and we.recent then 1 else 0 end)
             as emails_opened_90d,
-        sum(case when we.event_type = 'email_click' and we.days_before <= $recent_days then 1 else 0 end)
+        sum(case when we.event_type = 'email_click' and we.recent then 1 else 0 end)
             as emails_clicked_90d,
-        sum(case when we.event_type = 'page_view' and we.days_before <= $recent_days then 1 else 0 end)
+        sum(case when we.event_type = 'page_view' and we.recent then 1 else 0 end)
             as page_views_90d,
-        sum(case when we.event_type = 'cart_add' and we.days_before <= $recent_days then 1 else 0 end)
+        sum(case when we.event_type = 'cart_add' and we.recent then 1 else 0 end)
             as cart_adds_90d,
-        sum(case when we.event_type = 'support_ticket' and we.days_before <= $year_days then 1 else 0 end)
+        sum(case when we.event_type = 'support_ticket' and we.this_year then 1 else 0 end)
             as support_tickets_365d
     from windowed_events as we
     group by we.customer_id
@@ -125,8 +133,7 @@ latest_answers as (
             when 'value' then 7
         end as interest_order
     from survey_responses as s
-    cross join run
-    where s.answered_at < run.as_of
+    where s.answered_at < cast($as_of as date)
     group by s.customer_id, s.interest
 ),
 
@@ -181,13 +188,13 @@ income_ranges as (
 ages as (
     select
         c.customer_id,
-        run.as_of,
-        cast(cast(run.as_of as bigint) - cast(c.signup_date as bigint) as int) as tenure_days,
+        cast($as_of as date) as as_of,
+        cast(cast(cast($as_of as date) as bigint) - cast(c.signup_date as bigint) as int) as tenure_days,
         c.annual_income,
         cast(
-            extract(year from run.as_of) - extract(year from c.birth_date)
+            extract(year from cast($as_of as date)) - extract(year from c.birth_date)
             - case
-                when extract(month from run.as_of) * 100 + extract(day from run.as_of)
+                when extract(month from cast($as_of as date)) * 100 + extract(day from cast($as_of as date))
                     < extract(month from c.birth_date) * 100 + extract(day from c.birth_date)
                     then 1
                 else 0
@@ -195,7 +202,6 @@ ages as (
             as int
         ) as age
     from customers as c
-    cross join run
 ),
 
 aged as (

@@ -2,18 +2,14 @@
 -- segment in the previous snapshot (from_segment; null when that snapshot lacks the customer or
 -- there is none) and now (to_segment), with both as_of (from_as_of null when there is no
 -- previous snapshot). segment_migrations counts these, segment_changes filters them. Reads
--- customer_segments, previous_segments and run_as_of. The `cluster` segmentation's segments are
+-- customer_segments and previous_segments; $as_of is the day, a date or 'YYYY-MM-DD' (the
+-- default pipeline reads it from run_as_of). The `cluster` segmentation's segments are
 -- cluster ids (as text; `unclustered` for customers without one): the clusters stage matches
 -- each run's clusters to the previous centers, so an id names the same group from run to run.
 --
 -- Shape, for speed: the two snapshots are joined once, wide (one row per customer), and the
 -- joined rows are then fanned out to the six segmentations by unnesting arrays (zipped).
-with run as (
-    select r.as_of
-    from run_as_of as r
-),
-
-previous as (
+with previous as (
     select max(p.as_of) as as_of
     from previous_segments as p
 ),
@@ -47,7 +43,7 @@ select
         'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster'
     ]) as segmentation,
     prev.as_of as from_as_of,
-    run.as_of as to_as_of,
+    cast($as_of as date) as to_as_of,
     unnest([
         j.rfm_from,
         j.demographic_from,
@@ -64,6 +60,5 @@ select
         j.engagement_to,
         j.cluster_to
     ]) as to_segment
-from joined as j
-cross join run
-cross join previous as prev
+from previous as prev
+cross join joined as j

@@ -1,5 +1,6 @@
 -- segment_profiles: one row per (segmentation, segment) of customer_segments, what a marketer
--- reads to understand a segment. Reads customer_segments, customer_features, orders, run_as_of.
+-- reads to understand a segment. Reads customer_segments, customer_features and orders;
+-- $as_of: the day, a date or 'YYYY-MM-DD' (the default pipeline reads it from run_as_of).
 --   customers, customer_share   members; share of all customers (sizes add up per segmentation)
 --   revenue, revenue_share      sum of members' monetary (refunds included; none = 0); share of
 --                               all customers' revenue (null when that is 0)
@@ -13,14 +14,9 @@
 -- customer), and a row is fanned out to the six segmentations (unnest of arrays, not a cross
 -- join, whose output here came in batches of a few rows) only after it is joined, and orders
 -- only after they are counted per combination of segments.
-with run as (
-    select r.as_of
-    from run_as_of as r
-),
-
 -- One row per customer: the segment in each segmentation (clusters by label; customers outside
 -- the clustering, without orders, form their own segment) and the profiled features.
-members as (
+with members as (
     select
         s.customer_id,
         s.rfm_segment,
@@ -81,8 +77,10 @@ sizes as (
         sum(coalesce(m.monetary, 0)) as revenue,
         avg(cast(m.recency_days as double)) as mean_recency_days,
         avg(cast(m.frequency as double)) as mean_frequency,
-        avg(cast(m.monetary as double)) as mean_monetary,
-        avg(cast(m.avg_order_value as double)) as mean_avg_order_value,
+        -- Amounts are averaged as decimals, exactly, and only then made double: a sum of
+        -- doubles depends on the order rows arrive in, so reruns differed in the last digits.
+        cast(avg(m.monetary) as double) as mean_monetary,
+        cast(avg(m.avg_order_value) as double) as mean_avg_order_value,
         -- Exact: the middle value, or the mean of the two middle ones. The aggregate holds
         -- every member's values (4 x 8 bytes per member and segmentation: about 200 MB at 1M
         -- customers). Counting equal values first, to sort fewer, made one group per segment
@@ -112,10 +110,10 @@ order_mix as (
         o.channel,
         count(*) as n
     from orders as o
-    cross join run
     inner join members as m
         on m.customer_id = o.customer_id
-    where cast(o.order_ts as date) < run.as_of
+    -- Its date (UTC) before as_of: before as_of's midnight, a literal (no cast per order).
+    where o.order_ts < arrow_cast(cast($as_of as date), 'Timestamp(Microsecond, Some("UTC"))')
     group by 1, 2, 3, 4, 5, 6, 7, 8
 ),
 

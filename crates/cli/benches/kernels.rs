@@ -25,7 +25,9 @@ use std::process::Command;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use segflow_cli::registry;
+use segflow_core::datafusion::common::ParamValues;
 use segflow_core::datafusion::prelude::{ParquetReadOptions, SessionContext};
+use segflow_core::datafusion::scalar::ScalarValue;
 use segflow_core::stage::Quiet;
 use segflow_core::{Plan, runner, session};
 use segflow_segment::kmeans::kernel::{Pass, Scales, Task};
@@ -160,9 +162,6 @@ fn rfm(c: &mut Criterion) {
             .await
             .expect("register");
         }
-        ctx.sql("create view run_as_of as select date '2026-11-01' as as_of")
-            .await
-            .expect("run_as_of");
     });
     let mut g = c.benchmark_group("rfm");
     g.sample_size(10)
@@ -174,10 +173,14 @@ fn rfm(c: &mut Criterion) {
 }
 
 async fn count(ctx: &SessionContext, sql: &str) -> usize {
+    let as_of = ScalarValue::Utf8(Some("2026-11-01".to_string()));
+    let params = ParamValues::from(vec![("as_of", as_of)]);
     let batches = ctx
         .sql(sql)
         .await
         .expect("plan")
+        .with_param_values(params)
+        .expect("as_of")
         .collect()
         .await
         .expect("run");

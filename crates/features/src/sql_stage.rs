@@ -18,7 +18,8 @@ pub struct SqlStageConfig {
     /// The query, relative to the pipeline's `sql/` directory: `features/customer_rfm.sql`.
     pub sql: String,
     /// Values for the query's `$name` placeholders. Every placeholder needs one and every
-    /// value must be used. `${var}` references are expanded first.
+    /// value must be used. `${var}` references are expanded first. `{ table: T, column: C }`
+    /// reads the value from the one row of the run's table `T` when the stage runs.
     #[serde(default)]
     pub params: BTreeMap<String, Value>,
 }
@@ -64,18 +65,21 @@ checks: [{ not_null: [as_of] }]
                 "has no `output`; name the table the query produces",
             ));
         };
-        // The query names its inputs; a hand-written list that disagrees would be a lie.
+        // The query and its table params name its inputs; a hand-written list that disagrees
+        // would be a lie.
         if !spec.inputs.is_empty() {
             let declared: std::collections::BTreeSet<String> =
                 spec.inputs.iter().cloned().collect();
-            if declared != file.tables {
+            let read: std::collections::BTreeSet<String> =
+                file.tables.union(&params.tables()).cloned().collect();
+            if declared != read {
                 return Err(spec.error(
                     cx.source,
                     format!(
-                        "`inputs` says [{}] but {} reads [{}]; remove `inputs` (it is derived from the SQL) or fix it",
+                        "`inputs` says [{}] but {} and its params read [{}]; remove `inputs` (it is derived from the SQL) or fix it",
                         spec.inputs.join(", "),
                         file.name,
-                        file.tables.iter().cloned().collect::<Vec<_>>().join(", ")
+                        read.iter().cloned().collect::<Vec<_>>().join(", ")
                     ),
                 ));
             }
@@ -92,7 +96,11 @@ checks: [{ not_null: [as_of] }]
 #[async_trait]
 impl Stage for SqlStage {
     fn inputs(&self) -> Vec<String> {
-        self.file.tables.iter().cloned().collect()
+        self.file
+            .tables
+            .union(&self.params.tables())
+            .cloned()
+            .collect()
     }
 
     fn outputs(&self) -> Vec<String> {
@@ -120,9 +128,8 @@ impl Stage for SqlStage {
             .await
             .map_err(sql_err)?;
         if !self.params.is_empty() {
-            df = df
-                .with_param_values(self.params.values())
-                .map_err(sql_err)?;
+            let values = self.params.values(&self.id, cx.ctx).await?;
+            df = df.with_param_values(values).map_err(sql_err)?;
         }
         match cx.materialize(&self.output, df).await {
             Err(Error::DataFusion { source, .. }) => Err(sql_err(source)),

@@ -7,7 +7,7 @@
 //! model features/run_as_of.sql into run_as_of as_of=2026-01-01
 //!
 //! query TII rowsort
-//! model features/customer_rfm.sql
+//! model features/customer_rfm.sql as_of=2026-01-01
 //! ----
 //! ...
 //! ```
