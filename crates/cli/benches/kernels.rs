@@ -30,7 +30,7 @@ use segflow_core::datafusion::prelude::{ParquetReadOptions, SessionContext};
 use segflow_core::datafusion::scalar::ScalarValue;
 use segflow_core::stage::Quiet;
 use segflow_core::{Plan, runner, session};
-use segflow_segment::kmeans::kernel::{Pass, Scales, Task};
+use segflow_segment::kmeans::kernel::{Pass, Scales, TILE_ROWS, Task};
 
 /// The allocator the `segflow` binary uses (see its main.rs), so kernels are timed as they run.
 #[global_allocator]
@@ -226,13 +226,11 @@ fn kmeans(c: &mut Criterion) {
             },
         ),
         (
-            "kmeanspp_draw",
-            Task::Sample {
-                seed: 1,
-                step: 3,
-                candidates: 3,
-                runs: (0..RUNS as u64).collect(),
+            "kmeanspp_gather",
+            Task::Gather {
                 centers: centers(3),
+                tiles: (0..RUNS as u64).map(|r| vec![r, r + 17, r + 31]).collect(),
+                tile_rows: TILE_ROWS,
             },
         ),
         (
@@ -240,6 +238,8 @@ fn kmeans(c: &mut Criterion) {
             Task::Potential {
                 centers: centers(3),
                 candidates: centers(3),
+                tile_rows: TILE_ROWS,
+                tiles: ROWS.div_ceil(TILE_ROWS as usize),
             },
         ),
     ];

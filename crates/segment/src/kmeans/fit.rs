@@ -16,7 +16,10 @@ use segflow_core::datafusion::error::DataFusionError;
 use segflow_core::datafusion::logical_expr::{Expr, col};
 use segflow_core::datafusion::prelude::SessionContext;
 
-use super::kernel::{self, Pass, Scales, State, Task, nearest, step_stride, unfixed};
+use super::kernel::{
+    self, Pass, Scales, State, TILE_ROWS, Task, draw, nearest, row_in_tile, step_stride, target,
+    tile_of, unfixed,
+};
 use super::memory::{Ended, Run, TooFewPoints, move_centers};
 use super::udf::KMeansPass;
 
@@ -224,7 +227,7 @@ impl<'a> Data<'a> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let lloyd = runs.iter().map(|r| r.iterations).max().unwrap_or(0);
-        Ok((runs, 2 * k - 1 + lloyd + 1))
+        Ok((runs, seeding_passes(k) + lloyd + 1))
     }
 
     /// Every run at once, each pass a DataFusion aggregate that serves all runs still going.
@@ -241,50 +244,94 @@ impl<'a> Data<'a> {
         let mut centers: Vec<Vec<f64>> = vec![Vec::new(); n_init];
 
         // k-means++ (greedy, as scikit-learn): the first center uniformly at random, then each
-        // next one the best of 2 + ln(k) draws weighted by squared distance.
+        // next one the best of 2 + ln(k) draws weighted by squared distance. A step is two
+        // passes: the rows of the tiles its draws fall in, then each candidate's potential
+        // and tile sums, which the next step draws from.
         let trials = 2 + (k as f64).ln() as usize;
+        let tiles_len = self.n().div_ceil(TILE_ROWS as usize);
+        // Per run: its tile sums, or None while every row weighs 1.
+        let mut tiles: Vec<Option<Vec<i128>>> = vec![None; n_init];
         for step in 0..k {
             let candidates = if step == 0 { 1 } else { trials };
-            let drawn = self
-                .pass(Task::Sample {
-                    seed: self.seed,
-                    step: step as u64,
-                    candidates,
-                    runs: runs.clone(),
+            // Per run and candidate: the tile its target falls in and what is left of it there.
+            let mut wanted: Vec<Vec<(u64, i128)>> = Vec::with_capacity(n_init);
+            for (r, tiles) in tiles.iter().enumerate() {
+                let total = tiles.as_ref().map_or(self.n() as i128, |t| t.iter().sum());
+                if total == 0 {
+                    return Err(too_few(step, k));
+                }
+                wanted.push(
+                    (0..candidates as u64)
+                        .map(|j| {
+                            let t = target(total, draw(self.seed, runs[r], step as u64, j));
+                            match tiles {
+                                None => (t as u64 / TILE_ROWS, t % TILE_ROWS as i128),
+                                Some(tiles) => {
+                                    let (tile, left) = tile_of(tiles, t);
+                                    (tile as u64, left)
+                                }
+                            }
+                        })
+                        .collect(),
+                );
+            }
+            let gathered = self
+                .pass(Task::Gather {
                     centers: centers.clone(),
+                    tiles: wanted
+                        .iter()
+                        .map(|w| {
+                            let mut t: Vec<u64> = w.iter().map(|&(tile, _)| tile).collect();
+                            t.sort_unstable();
+                            t.dedup();
+                            t
+                        })
+                        .collect(),
+                    tile_rows: TILE_ROWS,
                 })
                 .await?;
             passes += 1;
-            let drawn: Vec<Vec<f64>> = (0..n_init)
-                .map(|r| {
-                    drawn.slots[r * candidates..(r + 1) * candidates]
-                        .iter()
-                        .filter(|s| !s.is_empty())
-                        .flat_map(|s| s.x.iter().copied())
-                        .collect()
+            let drawn: Vec<Vec<f64>> = wanted
+                .iter()
+                .enumerate()
+                .map(|(r, w)| {
+                    w.iter()
+                        .map(|&(tile, left)| {
+                            let rows = gathered.gathered(r as u64, tile, TILE_ROWS);
+                            row_in_tile(rows.iter().map(|g| g.weight), left)
+                                .map(|i| rows[i].x.clone())
+                                .ok_or_else(|| {
+                                    FitError::Data("a k-means++ draw fell past its tile".into())
+                                })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(|xs| xs.concat())
                 })
-                .collect();
-            if drawn.iter().any(Vec::is_empty) {
-                return Err(too_few(step, k));
-            }
-            if step == 0 {
+                .collect::<Result<_, _>>()?;
+            if step == k - 1 && candidates == 1 {
                 centers = drawn;
-                continue;
+                break; // k = 1: no potential to compare, no next step to draw for
             }
-            let potentials = self
+            let sums = self
                 .pass(Task::Potential {
                     centers: centers.clone(),
                     candidates: drawn.clone(),
+                    tile_rows: TILE_ROWS,
+                    tiles: tiles_len,
                 })
                 .await?;
             passes += 1;
             let mut at = 0;
             for (r, cands) in drawn.iter().enumerate() {
                 let m = cands.len() / d;
-                let pots = &potentials.ints[at..at + m];
-                at += m;
+                let per: Vec<&[i128]> = sums.ints[at..at + m * tiles_len]
+                    .chunks(tiles_len.max(1))
+                    .collect();
+                at += m * tiles_len;
+                let pots: Vec<i128> = per.iter().map(|t| t.iter().sum()).collect();
                 let best = (0..m).min_by_key(|&j| (pots[j], j)).unwrap_or(0);
                 centers[r].extend_from_slice(&cands[best * d..(best + 1) * d]);
+                tiles[r] = Some(per[best].to_vec());
             }
         }
 
@@ -387,6 +434,12 @@ impl<'a> Data<'a> {
             .collect();
         Sample { xs, d }
     }
+}
+
+/// The passes a plan's k-means++ seeding takes: a gather and a potential per step, but no
+/// potential when k = 1. The in-memory path reports the same count for the same metric.
+fn seeding_passes(k: usize) -> usize {
+    2 * k - usize::from(k == 1)
 }
 
 fn too_few(step: usize, k: usize) -> FitError {

@@ -7,8 +7,14 @@
 //! keeps is exact: each value is converted to a fixed-point integer on a power-of-two grid
 //! chosen from the feature's largest magnitude ([`Scales`]), and the integers are added as
 //! `i128`. Integer addition is associative, so partitions may merge in any order and the sum is
-//! the same bit for bit. Random draws are a hash of (seed, run, step, candidate, row id), not a
-//! stream, so they too are the same whatever order rows come in.
+//! the same bit for bit.
+//!
+//! k-means++ draws are inverse-CDF draws over the rows in row-id order (ids are positions in
+//! key order, fixed before any pass): a hash of (seed, run, step, candidate) picks a target
+//! below the exact integer sum of the rows' weights, and the row where the running sum of
+//! weights passes the target is drawn. The sums are kept per tile of [`TILE_ROWS`] row ids
+//! ([`Task::Potential`]), so a draw finds its tile from them and reads only that tile's rows
+//! ([`Task::Gather`]), in row-id order whatever order they came in. No pass hashes a row.
 
 use std::fmt;
 
@@ -70,25 +76,72 @@ pub fn nearest(x: &[f64], centers: &[f64], d: usize) -> (usize, f64) {
     nearest_d::<0>(x, centers, d)
 }
 
+/// Row ids per tile: the unit in which seeding passes sum the weights of k-means++ draws (see
+/// the module doc). Small enough that a draw reads few rows, large enough that the sums of a
+/// pass stay a few thousand integers for millions of rows.
+pub const TILE_ROWS: u64 = 4096;
+
+/// The most tiles a potential pass may have: 2^24 tiles of [`TILE_ROWS`] are 2^36 rows.
+const MAX_TILES: usize = 1 << 24;
+
 /// A uniform draw in (0, 1) that depends only on its inputs.
 #[inline]
 pub fn uniform(seed: u64, run: u64, step: u64, candidate: u64, row: u64) -> f64 {
-    uniform_at(draw_prefix(seed, run, step, candidate), row)
+    let h = splitmix(draw(seed, run, step, candidate) ^ row);
+    ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64
 }
 
-/// The part of [`uniform`] that does not depend on the row: a pass draws for every row with
-/// the same few of these, so it hashes them once, not once per row.
+/// The random bits of k-means++ draw `candidate` of `step` in run `run`.
 #[inline]
-pub fn draw_prefix(seed: u64, run: u64, step: u64, candidate: u64) -> u64 {
+pub fn draw(seed: u64, run: u64, step: u64, candidate: u64) -> u64 {
     let h = splitmix(seed ^ splitmix(run.wrapping_add(0x9e37_79b9)));
     splitmix(h ^ step.rotate_left(17) ^ candidate.rotate_left(41))
 }
 
-/// [`uniform`] for a row, from its [`draw_prefix`].
+/// The weight a row of squared distance `dd` to its nearest center has in a k-means++ draw:
+/// the distance on the squared grid, so that weights sum exactly. A row on a center weighs 0
+/// and is never drawn again.
 #[inline]
-pub fn uniform_at(prefix: u64, row: u64) -> f64 {
-    let h = splitmix(prefix ^ row);
-    ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+pub fn weight(dd: f64, scales: &Scales) -> i128 {
+    fixed(dd, scales.squared)
+}
+
+/// Where draw `bits` falls among weights summing to `total` (> 0): floor(total * u) for the
+/// uniform u = (bits >> 11) / 2^53 in [0, 1), computed exactly, so always below `total`.
+pub fn target(total: i128, bits: u64) -> i128 {
+    debug_assert!(total > 0);
+    let (total, u) = (total as u128, (bits >> 11) as u128);
+    // total * u / 2^53 with total split in 64-bit halves: (hi * 2^64 + lo) * u / 2^53 is
+    // hi * u * 2^11 (an integer) plus lo * u / 2^53; neither product overflows.
+    let (hi, lo) = (total >> 64, total & u128::from(u64::MAX));
+    (((hi * u) << 11) + ((lo * u) >> 53)) as i128
+}
+
+/// The tile `target` falls in, given each tile's sum of weights, and what is left of the
+/// target at the tile's start. The tile has weight: an empty tile never holds a target.
+pub fn tile_of(tiles: &[i128], target: i128) -> (usize, i128) {
+    let mut left = target;
+    for (t, &sum) in tiles.iter().enumerate() {
+        if left < sum {
+            return (t, left);
+        }
+        left -= sum;
+    }
+    // Only for a target at or past the total, which `target` never gives.
+    (tiles.len().saturating_sub(1), left)
+}
+
+/// The position, in a tile's `weights` (row-id order), of the row where their running sum
+/// first passes `left`: the row the draw lands on. None only if `left` is not below their sum.
+pub fn row_in_tile(weights: impl IntoIterator<Item = i128>, left: i128) -> Option<usize> {
+    let mut sum = 0;
+    for (i, w) in weights.into_iter().enumerate() {
+        sum += w;
+        if left < sum {
+            return Some(i);
+        }
+    }
+    None
 }
 
 #[inline]
@@ -106,22 +159,24 @@ pub enum Task {
     /// A Lloyd step: per run, assign every row to its nearest center and sum per center the
     /// rows (count, coordinates) and their squared distances.
     Step { k: usize, centers: Vec<Vec<f64>> },
-    /// k-means++ draws: per run, `candidates` independent rows, each drawn with probability
-    /// proportional to its squared distance to the run's centers so far (uniformly when it has
-    /// none). A weighted draw is the row with the largest `ln(u) / w` (Efraimidis-Spirakis), a
-    /// maximum, so partitions merge in any order.
-    Sample {
-        seed: u64,
-        step: u64,
-        candidates: usize,
-        runs: Vec<u64>,
-        centers: Vec<Vec<f64>>,
-    },
-    /// The potential (sum of squared distances to the nearest center) each candidate would
-    /// leave if added to its run's centers: greedy k-means++ keeps the best candidate.
+    /// k-means++ weights, per run and candidate: the squared distance of every row to its
+    /// nearest center if the candidate were added to the run's centers, as a [`weight`],
+    /// summed per tile of `tile_rows` row ids (`tiles` of them). Their total is the potential
+    /// the candidate would leave (greedy k-means++ keeps the lowest); the tiles of the kept
+    /// one locate the next step's draws.
     Potential {
         centers: Vec<Vec<f64>>,
         candidates: Vec<Vec<f64>>,
+        tile_rows: u64,
+        tiles: usize,
+    },
+    /// The rows of some tiles with their weights under each run's centers (1 for a run with
+    /// none, a uniform draw): the rows a draw's target may fall on, in whatever order they
+    /// come; [`State::gathered`] puts them in row-id order.
+    Gather {
+        centers: Vec<Vec<f64>>,
+        tiles: Vec<Vec<u64>>,
+        tile_rows: u64,
     },
 }
 
@@ -137,24 +192,30 @@ impl Pass {
         self.scales.dims()
     }
 
+    /// The row ids a pass can take: a potential sums rows per tile, so its rows must fall in
+    /// its tiles. Row ids are positions, so only a plan edited by hand can break this.
+    pub fn takes_row(&self, row: u64) -> bool {
+        match &self.task {
+            Task::Potential {
+                tile_rows, tiles, ..
+            } => row / tile_rows < *tiles as u64,
+            _ => true,
+        }
+    }
+
     /// An empty state of the right shape.
     pub fn empty_state(&self) -> State {
         let d = self.dims();
-        match &self.task {
-            Task::Step { k, centers } => State {
-                ints: vec![0; centers.len() * step_stride(*k, d)],
-                slots: Vec::new(),
-            },
-            Task::Sample {
-                candidates, runs, ..
-            } => State {
-                ints: Vec::new(),
-                slots: vec![Slot::empty(d); runs.len() * candidates],
-            },
-            Task::Potential { candidates, .. } => State {
-                ints: vec![0; candidates.iter().map(|c| c.len() / d).sum()],
-                slots: Vec::new(),
-            },
+        let ints = match &self.task {
+            Task::Step { k, centers } => centers.len() * step_stride(*k, d),
+            Task::Potential {
+                candidates, tiles, ..
+            } => candidates.iter().map(|c| c.len() / d).sum::<usize>() * tiles,
+            Task::Gather { .. } => 0,
+        };
+        State {
+            ints: vec![0; ints],
+            rows: Vec::new(),
         }
     }
 
@@ -201,49 +262,49 @@ impl Pass {
                     }
                 }
             }
-            Task::Sample {
-                seed,
-                step,
-                candidates,
-                runs,
-                centers,
-            } => {
-                let prefixes: Vec<u64> = runs
-                    .iter()
-                    .flat_map(|&run| {
-                        (0..*candidates).map(move |j| draw_prefix(*seed, run, *step, j as u64))
-                    })
-                    .collect();
-                for (x, &row) in xs.chunks_exact(d).zip(rows) {
-                    for (r, c) in centers.iter().enumerate() {
-                        let w = if c.is_empty() {
-                            1.0
-                        } else {
-                            nearest_d::<D>(x, c, d).1
-                        };
-                        if w <= 0.0 {
-                            continue; // already a center: never drawn again
-                        }
-                        for j in 0..*candidates {
-                            let slot = &mut state.slots[r * candidates + j];
-                            slot.offer(uniform_at(prefixes[r * candidates + j], row), w, row, x);
-                        }
-                    }
-                }
-            }
             Task::Potential {
                 centers,
                 candidates,
+                tile_rows,
+                tiles,
             } => {
-                for x in xs.chunks_exact(d) {
-                    let mut at = 0;
+                // Per run and candidate, `tiles` sums in a row: the state's layout.
+                let tiles = *tiles;
+                for (x, &row) in xs.chunks_exact(d).zip(rows) {
+                    let tile = (row / tile_rows) as usize;
+                    let mut at = tile;
                     for (c, cands) in centers.iter().zip(candidates) {
                         let current = nearest_d::<D>(x, c, d).1;
                         for cand in cands.chunks_exact(d) {
                             let dd = dist2_d::<D>(x, cand, d).min(current);
-                            state.ints[at] += fixed(dd, scales.squared);
-                            at += 1;
+                            state.ints[at] += weight(dd, scales);
+                            at += tiles;
                         }
+                    }
+                }
+            }
+            Task::Gather {
+                centers,
+                tiles,
+                tile_rows,
+            } => {
+                for (x, &row) in xs.chunks_exact(d).zip(rows) {
+                    let tile = row / tile_rows;
+                    for (r, (c, wanted)) in centers.iter().zip(tiles).enumerate() {
+                        if !wanted.contains(&tile) {
+                            continue;
+                        }
+                        let weight = if c.is_empty() {
+                            1
+                        } else {
+                            weight(nearest_d::<D>(x, c, d).1, scales)
+                        };
+                        state.rows.push(Gathered {
+                            run: r as u64,
+                            row,
+                            weight,
+                            x: x.to_vec(),
+                        });
                     }
                 }
             }
@@ -283,78 +344,45 @@ pub fn step_stride(k: usize, d: usize) -> usize {
     k + k * d + k
 }
 
-/// What a pass has accumulated: exact integer sums and drawn rows. Merging is addition and a
-/// maximum, both independent of order.
+/// What a pass has accumulated: exact integer sums, and gathered rows. Merging adds the sums
+/// and pools the rows, both independent of order.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct State {
     pub ints: Vec<i128>,
-    pub slots: Vec<Slot>,
+    pub rows: Vec<Gathered>,
 }
 
-/// One weighted draw: the best key so far and its row.
+/// A row a [`Task::Gather`] pass collected for run `run` (its index in the task's lists).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Slot {
-    pub key: f64,
+pub struct Gathered {
+    pub run: u64,
     pub row: u64,
+    pub weight: i128,
     pub x: Vec<f64>,
-}
-
-impl Slot {
-    pub(super) fn empty(d: usize) -> Slot {
-        Slot {
-            key: f64::NEG_INFINITY,
-            row: u64::MAX,
-            x: vec![0.0; d],
-        }
-    }
-
-    /// Whether a row with `key` replaces this draw: a larger key, or the same key and a lower
-    /// row id.
-    fn beats(&self, key: f64, row: u64) -> bool {
-        key > self.key || (key == self.key && row < self.row)
-    }
-
-    /// Offers row `row` (features `x`, weight `w > 0`, uniform draw `u`) to this draw: it
-    /// wins with key `ln(u) / w`.
-    #[inline]
-    pub(super) fn offer(&mut self, u: f64, w: f64, row: u64, x: &[f64]) {
-        // ln(u) <= u - 1, so a row whose bound cannot reach the best key so far skips the
-        // logarithm; the result is the same.
-        if (u - 1.0) / w < self.key {
-            return;
-        }
-        let key = u.ln() / w;
-        if self.beats(key, row) {
-            self.key = key;
-            self.row = row;
-            self.x.copy_from_slice(x);
-        }
-    }
-
-    /// Keeps the better of this draw and `other` (a maximum: any order of merges agrees).
-    pub(super) fn merge(&mut self, other: &Slot) {
-        if self.beats(other.key, other.row) {
-            self.clone_from(other);
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.row == u64::MAX
-    }
 }
 
 impl State {
     pub fn merge(&mut self, other: &State) -> Result<(), WireError> {
-        if self.ints.len() != other.ints.len() || self.slots.len() != other.slots.len() {
+        if self.ints.len() != other.ints.len() {
             return Err(WireError("k-means states of different shapes"));
         }
         for (a, b) in self.ints.iter_mut().zip(&other.ints) {
             *a += b;
         }
-        for (a, b) in self.slots.iter_mut().zip(&other.slots) {
-            a.merge(b);
-        }
+        self.rows.extend_from_slice(&other.rows);
         Ok(())
+    }
+
+    /// The gathered rows of run `run` in tile `tile` (of `tile_rows` ids), in row-id order:
+    /// the order a draw reads them in, whatever order partitions merged in.
+    pub fn gathered(&self, run: u64, tile: u64, tile_rows: u64) -> Vec<&Gathered> {
+        let mut rows: Vec<&Gathered> = self
+            .rows
+            .iter()
+            .filter(|g| g.run == run && g.row / tile_rows == tile)
+            .collect();
+        rows.sort_by_key(|g| g.row);
+        rows
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -363,11 +391,12 @@ impl State {
         for &v in &self.ints {
             w.bytes(&v.to_le_bytes());
         }
-        w.u64(self.slots.len() as u64);
-        for s in &self.slots {
-            w.f64(s.key);
-            w.u64(s.row);
-            w.f64s(&s.x);
+        w.u64(self.rows.len() as u64);
+        for g in &self.rows {
+            w.u64(g.run);
+            w.u64(g.row);
+            w.bytes(&g.weight.to_le_bytes());
+            w.f64s(&g.x);
         }
         w.0
     }
@@ -380,16 +409,17 @@ impl State {
             ints.push(i128::from_le_bytes(r.take::<16>()?));
         }
         let n = r.len()?;
-        let mut slots = Vec::with_capacity(n);
+        let mut rows = Vec::with_capacity(n);
         for _ in 0..n {
-            slots.push(Slot {
-                key: r.f64()?,
+            rows.push(Gathered {
+                run: r.u64()?,
                 row: r.u64()?,
+                weight: i128::from_le_bytes(r.take::<16>()?),
                 x: r.f64s()?,
             });
         }
         r.end()?;
-        Ok(State { ints, slots })
+        Ok(State { ints, rows })
     }
 }
 
@@ -404,30 +434,30 @@ impl Pass {
                 w.u64(*k as u64);
                 w.nested(centers);
             }
-            Task::Sample {
-                seed,
-                step,
-                candidates,
-                runs,
-                centers,
-            } => {
-                w.u64(1);
-                w.u64(*seed);
-                w.u64(*step);
-                w.u64(*candidates as u64);
-                w.u64(runs.len() as u64);
-                for &r in runs {
-                    w.u64(r);
-                }
-                w.nested(centers);
-            }
             Task::Potential {
                 centers,
                 candidates,
+                tile_rows,
+                tiles,
             } => {
                 w.u64(2);
                 w.nested(centers);
                 w.nested(candidates);
+                w.u64(*tile_rows);
+                w.u64(*tiles as u64);
+            }
+            Task::Gather {
+                centers,
+                tiles,
+                tile_rows,
+            } => {
+                w.u64(3);
+                w.nested(centers);
+                w.u64(tiles.len() as u64);
+                for t in tiles {
+                    w.u64s(t);
+                }
+                w.u64(*tile_rows);
             }
         }
         w.0
@@ -442,24 +472,23 @@ impl Pass {
                 k: r.len()?,
                 centers: r.nested()?,
             },
-            1 => {
-                let seed = r.u64()?;
-                let step = r.u64()?;
-                let candidates = r.len()?;
-                let n = r.len()?;
-                let runs = (0..n).map(|_| r.u64()).collect::<Result<_, _>>()?;
-                Task::Sample {
-                    seed,
-                    step,
-                    candidates,
-                    runs,
-                    centers: r.nested()?,
-                }
-            }
             2 => Task::Potential {
                 centers: r.nested()?,
                 candidates: r.nested()?,
+                tile_rows: r.u64()?,
+                // Bounded by `check`, as every tile is an i128 of the state.
+                tiles: r.u64()? as usize,
             },
+            3 => {
+                let centers = r.nested()?;
+                let n = r.len()?;
+                let tiles = (0..n).map(|_| r.u64s()).collect::<Result<_, _>>()?;
+                Task::Gather {
+                    centers,
+                    tiles,
+                    tile_rows: r.u64()?,
+                }
+            }
             _ => return Err(WireError("unknown k-means task")),
         };
         r.end()?;
@@ -477,11 +506,23 @@ impl Pass {
         let whole = |v: &Vec<Vec<f64>>| d > 0 && v.iter().all(|c| c.len() % d == 0);
         let ok = match &self.task {
             Task::Step { k, centers } => whole(centers) && centers.iter().all(|c| c.len() == k * d),
-            Task::Sample { runs, centers, .. } => whole(centers) && runs.len() == centers.len(),
             Task::Potential {
                 centers,
                 candidates,
-            } => whole(centers) && whole(candidates) && centers.len() == candidates.len(),
+                tile_rows,
+                tiles,
+            } => {
+                whole(centers)
+                    && whole(candidates)
+                    && centers.len() == candidates.len()
+                    && *tile_rows > 0
+                    && *tiles <= MAX_TILES
+            }
+            Task::Gather {
+                centers,
+                tiles,
+                tile_rows,
+            } => whole(centers) && centers.len() == tiles.len() && *tile_rows > 0,
         };
         ok.then_some(())
             .ok_or(WireError("k-means task with centers of the wrong size"))
@@ -525,6 +566,12 @@ impl Writer {
             self.f64s(x);
         }
     }
+    fn u64s(&mut self, v: &[u64]) {
+        self.u64(v.len() as u64);
+        for &x in v {
+            self.u64(x);
+        }
+    }
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -559,6 +606,10 @@ impl Reader<'_> {
     fn nested(&mut self) -> Result<Vec<Vec<f64>>, WireError> {
         let n = self.len()?;
         (0..n).map(|_| self.f64s()).collect()
+    }
+    fn u64s(&mut self) -> Result<Vec<u64>, WireError> {
+        let n = self.len()?;
+        (0..n).map(|_| self.u64()).collect()
     }
     fn end(&self) -> Result<(), WireError> {
         self.0
@@ -655,46 +706,100 @@ mod tests {
 
     #[test]
     fn draws_follow_the_weights_and_never_repeat_a_center() {
-        // Rows at 0 (a center), 1 and 3: weights 0, 1, 9. Over many seeds, row 2 wins ~90%.
+        // Rows at 0 (the center), 1 and 3: weights 0, 1 and 9, in tiles of two rows. Over
+        // many seeds, row 2 is drawn about 90% of the time and row 0 never.
         let xs = [0.0, 0.0, 1.0, 0.0, 3.0, 0.0];
         let rows = [0, 1, 2];
-        let mut wins = [0; 3];
-        for seed in 0..4000 {
+        let scales = Scales::for_bounds(&[3.0, 3.0]);
+        let run = |task: Task| {
             let pass = Pass {
-                scales: Scales::for_bounds(&[3.0, 3.0]),
-                task: Task::Sample {
-                    seed,
-                    step: 1,
-                    candidates: 1,
-                    runs: vec![0],
-                    centers: vec![vec![0.0, 0.0]],
-                },
+                scales: scales.clone(),
+                task,
             };
             let mut state = pass.empty_state();
-            pass.update(&mut state, &rows, &xs);
-            wins[state.slots[0].row as usize] += 1;
+            // In two blocks, merged the other way round, as partitions may be.
+            let mut second = pass.empty_state();
+            pass.update(&mut state, &rows[..1], &xs[..2]);
+            pass.update(&mut second, &rows[1..], &xs[2..]);
+            second.merge(&state).unwrap();
+            second
+        };
+        let tiles = run(Task::Potential {
+            centers: vec![vec![]],
+            candidates: vec![vec![0.0, 0.0]],
+            tile_rows: 2,
+            tiles: 2,
+        })
+        .ints;
+        assert_eq!(tiles, [weight(1.0, &scales), weight(9.0, &scales)]);
+        let gathered = run(Task::Gather {
+            centers: vec![vec![0.0, 0.0]],
+            tiles: vec![vec![0, 1]],
+            tile_rows: 2,
+        });
+        let mut wins = [0; 3];
+        for seed in 0..4000 {
+            let t = target(tiles.iter().sum(), draw(seed, 0, 1, 0));
+            let (tile, left) = tile_of(&tiles, t);
+            let rows = gathered.gathered(0, tile as u64, 2);
+            let i = row_in_tile(rows.iter().map(|g| g.weight), left).unwrap();
+            wins[rows[i].row as usize] += 1;
         }
         assert_eq!(wins[0], 0);
         assert!((3400..3800).contains(&wins[2]), "{wins:?}");
     }
 
     #[test]
+    fn targets_are_exact_and_below_the_total() {
+        // u = 1/2 exactly: half of a total above 2^64, rounded down.
+        let total = (3i128 << 64) + 5;
+        assert_eq!(target(total, 1 << 63), (3i128 << 63) + 2);
+        assert_eq!(target(total, 0), 0);
+        assert_eq!(target(1, u64::MAX), 0);
+        assert!(target(i128::MAX, u64::MAX) < i128::MAX);
+        // The tile, and the row in it, where the running sum first passes the target.
+        assert_eq!(tile_of(&[3, 0, 2], 3), (2, 0));
+        assert_eq!(tile_of(&[3, 0, 2], 2), (0, 2));
+        assert_eq!(row_in_tile([0, 2, 0, 1], 1), Some(1));
+        assert_eq!(row_in_tile([0, 2, 0, 1], 2), Some(3));
+        assert_eq!(row_in_tile([0, 2, 0, 1], 3), None);
+    }
+
+    #[test]
     fn passes_round_trip_and_reject_bad_bytes() {
-        let pass = Pass {
-            scales: Scales::for_bounds(&[2.0]),
-            task: Task::Sample {
-                seed: 7,
-                step: 2,
-                candidates: 3,
-                runs: vec![4, 5],
+        for task in [
+            Task::Potential {
                 centers: vec![vec![1.5], vec![]],
+                candidates: vec![vec![0.5, 1.0], vec![2.0]],
+                tile_rows: 4096,
+                tiles: 3,
             },
-        };
-        let bytes = pass.encode();
-        assert_eq!(Pass::decode(&bytes).unwrap(), pass);
-        assert!(Pass::decode(&bytes[..bytes.len() - 1]).is_err());
+            Task::Gather {
+                centers: vec![vec![1.5], vec![]],
+                tiles: vec![vec![0, 7], vec![2]],
+                tile_rows: 4096,
+            },
+        ] {
+            let pass = Pass {
+                scales: Scales::for_bounds(&[2.0]),
+                task,
+            };
+            let bytes = pass.encode();
+            assert_eq!(Pass::decode(&bytes).unwrap(), pass);
+            assert!(Pass::decode(&bytes[..bytes.len() - 1]).is_err());
+        }
         let bad = step_pass(vec![vec![1.0; 3]], 2).encode();
         assert!(Pass::decode(&bad).is_err());
+        let state = State {
+            ints: vec![1, -2],
+            rows: vec![Gathered {
+                run: 1,
+                row: 9,
+                weight: 1 << 70,
+                x: vec![0.25, -1.0],
+            }],
+        };
+        assert_eq!(State::decode(&state.encode()).unwrap(), state);
     }
 
     #[test]

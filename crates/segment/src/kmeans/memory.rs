@@ -6,26 +6,34 @@
 //! ties included. So a fit is the same whichever way its passes run; this way only does less
 //! work:
 //! - seeding keeps each row's squared distance to its nearest center from step to step, so a
-//!   step measures the distance to the newest center only, not to all of them again;
+//!   step measures the distance to the newest center only, not to all of them again, and it
+//!   folds that into the step's potential pass: one pass a step, where the passes of a plan
+//!   take two (a gather for the draws, then the potentials);
 //! - Lloyd keeps Hamerly's bounds per row (an upper bound on the distance to its own center,
-//!   a lower bound on the distance to any other), moves them by how far the centers moved, and
-//!   measures a row only when they no longer prove its center the nearest. The per-cluster
+//!   a lower bound on the distance to any other), moves them by how far the centers moved (as
+//!   a drift per cluster, so that a pass rewrites only the rows it measures), and measures a
+//!   row only when they no longer prove its center the nearest. The per-cluster
 //!   sums are integers (see [`kernel`](super::kernel)), so they are kept from pass to pass: a
 //!   row that changes cluster moves its coordinates from one sum to the other, exactly.
 //!
 //! Bounds are floating point, and rounding could let one claim a center is nearest when a
-//! near-tie says otherwise. So a bound proves nothing unless it wins by [`Run::margin`], which
-//! is far above the rounding error that bounds gather over any number of passes; rows that
-//! close to a tie are measured, and measured the way the kernel measures them.
+//! near-tie says otherwise. So a bound proves nothing unless it wins by [`Run::margin`] plus
+//! the rounding error its drifts can have gathered; rows that close to a tie are measured, and
+//! measured the way the kernel measures them.
 
 use rayon::prelude::*;
 
-use super::kernel::{Scales, Slot, dist2_d, draw_prefix, fixed, step_stride, unfixed, uniform_at};
+use super::kernel::{
+    Scales, TILE_ROWS, dist2_d, draw, fixed, row_in_tile, step_stride, target, tile_of, unfixed,
+    weight,
+};
 
 /// Rows per block of a pass: enough blocks for every core to stay busy, few enough that
 /// merging their sums costs nothing. Blocks merge by integer addition and a maximum, so their
 /// number never changes a result.
 pub(super) const BLOCK_ROWS: usize = 1 << 16;
+// A block holds whole tiles, so that blocks' tile sums line up (see `Run::potentials`).
+const _: () = assert!(BLOCK_ROWS % TILE_ROWS as usize == 0);
 
 /// The rows of one fit and how its sums are kept.
 pub(super) struct Run<'a> {
@@ -36,10 +44,10 @@ pub(super) struct Run<'a> {
     pub d: usize,
     pub scales: &'a Scales,
     pub seed: u64,
-    /// How much a bound must win by to prove a center nearest. Distances here are at most the
-    /// diameter of the features' box; each bound is a sum of at most a few hundred rounded
-    /// distances, off by some 1e-16 of the diameter each. 1e-9 of the diameter leaves a
-    /// thousandfold safety factor and is still far below the gaps bounds usually prove.
+    /// How much a bound must win by to prove a center nearest, besides the rounding error of
+    /// the drifts it is moved by (see `reassign`). Distances here are at most the diameter of
+    /// the features' box, and each is off by some 1e-16 of it; 1e-9 of the diameter leaves a
+    /// large safety factor and is still far below the gaps bounds usually prove.
     pub margin: f64,
 }
 
@@ -97,7 +105,7 @@ impl Run<'_> {
         tol: f64,
     ) -> Result<Ended, TooFewPoints> {
         let mut centers = self.seed_d::<D>(run, k)?;
-        let mut rows = Bounds::new(self.n());
+        let mut rows = Bounds::new(self.n(), k);
         let mut ints = self.assign_all::<D>(&centers, k, &mut rows);
         let mut iterations = 0;
         loop {
@@ -116,91 +124,121 @@ impl Run<'_> {
         }
     }
 
-    /// Greedy k-means++, as [`Task::Sample`] and [`Task::Potential`] passes compute it, with
-    /// each row's squared distance to its nearest center carried from step to step.
+    /// Greedy k-means++, as [`Task::Gather`] and [`Task::Potential`] passes compute it: the
+    /// first center drawn uniformly, each next one the best of 2 + ln(k) draws weighted by
+    /// squared distance to the centers so far. Each row's squared distance to its nearest
+    /// center is carried from step to step, and brought up to date with the newest center in
+    /// the pass that measures the next candidates.
     ///
-    /// [`Task::Sample`]: super::kernel::Task::Sample
+    /// [`Task::Gather`]: super::kernel::Task::Gather
     /// [`Task::Potential`]: super::kernel::Task::Potential
     fn seed_d<const D: usize>(&self, run: u64, k: usize) -> Result<Vec<f64>, TooFewPoints> {
-        let d = self.d;
+        let (d, n) = (self.d, self.n());
         let trials = 2 + (k as f64).ln() as usize;
-        let mut nearest = vec![f64::INFINITY; self.n()];
+        let mut nearest = vec![f64::INFINITY; n];
+        // The center `nearest` does not count yet, and the tile sums of the weights with it.
+        let mut pending: Option<Vec<f64>> = None;
+        let mut tiles: Option<Vec<i128>> = None;
         let mut centers: Vec<f64> = Vec::with_capacity(k * d);
         for step in 0..k {
             let candidates = if step == 0 { 1 } else { trials };
-            let newest = (step > 0).then(|| &centers[(step - 1) * d..step * d]);
-            let prefixes: Vec<u64> = (0..candidates as u64)
-                .map(|j| draw_prefix(self.seed, run, step as u64, j))
-                .collect();
-            let slots = self
-                .xs
-                .par_chunks(BLOCK_ROWS * d)
-                .zip(nearest.par_chunks_mut(BLOCK_ROWS))
-                .enumerate()
-                .map(|(b, (xs, nearest))| {
-                    let mut slots = vec![Slot::empty(d); candidates];
-                    for (i, (x, m)) in xs.chunks_exact(d).zip(nearest).enumerate() {
-                        let w = match newest {
-                            None => 1.0,
-                            Some(c) => {
-                                let dd = dist2_d::<D>(x, c, d);
-                                if dd < *m {
-                                    *m = dd;
-                                }
-                                *m
-                            }
-                        };
-                        if w <= 0.0 {
-                            continue; // already a center: never drawn again
-                        }
-                        let row = (b * BLOCK_ROWS + i) as u64;
-                        for (slot, &prefix) in slots.iter_mut().zip(&prefixes) {
-                            slot.offer(uniform_at(prefix, row), w, row, x);
-                        }
-                    }
-                    slots
-                })
-                .reduce(
-                    || vec![Slot::empty(d); candidates],
-                    |mut a, b| {
-                        for (a, b) in a.iter_mut().zip(&b) {
-                            a.merge(b);
-                        }
-                        a
-                    },
-                );
-            let drawn: Vec<f64> = slots
-                .iter()
-                .filter(|s| !s.is_empty())
-                .flat_map(|s| s.x.iter().copied())
-                .collect();
-            if drawn.is_empty() {
+            let total = tiles.as_ref().map_or(n as i128, |t| t.iter().sum());
+            if total == 0 {
                 return Err(TooFewPoints(step));
             }
-            if step == 0 {
-                centers = drawn;
-                continue;
-            }
-            let m = drawn.len() / d;
-            let potentials = self
-                .xs
-                .par_chunks(BLOCK_ROWS * d)
-                .zip(nearest.par_chunks(BLOCK_ROWS))
-                .map(|(xs, nearest)| {
-                    let mut pots = vec![0i128; m];
-                    for (x, &current) in xs.chunks_exact(d).zip(nearest) {
-                        for (p, cand) in pots.iter_mut().zip(drawn.chunks_exact(d)) {
-                            let dd = dist2_d::<D>(x, cand, d).min(current);
-                            *p += fixed(dd, self.scales.squared);
-                        }
-                    }
-                    pots
+            let drawn: Vec<f64> = (0..candidates as u64)
+                .flat_map(|j| {
+                    let t = target(total, draw(self.seed, run, step as u64, j));
+                    let row = match &tiles {
+                        None => t as usize, // every row weighs 1
+                        Some(tiles) => self.row_at::<D>(tiles, t, &nearest, pending.as_deref()),
+                    };
+                    self.xs[row * d..(row + 1) * d].iter().copied()
                 })
-                .reduce(|| vec![0; m], add);
-            let best = (0..m).min_by_key(|&j| (potentials[j], j)).unwrap_or(0);
-            centers.extend_from_slice(&drawn[best * d..(best + 1) * d]);
+                .collect();
+            if step == k - 1 && candidates == 1 {
+                centers.extend_from_slice(&drawn);
+                break; // k = 1: no potential to compare, no next step to draw for
+            }
+            let sums = self.potentials::<D>(&drawn, &mut nearest, pending.as_deref());
+            let pots: Vec<i128> = sums.iter().map(|t| t.iter().sum()).collect();
+            let best = (0..candidates)
+                .min_by_key(|&j| (pots[j], j))
+                .unwrap_or(0);
+            let chosen = &drawn[best * d..(best + 1) * d];
+            centers.extend_from_slice(chosen);
+            pending = Some(chosen.to_vec());
+            tiles = sums.into_iter().nth(best);
         }
         Ok(centers)
+    }
+
+    /// The row draw target `t` lands on: its tile from the tile sums, then the tile's rows in
+    /// order, each weighing its distance to the nearest of the centers so far (`nearest`, and
+    /// `pending` if it does not count it yet).
+    fn row_at<const D: usize>(
+        &self,
+        tiles: &[i128],
+        t: i128,
+        nearest: &[f64],
+        pending: Option<&[f64]>,
+    ) -> usize {
+        let d = self.d;
+        let (tile, left) = tile_of(tiles, t);
+        let start = tile * TILE_ROWS as usize;
+        let end = (start + TILE_ROWS as usize).min(nearest.len());
+        let weights = (start..end).map(|i| {
+            let x = &self.xs[i * d..(i + 1) * d];
+            let dd = pending.map_or(nearest[i], |c| dist2_d::<D>(x, c, d).min(nearest[i]));
+            weight(dd, self.scales)
+        });
+        // The tile's sum is above `left`, so some row passes it; the last is a fallback that
+        // only a miscounted tile could reach.
+        start + row_in_tile(weights, left).unwrap_or(end - start - 1)
+    }
+
+    /// One pass for a step: brings `nearest` up to date with `pending`, then sums per tile the
+    /// weights each of the `drawn` candidates would leave. One list of tile sums per candidate.
+    fn potentials<const D: usize>(
+        &self,
+        drawn: &[f64],
+        nearest: &mut [f64],
+        pending: Option<&[f64]>,
+    ) -> Vec<Vec<i128>> {
+        let d = self.d;
+        let m = drawn.len() / d;
+        let tile = TILE_ROWS as usize;
+        // Blocks are whole tiles, and collect keeps their order: the tiles come out in row
+        // order, whatever thread summed them.
+        let blocks: Vec<Vec<Vec<i128>>> = self
+            .xs
+            .par_chunks(BLOCK_ROWS * d)
+            .zip(nearest.par_chunks_mut(BLOCK_ROWS))
+            .map(|(xs, nearest)| {
+                let mut sums = vec![Vec::with_capacity(BLOCK_ROWS / tile); m];
+                for (xs, nearest) in xs.chunks(tile * d).zip(nearest.chunks_mut(tile)) {
+                    let mut acc = vec![0i128; m];
+                    for (x, current) in xs.chunks_exact(d).zip(nearest) {
+                        if let Some(c) = pending {
+                            let dd = dist2_d::<D>(x, c, d);
+                            if dd < *current {
+                                *current = dd;
+                            }
+                        }
+                        for (a, cand) in acc.iter_mut().zip(drawn.chunks_exact(d)) {
+                            *a += weight(dist2_d::<D>(x, cand, d).min(*current), self.scales);
+                        }
+                    }
+                    for (s, a) in sums.iter_mut().zip(acc) {
+                        s.push(a);
+                    }
+                }
+                sums
+            })
+            .collect();
+        (0..m)
+            .map(|j| blocks.iter().flat_map(|b| b[j].iter().copied()).collect())
+            .collect()
     }
 
     /// The first step: every row measured against every center; the step's counts and
@@ -213,7 +251,9 @@ impl Run<'_> {
     ) -> Vec<i128> {
         let d = self.d;
         let stride = step_stride(k, d);
-        rows.par_blocks(self.xs, d)
+        // No center has moved yet: every drift is 0.
+        rows.rows
+            .par_blocks(self.xs, d)
             .map(|(xs, label, upper, lower)| {
                 let mut ints = vec![0i128; stride];
                 for (i, x) in xs.chunks_exact(d).enumerate() {
@@ -266,23 +306,41 @@ impl Run<'_> {
                 0.5 * nearest_other.sqrt()
             })
             .collect();
-        let margin = self.margin;
+        // The bounds move lazily: a row keeps its bounds as of its last measurement, offset by
+        // its cluster's drifts then, and the drifts grow here, once per cluster, instead of
+        // every row's bounds being rewritten every pass (most rows are not measured, so a
+        // pass only reads them).
+        rows.steps += 1;
+        for c in 0..k {
+            rows.upper_drift[c] += moved[c];
+            rows.lower_drift[c] += if c == most_at { second } else { most };
+        }
+        let (up, low) = (&rows.upper_drift[..], &rows.lower_drift[..]);
+        // What a bound must win by: the margin, and the rounding error of the drifts. A sum
+        // of s non-negative terms is off by at most s * epsilon of itself; a bound adds one
+        // drift to, or takes it from, an offset that was rounded against it too.
+        let slack: Vec<f64> = (0..k)
+            .map(|c| {
+                let error = 4.0 * rows.steps as f64 * f64::EPSILON * (up[c] + low[c]);
+                self.margin + error
+            })
+            .collect();
         let squared = self.scales.squared;
         let delta = rows
+            .rows
             .par_blocks(self.xs, d)
             .map(|(xs, label, upper, lower)| {
                 let mut delta = vec![0i128; stride];
                 for (i, x) in xs.chunks_exact(d).enumerate() {
                     let a = label[i] as usize;
-                    upper[i] += moved[a];
-                    lower[i] -= if a == most_at { second } else { most };
-                    let bound = half[a].max(lower[i]);
-                    if !last && upper[i] + margin < bound {
+                    let bound = half[a].max(lower[i] - low[a]);
+                    if !last && upper[i] + up[a] + slack[a] < bound {
                         continue;
                     }
                     let own = dist2_d::<D>(x, &centers[a * d..], d);
-                    upper[i] = own.sqrt();
-                    if upper[i] + margin < bound {
+                    let own_root = own.sqrt();
+                    if own_root + slack[a] < bound {
+                        upper[i] = own_root - up[a];
                         if last {
                             delta[k + k * d + a] += fixed(own, squared);
                         }
@@ -290,8 +348,8 @@ impl Run<'_> {
                     }
                     let (best, best_dd, second_dd) = nearest2_d::<D>(x, centers, d);
                     label[i] = best as u32;
-                    upper[i] = best_dd.sqrt();
-                    lower[i] = second_dd.sqrt();
+                    upper[i] = best_dd.sqrt() - up[best];
+                    lower[i] = second_dd.sqrt() + low[best];
                     if best != a {
                         self.add_row(&mut delta, k, a, x, -1);
                         self.add_row(&mut delta, k, best, x, 1);
@@ -349,8 +407,22 @@ pub(super) fn move_centers(
     shift
 }
 
-/// Per row: its cluster and Hamerly's two bounds.
+/// Hamerly's bounds: per row its cluster and two bounds, per cluster how far they have moved.
 struct Bounds {
+    rows: RowBounds,
+    /// Per cluster: the sum of how far its center moved, over the steps so far. A row's upper
+    /// bound is `upper + upper_drift[label]`.
+    upper_drift: Vec<f64>,
+    /// Per cluster: the sum over the steps of the most any other center moved. A row's lower
+    /// bound is `lower - lower_drift[label]`.
+    lower_drift: Vec<f64>,
+    /// The steps the drifts have summed, for their rounding error.
+    steps: usize,
+}
+
+/// Per row: its cluster and its bounds as of its last measurement, less (upper) or plus (lower)
+/// its cluster's drift then.
+struct RowBounds {
     label: Vec<u32>,
     upper: Vec<f64>,
     lower: Vec<f64>,
@@ -359,14 +431,21 @@ struct Bounds {
 type Block<'a> = (&'a [f64], &'a mut [u32], &'a mut [f64], &'a mut [f64]);
 
 impl Bounds {
-    fn new(n: usize) -> Bounds {
+    fn new(n: usize, k: usize) -> Bounds {
         Bounds {
-            label: vec![0; n],
-            upper: vec![0.0; n],
-            lower: vec![0.0; n],
+            rows: RowBounds {
+                label: vec![0; n],
+                upper: vec![0.0; n],
+                lower: vec![0.0; n],
+            },
+            upper_drift: vec![0.0; k],
+            lower_drift: vec![0.0; k],
+            steps: 0,
         }
     }
+}
 
+impl RowBounds {
     /// The rows in blocks of [`BLOCK_ROWS`], in parallel: coordinates and state side by side.
     fn par_blocks<'a>(
         &'a mut self,
@@ -429,37 +508,61 @@ mod tests {
             pass.update(&mut state, &rows, xs);
             state
         };
+        // Seeding as the plan runs it: a gather pass for each step's draws, then a potential
+        // pass, with tiles of 7 rows (not TILE_ROWS): a draw lands on the same row whatever
+        // the tiles, and small ones put many tile edges among the rows.
+        let tile_rows = 7u64;
+        let tiles_len = rows.len().div_ceil(tile_rows as usize);
         let trials = 2 + (k as f64).ln() as usize;
         let mut centers: Vec<f64> = Vec::new();
+        let mut tiles: Option<Vec<i128>> = None;
         for step in 0..k {
             let candidates = if step == 0 { 1 } else { trials };
-            let drawn = pass(Task::Sample {
-                seed,
-                step: step as u64,
-                candidates,
-                runs: vec![r],
-                centers: vec![centers.clone()],
-            });
-            let drawn: Vec<f64> = drawn
-                .slots
-                .iter()
-                .filter(|s| !s.is_empty())
-                .flat_map(|s| s.x.clone())
-                .collect();
-            if drawn.is_empty() {
+            let total = tiles.as_ref().map_or(rows.len() as i128, |t| t.iter().sum());
+            if total == 0 {
                 return Err(TooFewPoints(step));
             }
-            if step == 0 {
+            let wanted: Vec<(u64, i128)> = (0..candidates as u64)
+                .map(|j| {
+                    let t = target(total, draw(seed, r, step as u64, j));
+                    match &tiles {
+                        None => (t as u64 / tile_rows, t % tile_rows as i128),
+                        Some(tiles) => {
+                            let (tile, left) = tile_of(tiles, t);
+                            (tile as u64, left)
+                        }
+                    }
+                })
+                .collect();
+            let gathered = pass(Task::Gather {
+                centers: vec![centers.clone()],
+                tiles: vec![wanted.iter().map(|w| w.0).collect()],
+                tile_rows,
+            });
+            let drawn: Vec<f64> = wanted
+                .iter()
+                .flat_map(|&(tile, left)| {
+                    let rows = gathered.gathered(0, tile, tile_rows);
+                    let i = row_in_tile(rows.iter().map(|g| g.weight), left).unwrap();
+                    rows[i].x.clone()
+                })
+                .collect();
+            if step == k - 1 && candidates == 1 {
                 centers = drawn;
-                continue;
+                break;
             }
-            let pots = pass(Task::Potential {
+            let sums = pass(Task::Potential {
                 centers: vec![centers.clone()],
                 candidates: vec![drawn.clone()],
+                tile_rows,
+                tiles: tiles_len,
             })
             .ints;
+            let per: Vec<&[i128]> = sums.chunks(tiles_len).collect();
+            let pots: Vec<i128> = per.iter().map(|t| t.iter().sum()).collect();
             let best = (0..pots.len()).min_by_key(|&j| (pots[j], j)).unwrap();
             centers.extend_from_slice(&drawn[best * d..(best + 1) * d]);
+            tiles = Some(per[best].to_vec());
         }
         let mut iterations = 0;
         while iterations < max_iter {
@@ -540,6 +643,7 @@ mod tests {
         check(2 * BLOCK_ROWS + 123, 3, 4, 3);
         check(3000, 7, 3, 4); // a dimension without its own instance
         check(800, 1, 6, 5);
+        check(300, 2, 1, 6); // k = 1: one uniform draw, no potential
     }
 
     #[test]

@@ -25,7 +25,7 @@ use segflow_core::datafusion::logical_expr::{
     ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::kernel::{Pass, State, WireError, nearest};
+use super::kernel::{Gathered, Pass, State, WireError, nearest};
 use super::transform::Fitted;
 
 fn wire(e: WireError) -> DataFusionError {
@@ -109,6 +109,9 @@ impl Accumulator for PassAccumulator {
         if rows.null_count() > 0 || features.iter().any(|f| f.null_count() > 0) {
             return exec_err!("kmeans_pass got a null row id or feature");
         }
+        if let Some(&row) = rows.values().iter().find(|&&r| !self.pass.takes_row(r)) {
+            return exec_err!("kmeans_pass got row id {row}, past the tiles of its pass");
+        }
         row_major(&features, &mut self.xs);
         self.pass.update(&mut self.state, rows.values(), &self.xs);
         Ok(())
@@ -121,7 +124,7 @@ impl Accumulator for PassAccumulator {
     fn size(&self) -> usize {
         std::mem::size_of_val(self)
             + self.state.ints.len() * 16
-            + self.state.slots.len() * (24 + 8 * self.pass.dims())
+            + self.state.rows.len() * (std::mem::size_of::<Gathered>() + 8 * self.pass.dims())
             + self.xs.capacity() * 8
     }
 
