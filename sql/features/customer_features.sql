@@ -33,12 +33,19 @@ with counted_orders as (
     where o.order_ts < arrow_cast(cast($as_of as date), 'Timestamp(Microsecond, Some("UTC"))')
 ),
 
+-- Every category of a counted order, numbered alphabetically: a tie for the top category goes
+-- to the lower number. A few rows, so they are the build side of the joins below.
+category_ranks as (
+    select c.category, row_number() over (order by c.category) as category_rank
+    from (select distinct co.category from counted_orders as co where co.category is not null) as c
+),
+
 -- Counted orders per customer and category first, then per customer: one scan of orders gives
--- both the order features and the top category (first_value is a hash aggregate; no sort).
+-- both the order features and the top category.
 order_categories as (
     select
         co.customer_id,
-        co.category,
+        cr.category_rank,
         -- order_id is unique in orders (see customer_rfm.sql): this counts distinct orders.
         count(*) as orders,
         min(co.order_ts) as first_order_ts,
@@ -60,8 +67,10 @@ order_categories as (
         sum(case when co.channel = 'web' then 1 else 0 end) as web_orders,
         sum(case when co.channel = 'store' then 1 else 0 end) as store_orders,
         sum(case when co.channel = 'app' then 1 else 0 end) as app_orders
-    from counted_orders as co
-    group by co.customer_id, co.category
+    from category_ranks as cr
+    right join counted_orders as co
+        on cr.category = co.category
+    group by co.customer_id, cr.category_rank
 ),
 
 order_features as (
@@ -76,12 +85,18 @@ order_features as (
         sum(oc.web_orders) as web_orders,
         sum(oc.store_orders) as store_orders,
         sum(oc.app_orders) as app_orders,
-        -- The category with the most counted orders, ties alphabetical; orders without a
-        -- category never win (null when a customer has only those).
-        first_value(oc.category order by oc.category is null, oc.orders desc, oc.category asc)
-            as top_category,
-        first_value(oc.orders order by oc.category is null, oc.orders desc, oc.category asc)
-            as top_category_orders
+        -- The category with the most counted orders, ties alphabetical, as one number that a
+        -- plain max finds: its orders, then its rank reversed, in a decimal wide enough for
+        -- any count (a max of numbers is a flat aggregate; first_value with an order by keeps
+        -- a list of values per customer). Orders without a category never win.
+        max(
+            case
+                when oc.category_rank is not null
+                    then cast(oc.orders as decimal(38, 0)) * 1000000000000000000
+                        + (999999999999999999 - oc.category_rank)
+            end
+        ) as top_category_key,
+        max(case when oc.category_rank is not null then oc.orders end) as top_category_orders
     from order_categories as oc
     group by oc.customer_id
 ),
@@ -280,9 +295,9 @@ select
     cast(ofe.web_orders as double) / ofe.orders as web_share,
     cast(ofe.store_orders as double) / ofe.orders as store_share,
     cast(ofe.app_orders as double) / ofe.orders as app_share,
-    ofe.top_category,
+    tc.category as top_category,
     case
-        when ofe.top_category is not null then cast(ofe.top_category_orders as double) / ofe.orders
+        when tc.category is not null then cast(ofe.top_category_orders as double) / ofe.orders
     end as top_category_share,
     -- engagement
     c.email_opt_in,
@@ -308,14 +323,24 @@ select
     i.interest_value,
     i.top_interest,
     i.top_interest_score
-from customers as c
-inner join customer_rfm as rfm
-    on rfm.customer_id = c.customer_id
-inner join demographics as d
-    on d.customer_id = c.customer_id
-left join order_features as ofe
-    on ofe.customer_id = c.customer_id
-left join event_features as ef
-    on ef.customer_id = c.customer_id
-left join interests as i
-    on i.customer_id = c.customer_id
+-- One row per customer from six tables of one row per customer (or fewer). Each join builds
+-- its hash table from the narrow table it adds and streams the wide rows joined so far past
+-- it: built the other way round, every join collected all the columns joined before it.
+from category_ranks as tc
+right join (
+    interests as i
+    right join (
+        event_features as ef
+        right join (
+            order_features as ofe
+            right join (
+                demographics as d
+                inner join (
+                    customer_rfm as rfm
+                    inner join customers as c
+                        on rfm.customer_id = c.customer_id
+                ) on d.customer_id = c.customer_id
+            ) on ofe.customer_id = c.customer_id
+        ) on ef.customer_id = c.customer_id
+    ) on i.customer_id = c.customer_id
+) on tc.category_rank = 999999999999999999 - cast(ofe.top_category_key % 1000000000000000000 as bigint)
