@@ -33,7 +33,7 @@ use super::kernel::{
 /// number never changes a result.
 pub(super) const BLOCK_ROWS: usize = 1 << 16;
 // A block holds whole tiles, so that blocks' tile sums line up (see `Run::potentials`).
-const _: () = assert!(BLOCK_ROWS % TILE_ROWS as usize == 0);
+const _: () = assert!(BLOCK_ROWS.is_multiple_of(TILE_ROWS as usize));
 
 /// The rows of one fit and how its sums are kept.
 pub(super) struct Run<'a> {
@@ -162,9 +162,7 @@ impl Run<'_> {
             }
             let sums = self.potentials::<D>(&drawn, &mut nearest, pending.as_deref());
             let pots: Vec<i128> = sums.iter().map(|t| t.iter().sum()).collect();
-            let best = (0..candidates)
-                .min_by_key(|&j| (pots[j], j))
-                .unwrap_or(0);
+            let best = (0..candidates).min_by_key(|&j| (pots[j], j)).unwrap_or(0);
             let chosen = &drawn[best * d..(best + 1) * d];
             centers.extend_from_slice(chosen);
             pending = Some(chosen.to_vec());
@@ -311,9 +309,14 @@ impl Run<'_> {
         // every row's bounds being rewritten every pass (most rows are not measured, so a
         // pass only reads them).
         rows.steps += 1;
-        for c in 0..k {
-            rows.upper_drift[c] += moved[c];
-            rows.lower_drift[c] += if c == most_at { second } else { most };
+        for (c, (up, low)) in rows
+            .upper_drift
+            .iter_mut()
+            .zip(&mut rows.lower_drift)
+            .enumerate()
+        {
+            *up += moved[c];
+            *low += if c == most_at { second } else { most };
         }
         let (up, low) = (&rows.upper_drift[..], &rows.lower_drift[..]);
         // What a bound must win by: the margin, and the rounding error of the drifts. A sum
@@ -518,7 +521,9 @@ mod tests {
         let mut tiles: Option<Vec<i128>> = None;
         for step in 0..k {
             let candidates = if step == 0 { 1 } else { trials };
-            let total = tiles.as_ref().map_or(rows.len() as i128, |t| t.iter().sum());
+            let total = tiles
+                .as_ref()
+                .map_or(rows.len() as i128, |t| t.iter().sum());
             if total == 0 {
                 return Err(TooFewPoints(step));
             }
