@@ -96,25 +96,76 @@ sizes as (
     group by m.segmentation, m.segment
 ),
 
+-- Every combination of segments that some customer has, numbered: orders are counted per
+-- combination number (a few thousand), not per six segment names, so the 8.5M-row join and
+-- aggregate below carry one integer instead of six strings.
+segment_rows as (
+    select
+        s.customer_id,
+        s.rfm_segment,
+        s.demographic_segment,
+        s.geographic_segment,
+        s.psychographic_segment,
+        s.engagement_segment,
+        coalesce(s.cluster_label, 'unclustered') as cluster_segment
+    from customer_segments as s
+),
+
+combinations as (
+    select
+        sr.rfm_segment,
+        sr.demographic_segment,
+        sr.geographic_segment,
+        sr.psychographic_segment,
+        sr.engagement_segment,
+        sr.cluster_segment,
+        row_number() over (
+            order by
+                sr.rfm_segment, sr.demographic_segment, sr.geographic_segment,
+                sr.psychographic_segment, sr.engagement_segment, sr.cluster_segment
+        ) as combination
+    from segment_rows as sr
+    group by 1, 2, 3, 4, 5, 6
+),
+
+member_combinations as (
+    select sr.customer_id, c.combination
+    from combinations as c
+    inner join segment_rows as sr
+        on (sr.rfm_segment is not distinct from c.rfm_segment)
+        and (sr.demographic_segment is not distinct from c.demographic_segment)
+        and (sr.geographic_segment is not distinct from c.geographic_segment)
+        and (sr.psychographic_segment is not distinct from c.psychographic_segment)
+        and (sr.engagement_segment is not distinct from c.engagement_segment)
+        and (sr.cluster_segment is not distinct from c.cluster_segment)
+),
+
 -- Counted orders per combination of segments and (category, channel): far fewer rows than
 -- orders, so the fan-out to six segmentations below stays small.
-order_mix as (
-    select
-        m.rfm_segment,
-        m.demographic_segment,
-        m.geographic_segment,
-        m.psychographic_segment,
-        m.engagement_segment,
-        m.cluster_segment,
-        o.category,
-        o.channel,
-        count(*) as n
-    from orders as o
-    inner join members as m
-        on m.customer_id = o.customer_id
+combination_mix as (
+    select mc.combination, o.category, o.channel, count(*) as n
+    from member_combinations as mc
+    inner join orders as o
+        on o.customer_id = mc.customer_id
     -- Its date (UTC) before as_of: before as_of's midnight, a literal (no cast per order).
     where o.order_ts < arrow_cast(cast($as_of as date), 'Timestamp(Microsecond, Some("UTC"))')
-    group by 1, 2, 3, 4, 5, 6, 7, 8
+    group by 1, 2, 3
+),
+
+order_mix as (
+    select
+        c.rfm_segment,
+        c.demographic_segment,
+        c.geographic_segment,
+        c.psychographic_segment,
+        c.engagement_segment,
+        c.cluster_segment,
+        cm.category,
+        cm.channel,
+        cm.n
+    from combinations as c
+    inner join combination_mix as cm
+        on cm.combination = c.combination
 ),
 
 -- The most common value of each attribute among a segment's members: categories and channels
