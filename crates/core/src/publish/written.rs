@@ -38,6 +38,8 @@ use deltalake::logstore::ObjectStoreRef;
 use deltalake::operations::create::CreateBuilder;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use futures::TryStreamExt;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
 use url::Url;
 
 use super::{PublishMode, PublishRequest};
@@ -133,10 +135,11 @@ impl DeltaSink {
     /// partitioned table each writer splits its batches by the partition columns' values and
     /// writes one file (or more, at delta-rs's target size) per value it meets.
     pub(crate) fn writer(&self) -> FileWriter {
+        let partitioned = !self.partition_by.is_empty();
         let config = WriterConfig::new(
             self.schema.clone(),
             self.partition_by.clone(),
-            None,
+            partitioned.then(partitioned_properties),
             None,
             None,
             // delta-rs's default: statistics for the first 32 columns.
@@ -148,9 +151,21 @@ impl DeltaSink {
             writer: DeltaWriter::new(self.store.clone(), config),
             pending: Vec::new(),
             pending_rows: 0,
-            gather: !self.partition_by.is_empty(),
+            gather: partitioned,
         }
     }
+}
+
+/// Parquet properties of a partitioned table's files: delta-rs's (Snappy), with dictionaries
+/// that give up at 64 KiB instead of 1 MiB. A writer holds one file per partition value (dozens
+/// of months, say), each of which reaches a 1 MiB dictionary for a column of unique values
+/// (order ids) only near its end: every value of such a column was interned, in dozens of hash
+/// tables. Columns of few values (categories, channels) stay dictionary-encoded.
+fn partitioned_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_dictionary_page_size_limit(64 * 1024)
+        .build()
 }
 
 /// Rows a partitioned writer gathers before it hands them to delta-rs, which splits every
