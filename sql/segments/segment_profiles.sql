@@ -15,8 +15,8 @@
 -- join, whose output here came in batches of a few rows) only after it is joined, and orders
 -- only after they are counted per combination of segments.
 -- One row per customer: the segment in each segmentation (clusters by label; customers outside
--- the clustering, without orders, form their own segment) and the profiled features.
-with members as (
+-- the clustering, without orders, form their own segment).
+with segment_rows as (
     select
         s.customer_id,
         s.rfm_segment,
@@ -24,7 +24,14 @@ with members as (
         s.geographic_segment,
         s.psychographic_segment,
         s.engagement_segment,
-        coalesce(s.cluster_label, 'unclustered') as cluster_segment,
+        coalesce(s.cluster_label, 'unclustered') as cluster_segment
+    from customer_segments as s
+),
+
+-- The same, with the profiled features.
+members as (
+    select
+        sr.*,
         f.recency_days,
         f.frequency,
         f.monetary,
@@ -32,9 +39,9 @@ with members as (
         f.top_interest,
         f.emails_opened_90d,
         f.emails_sent_90d
-    from customer_segments as s
+    from segment_rows as sr
     inner join customer_features as f
-        on f.customer_id = s.customer_id
+        on f.customer_id = sr.customer_id
 ),
 
 -- Each member once per segmentation, with its segment there: an unnest of two arrays of six
@@ -99,18 +106,6 @@ sizes as (
 -- Every combination of segments that some customer has, numbered: orders are counted per
 -- combination number (a few thousand), not per six segment names, so the 8.5M-row join and
 -- aggregate below carry one integer instead of six strings.
-segment_rows as (
-    select
-        s.customer_id,
-        s.rfm_segment,
-        s.demographic_segment,
-        s.geographic_segment,
-        s.psychographic_segment,
-        s.engagement_segment,
-        coalesce(s.cluster_label, 'unclustered') as cluster_segment
-    from customer_segments as s
-),
-
 combinations as (
     select
         sr.rfm_segment,
