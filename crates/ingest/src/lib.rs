@@ -2,8 +2,8 @@
 //!
 //! Each input table has a contract ([`contract`]): its columns, their types and nullability,
 //! ranges and accepted values, its keys and foreign keys. `ingest.csv`, `ingest.ndjson` and
-//! `ingest.parquet` read files with a line-aware reader per format (`reader`, `ndjson`,
-//! `parquet`) that types and checks every field as it reads it (`row_checks`), looks the keys
+//! `ingest.parquet` read files with a line-aware reader per format (`source`: one leaf plan
+//! over a [`FormatReader`](source::FormatReader) per format) that types and checks every field as it reads it (`row_checks`), looks the keys
 //! up (duplicates, foreign keys: `validate`), and splits the rows: good ones into the output table, bad ones,
 //! with file, line, reason and raw text, into a quarantine table. Only the quarantined rows'
 //! text is kept: a row a later check (keys, references) quarantines has its text read again
@@ -19,12 +19,9 @@ mod formats;
 pub mod incremental;
 mod key_hash;
 mod key_set;
-mod ndjson;
-mod parquet;
 mod raw_text;
-mod reader;
 mod row_checks;
-mod split;
+mod source;
 mod validate;
 
 /// Registers this crate's kinds.

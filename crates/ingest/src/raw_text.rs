@@ -39,7 +39,7 @@ pub async fn read(
         return Ok(at.iter().zip(bytes).map(|(a, b)| (a.0, text(&b))).collect());
     }
     let url_text = url.to_string();
-    crate::reader::read_start(store, url, compression, move |input| {
+    crate::source::read_start(store, url, compression, move |input| {
         let mut input = std::io::BufReader::with_capacity(1 << 20, input);
         let mut out = HashMap::with_capacity(at.len());
         let mut position = 0u64;

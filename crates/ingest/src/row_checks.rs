@@ -30,11 +30,11 @@ use segflow_core::datafusion::arrow::error::ArrowError;
 use segflow_core::datafusion::arrow::util::display::FormatOptions;
 
 use crate::contract::{Column, Contract};
-use crate::reader::Problem;
+use crate::source::Problem;
 use crate::validate::{COLUMN, MESSAGE, Parse, REASON};
 
 /// Every column's typing and checks, and the schema of the rows a reader yields: the
-/// reader's own columns ([`crate::reader`]), `_reason`, `_column` and `_message` (null for
+/// reader's own columns ([`crate::source`]), `_reason`, `_column` and `_message` (null for
 /// a good row), then the contract's columns, typed.
 #[derive(Debug)]
 pub struct RowChecks {

@@ -22,7 +22,7 @@ use segflow_core::datafusion::prelude::{DataFrame, SessionContext};
 use crate::contract::{Contract, OnDuplicate};
 use crate::key_hash::KeyHash;
 use crate::key_set::KeySet;
-use crate::reader;
+use crate::source;
 
 pub const REASON: &str = "_reason";
 pub const COLUMN: &str = "_column";
@@ -160,7 +160,7 @@ pub fn duplicate_rows(
     {
         narrow.push(ident(k));
     }
-    narrow.extend([ident(reader::SOURCE_FILE), ident(reader::LINE_NUMBER)]);
+    narrow.extend([ident(source::SOURCE_FILE), ident(source::LINE_NUMBER)]);
     // IS NOT DISTINCT FROM: a null key is a key like any other, as in the GROUP BY.
     let on: Vec<Expr> = contract
         .unique
@@ -178,7 +178,7 @@ pub fn duplicate_rows(
                 order.push(ident(k).sort(asc, !asc));
             }
             order.extend(
-                [ident(reader::SOURCE_FILE), ident(reader::LINE_NUMBER)]
+                [ident(source::SOURCE_FILE), ident(source::LINE_NUMBER)]
                     .into_iter()
                     .map(|e| e.sort(asc, false)),
             );
@@ -193,8 +193,8 @@ pub fn duplicate_rows(
         }
     };
     losers.select(vec![
-        ident(reader::SOURCE_FILE).alias(DUP_FILE),
-        ident(reader::LINE_NUMBER).alias(DUP_LINE),
+        ident(source::SOURCE_FILE).alias(DUP_FILE),
+        ident(source::LINE_NUMBER).alias(DUP_LINE),
     ])
 }
 
@@ -216,7 +216,7 @@ pub fn duplicates_flagged(
         rows,
         JoinType::Inner,
         &[DUP_FILE, DUP_LINE],
-        &[reader::SOURCE_FILE, reader::LINE_NUMBER],
+        &[source::SOURCE_FILE, source::LINE_NUMBER],
         None,
     )?;
     let keys = contract.unique.join(", ");
@@ -248,7 +248,7 @@ pub fn without_duplicates(rows: DataFrame, losers: DataFrame) -> DfResult<DataFr
         rows,
         JoinType::RightAnti,
         &[DUP_FILE, DUP_LINE],
-        &[reader::SOURCE_FILE, reader::LINE_NUMBER],
+        &[source::SOURCE_FILE, source::LINE_NUMBER],
         None,
     )
 }

@@ -237,7 +237,8 @@ mod tests {
                 }
                 // As the reader counts lines: blank lines before a record are its own.
                 let raw = &bytes[start.byte() as usize..r.position().byte() as usize];
-                let line = start.line() + crate::reader::skip_blank_lines(raw).0 + p.first_line - 1;
+                let line =
+                    start.line() + crate::source::csv::skip_blank_lines(raw).0 + p.first_line - 1;
                 out.push((line, record.iter().map(<[u8]>::to_vec).collect()));
             }
         }

@@ -14,13 +14,12 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use segflow_core::datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use segflow_core::datafusion::arrow::compute::{can_cast_types, cast};
-use segflow_core::datafusion::arrow::datatypes::{DataType, SchemaRef};
+use segflow_core::datafusion::arrow::datatypes::DataType;
 use segflow_core::datafusion::datasource::listing::PartitionedFile;
 use segflow_core::datafusion::datasource::physical_plan::parquet::{
     DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
 };
 use segflow_core::datafusion::error::{DataFusionError, Result as DfResult};
-use segflow_core::datafusion::execution::TaskContext;
 use segflow_core::datafusion::parquet::arrow::ProjectionMask;
 use segflow_core::datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use segflow_core::datafusion::parquet::arrow::async_reader::{
@@ -31,31 +30,27 @@ use segflow_core::datafusion::parquet::file::metadata::ParquetMetaData;
 use segflow_core::datafusion::physical_plan::SendableRecordBatchStream;
 use segflow_core::datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use segflow_core::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use segflow_core::datafusion::physical_plan::streaming::PartitionStream;
 use url::Url;
 
-use crate::reader::{BATCH_ROWS, FileSource, Problem, Raw, RowBuffer};
+use super::rows::{Problem, Raw, RowBuffer};
+use super::{BATCH_ROWS, FileSource, FormatReader, Reading};
 use crate::row_checks::RowChecks;
 
+/// The Parquet reader: one partition per file.
 #[derive(Debug)]
-pub struct ParquetPartition {
-    pub checks: Arc<RowChecks>,
-    pub store: Arc<dyn ObjectStore>,
-    pub file: FileSource,
-}
+pub(crate) struct ParquetReader;
 
-impl PartitionStream for ParquetPartition {
-    fn schema(&self) -> &SchemaRef {
-        self.checks.schema()
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (checks, store, file) = (self.checks.clone(), self.store.clone(), self.file.clone());
+impl FormatReader for ParquetReader {
+    fn read(
+        &self,
+        file: &FileSource,
+        _part: usize,
+        reading: &Reading,
+    ) -> SendableRecordBatchStream {
+        let (checks, store, file) = (reading.checks.clone(), reading.store.clone(), file.clone());
+        let schema = checks.schema().clone();
         let stream = futures::stream::once(open(checks, store, file)).try_flatten();
-        Box::pin(RecordBatchStreamAdapter::new(
-            self.checks.schema().clone(),
-            stream,
-        ))
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream))
     }
 }
 

@@ -14,16 +14,15 @@ use std::io::BufRead;
 use std::sync::{Arc, Mutex};
 
 use object_store::ObjectStore;
-use segflow_core::datafusion::arrow::datatypes::SchemaRef;
 use segflow_core::datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use segflow_core::datafusion::error::{DataFusionError, Result as DfResult};
-use segflow_core::datafusion::execution::TaskContext;
 use segflow_core::datafusion::physical_plan::SendableRecordBatchStream;
-use segflow_core::datafusion::physical_plan::streaming::PartitionStream;
 use serde_json::Value;
 use url::Url;
 
-use crate::reader::{self, BatchSender, FileSource, InputReader, Problem, Raw, RowBuffer};
+use super::input::{self, BatchSender, InputReader};
+use super::rows::{Problem, Raw, RowBuffer};
+use super::{FileSource, FormatReader, Reading};
 use crate::row_checks::RowChecks;
 
 /// Lines read to learn a file's keys before the stage runs.
@@ -51,30 +50,27 @@ impl ExtraKeys {
     }
 }
 
+/// The NDJSON reader: one partition per file.
 #[derive(Debug)]
-pub struct NdjsonPartition {
-    pub checks: Arc<RowChecks>,
-    pub store: Arc<dyn ObjectStore>,
-    pub file: FileSource,
-    pub extra_keys: ExtraKeys,
-}
+pub(crate) struct NdjsonReader;
 
-impl PartitionStream for NdjsonPartition {
-    fn schema(&self) -> &SchemaRef {
-        self.checks.schema()
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let checks = self.checks.clone();
-        let file = self.file.clone();
-        let extra_keys = self.extra_keys.clone();
-        reader::parse_blocking(
-            self.checks.schema().clone(),
-            self.store.clone(),
-            &self.file,
+impl FormatReader for NdjsonReader {
+    fn read(
+        &self,
+        file: &FileSource,
+        _part: usize,
+        reading: &Reading,
+    ) -> SendableRecordBatchStream {
+        let checks = reading.checks.clone();
+        let extra_keys = reading.extra_keys.clone();
+        let owned = file.clone();
+        input::parse_blocking(
+            checks.schema().clone(),
+            reading.store.clone(),
+            file,
             None,
             false,
-            move |input, out| parse(input, out, &checks, &file, &extra_keys),
+            move |input, out| parse(input, out, &checks, &owned, &extra_keys),
         )
     }
 }
@@ -205,7 +201,7 @@ pub async fn sample_keys(
     url: &Url,
     compression: FileCompressionType,
 ) -> Result<Vec<String>, String> {
-    reader::read_start(store, url, compression, |input| {
+    input::read_start(store, url, compression, |input| {
         let mut lines = Lines::new(input);
         let mut keys: Vec<String> = Vec::new();
         let (mut last_line, mut objects) = (0, 0);
@@ -261,7 +257,7 @@ impl Lines {
             }
             self.line += 1;
             if !self.buf.iter().all(u8::is_ascii_whitespace) {
-                return Ok(Some((self.line, reader::trim_newline(&self.buf))));
+                return Ok(Some((self.line, super::csv::trim_newline(&self.buf))));
             }
         }
     }
