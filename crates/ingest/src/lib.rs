@@ -2,14 +2,14 @@
 //!
 //! Each input table has a contract ([`contract`]): its columns, their types and nullability,
 //! ranges and accepted values, its keys and foreign keys. `ingest.csv`, `ingest.ndjson` and
-//! `ingest.parquet` read files with a line-aware reader per format (`source`: one leaf plan
-//! over a [`FormatReader`](source::FormatReader) per format) that types and checks every field as it reads it (`row_checks`), looks the keys
-//! up (duplicates, foreign keys: `validate`), and splits the rows: good ones into the output table, bad ones,
-//! with file, line, reason and raw text, into a quarantine table. Only the quarantined rows'
-//! text is kept: a row a later check (keys, references) quarantines has its text read again
-//! from the file by offset ([`raw_text`]). Nothing is dropped silently,
-//! and a file that is mostly bad fails the stage. `ingest.delta` ([`delta_source`]) reads a
-//! table segflow published earlier, such as the segment history.
+//! `ingest.parquet` read files with a line-aware reader per format, run by one leaf plan
+//! (`source`), that types and checks every field as it reads it (`row_checks`), look the keys
+//! up (duplicates, foreign keys: `validate`), and split the rows: good ones into the output
+//! table, bad ones, with file, line, reason and raw text, into a quarantine table
+//! (`file_stage`). Only the quarantined rows' text is kept: a row a later check (keys,
+//! references) quarantines has its text read again from the file by offset ([`raw_text`]).
+//! Nothing is dropped silently, and a file that is mostly bad fails the stage. `ingest.delta`
+//! ([`delta_source`]) reads a table segflow published earlier, such as the segment history.
 #![warn(missing_docs)]
 
 pub mod contract;

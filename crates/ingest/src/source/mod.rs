@@ -19,10 +19,11 @@
 //! null.
 //!
 //! A format is a [`FormatReader`]: how many partitions a file reads as, and the rows of one.
-//! [`IngestScan`](scan::IngestScan) is the plan over all of a stage's files, one partition per file or piece of a
-//! file. It holds plain data (the files, the format and its options, the checks made from the
-//! contract) and finds each file's store in the task's runtime, so that a distributed engine
-//! can ship it to where it runs; a `StreamingTable` of partition streams could not be.
+//! [`IngestScan`](scan::IngestScan) is the plan over all of a stage's files, one partition per
+//! file or piece of a file. It holds plain data (the files, the format and its options, the
+//! checks made from the contract) and finds each file's store in the task's runtime, so that a
+//! distributed engine can ship it to where it runs; a `StreamingTable` of partition streams
+//! could not be.
 
 pub(crate) mod csv;
 mod input;
