@@ -193,6 +193,13 @@ fn published_tables_are_the_files_their_stages_wrote_and_a_failed_run_commits_no
     let first = go(&[]);
     assert!(first.status.success(), "{}", text(&first));
     let manifest = crate::newest_manifest(&output);
+    // Resident memory (Linux): the run's peak is at least any stage's.
+    let stage_peak = manifest["stages"][0]["peak_rss_bytes"].as_u64().unwrap();
+    let run_peak = manifest["peak_rss_bytes"].as_u64().unwrap();
+    assert!(
+        stage_peak > 1 << 20 && run_peak >= stage_peak,
+        "{stage_peak} {run_peak}"
+    );
     let path = manifest["stages"][0]["outputs"]["customers"]["path"]
         .as_str()
         .unwrap()

@@ -5,9 +5,10 @@
 //! trait and the [`stage::Registry`] that maps a YAML `kind` to a factory, SQL files with named
 //! parameters ([`sql`]), locations and object stores ([`storage`]), the DataFusion session
 //! ([`session`]), run tables ([`table`]), data checks ([`checks`]), the publish protocol
-//! ([`publish`]) and run manifests ([`manifest`]). The stage kinds themselves live in the
-//! `segflow-ingest`, `-features`, `-segment` and `-export` crates, which depend on this one and
-//! never on each other; the `segflow` CLI is the only crate that knows them all.
+//! ([`publish`]) and run manifests ([`manifest`], with peaks of resident memory from
+//! [`resident`]). The stage kinds themselves live in the `segflow-ingest`, `-features`,
+//! `-segment` and `-export` crates, which depend on this one and never on each other; the
+//! `segflow` CLI is the only crate that knows them all.
 //!
 //! The decision a newcomer asks about: every stage output is materialized as Parquet under the
 //! run's own prefix, and only published, as a Delta Lake commit, once every stage and check of
@@ -21,6 +22,7 @@ pub mod error;
 pub mod manifest;
 pub mod plan;
 pub mod publish;
+pub mod resident;
 pub mod runner;
 pub mod session;
 pub mod spec;

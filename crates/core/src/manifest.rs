@@ -34,6 +34,9 @@ pub struct RunManifest {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub duration_ms: u64,
+    /// The process's peak resident memory over the run (Linux; absent elsewhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
     pub stages: Vec<StageReport>,
     pub published: Vec<PublishReport>,
 }
@@ -45,6 +48,10 @@ pub struct StageReport {
     pub status: Status,
     pub started_at: Option<DateTime<Utc>>,
     pub duration_ms: u64,
+    /// The process's peak resident memory while the stage ran, sampled every 20 ms: stages
+    /// that ran beside it count too ([`crate::resident`]). Absent where it cannot be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
     /// Rows of each input table.
     pub inputs: BTreeMap<String, u64>,
     pub rows_in: u64,
@@ -81,6 +88,7 @@ impl StageReport {
             status: Status::Skipped,
             started_at: None,
             duration_ms: 0,
+            peak_rss_bytes: None,
             inputs: BTreeMap::new(),
             rows_in: 0,
             rows_out: 0,

@@ -111,6 +111,11 @@ pub async fn run(
         started_at,
         finished_at,
         duration_ms: clock.elapsed().as_millis() as u64,
+        peak_rss_bytes: reports
+            .iter()
+            .filter_map(|r| r.peak_rss_bytes)
+            .chain(crate::resident::process_peak_bytes())
+            .max(),
         stages: reports,
         published,
     };
@@ -244,6 +249,7 @@ async fn run_stage(
     let spec = &planned.spec;
     let started_at = Utc::now();
     let clock = Instant::now();
+    let resident = crate::resident::track();
     observer.stage_started(&spec.id, &spec.kind);
     tracing::info!(stage = %spec.id, kind = %spec.kind, "stage started");
     let cx = StageContext {
@@ -311,6 +317,7 @@ async fn run_stage(
         },
         started_at: Some(started_at),
         duration_ms: clock.elapsed().as_millis() as u64,
+        peak_rss_bytes: resident.map(|r| r.peak()),
         inputs,
         rows_in,
         rows_out,

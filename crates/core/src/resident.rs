@@ -1,0 +1,136 @@
+//! The process's resident memory while stages run, for the manifest: which stage set a run's
+//! peak is what a data engineer sizing a machine (or `--memory-limit`) needs to know.
+//!
+//! One thread samples the resident set size every [`INTERVAL`] and raises the peak of every
+//! stage running then. Stages of one level run side by side, so a stage's peak is the
+//! process's while it ran, not its own share. Linux only (`/proc/self/status`); elsewhere
+//! nothing is measured and the fields are absent.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+/// How often the resident set is sampled: a peak shorter than this can be missed.
+pub const INTERVAL: Duration = Duration::from_millis(20);
+
+/// The peak resident bytes seen while something (a stage) is tracked.
+#[derive(Debug)]
+pub struct Tracked {
+    peak: Arc<AtomicU64>,
+}
+
+impl Tracked {
+    /// The peak so far, including the resident set now.
+    pub fn peak(&self) -> u64 {
+        if let Some(now) = resident_bytes() {
+            self.peak.fetch_max(now, Ordering::Relaxed);
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts tracking the resident set's peak from now; `None` where it cannot be read.
+pub fn track() -> Option<Tracked> {
+    let now = resident_bytes()?;
+    let peak = Arc::new(AtomicU64::new(now));
+    sampler()
+        .lock()
+        .expect("resident sampler lock")
+        .push(Arc::downgrade(&peak));
+    Some(Tracked { peak })
+}
+
+/// The process's peak resident set since it started (`VmHWM`). The kernel raises it only at
+/// some events (unmapping memory, say), so it can lag behind a sampled [`Tracked::peak`]: a
+/// run's peak is the larger of the two.
+pub fn process_peak_bytes() -> Option<u64> {
+    status_kib("VmHWM:").map(|k| k * 1024)
+}
+
+fn resident_bytes() -> Option<u64> {
+    status_kib("VmRSS:").map(|k| k * 1024)
+}
+
+/// A `kB` line of `/proc/self/status`.
+fn status_kib(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_kib(&status, key)
+}
+
+fn parse_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..]
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The peaks being raised; the sampling thread starts with the first.
+fn sampler() -> &'static Mutex<Vec<Weak<AtomicU64>>> {
+    static PEAKS: OnceLock<&'static Mutex<Vec<Weak<AtomicU64>>>> = OnceLock::new();
+    PEAKS.get_or_init(|| {
+        let peaks: &'static Mutex<Vec<Weak<AtomicU64>>> = Box::leak(Box::default());
+        let spawned = std::thread::Builder::new()
+            .name("segflow-resident".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(INTERVAL);
+                    let mut live = peaks.lock().expect("resident sampler lock");
+                    // Nothing tracked: no read of /proc this time.
+                    live.retain(|p| p.strong_count() > 0);
+                    if live.is_empty() {
+                        continue;
+                    }
+                    if let Some(now) = resident_bytes() {
+                        for p in live.iter().filter_map(Weak::upgrade) {
+                            p.fetch_max(now, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // Peaks are then only read when a stage ends: still a lower bound.
+            tracing::warn!("not sampling resident memory: {e}");
+        }
+        peaks
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_parse_to_kib() {
+        let status = "Name:\tsegflow\nVmHWM:\t  204800 kB\nVmRSS:\t    1024 kB\n";
+        assert_eq!(parse_kib(status, "VmRSS:"), Some(1024));
+        assert_eq!(parse_kib(status, "VmHWM:"), Some(204800));
+        assert_eq!(parse_kib(status, "VmSwap:"), None);
+        assert_eq!(parse_kib("VmRSS:\tlots\n", "VmRSS:"), None);
+    }
+
+    #[test]
+    fn a_tracked_peak_sees_memory_touched_while_it_lives() {
+        let Some(tracked) = track() else {
+            return; // not Linux: nothing to measure
+        };
+        let before = tracked.peak();
+        // 64 MiB written, so resident, and held past a few samples.
+        let block = vec![1u8; 64 << 20];
+        std::thread::sleep(INTERVAL * 5);
+        let during = tracked.peak();
+        assert!(
+            std::hint::black_box(&block)
+                .iter()
+                .step_by(4096)
+                .all(|&b| b == 1)
+        );
+        drop(block);
+        assert!(during >= before + (48 << 20), "{before} -> {during}");
+        // The peak stays after the memory is freed.
+        assert!(tracked.peak() >= during);
+        assert!(process_peak_bytes().is_some());
+    }
+}
