@@ -7,7 +7,7 @@
 //! nothing is measured and the fields are absent.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 /// How often the resident set is sampled: a peak shorter than this can be missed.
@@ -33,10 +33,13 @@ impl Tracked {
 pub fn track() -> Option<Tracked> {
     let now = resident_bytes()?;
     let peak = Arc::new(AtomicU64::new(now));
-    sampler()
+    let peaks = sampler();
+    peaks
+        .live
         .lock()
         .expect("resident sampler lock")
         .push(Arc::downgrade(&peak));
+    peaks.added.notify_one();
     Some(Tracked { peak })
 }
 
@@ -67,22 +70,34 @@ fn parse_kib(status: &str, key: &str) -> Option<u64> {
         .ok()
 }
 
-/// The peaks being raised; the sampling thread starts with the first.
-fn sampler() -> &'static Mutex<Vec<Weak<AtomicU64>>> {
-    static PEAKS: OnceLock<&'static Mutex<Vec<Weak<AtomicU64>>>> = OnceLock::new();
+/// The peaks being raised, and how the sampling thread (started with the first) is woken
+/// when there were none: it waits, not polls, while no stage runs (a long-lived process such
+/// as a server spends most of its time so).
+struct Peaks {
+    live: Mutex<Vec<Weak<AtomicU64>>>,
+    added: Condvar,
+}
+
+fn sampler() -> &'static Peaks {
+    static PEAKS: OnceLock<&'static Peaks> = OnceLock::new();
     PEAKS.get_or_init(|| {
-        let peaks: &'static Mutex<Vec<Weak<AtomicU64>>> = Box::leak(Box::default());
+        let peaks: &'static Peaks = Box::leak(Box::new(Peaks {
+            live: Mutex::new(Vec::new()),
+            added: Condvar::new(),
+        }));
         let spawned = std::thread::Builder::new()
             .name("segflow-resident".into())
             .spawn(move || {
                 loop {
-                    std::thread::sleep(INTERVAL);
-                    let mut live = peaks.lock().expect("resident sampler lock");
-                    // Nothing tracked: no read of /proc this time.
-                    live.retain(|p| p.strong_count() > 0);
-                    if live.is_empty() {
-                        continue;
+                    {
+                        let mut live = peaks.live.lock().expect("resident sampler lock");
+                        live.retain(|p| p.strong_count() > 0);
+                        while live.is_empty() {
+                            live = peaks.added.wait(live).expect("resident sampler lock");
+                        }
                     }
+                    std::thread::sleep(INTERVAL);
+                    let live = peaks.live.lock().expect("resident sampler lock");
                     if let Some(now) = resident_bytes() {
                         for p in live.iter().filter_map(Weak::upgrade) {
                             p.fetch_max(now, Ordering::Relaxed);
@@ -119,7 +134,15 @@ mod tests {
         let before = tracked.peak();
         // 64 MiB written, so resident, and held past a few samples.
         let block = vec![1u8; 64 << 20];
-        std::thread::sleep(INTERVAL * 5);
+        // The sampler sees it without being asked (a busy machine may delay it a while).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while tracked.peak.load(Ordering::Relaxed) < before + (48 << 20) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sampler never saw 64 MiB"
+            );
+            std::thread::sleep(INTERVAL);
+        }
         let during = tracked.peak();
         assert!(
             std::hint::black_box(&block)
