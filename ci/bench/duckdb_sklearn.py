@@ -2,7 +2,6 @@
 scikit-learn, as a data engineer would write it.
 
     python ci/bench/duckdb_sklearn.py INPUT_DIR OUTPUT_DIR
-    python ci/bench/duckdb_sklearn.py k-range LO-HI OUTPUT_DIR
 
 1. ingest: each of the four CSV files, read with its contract's types, written as Parquet;
 2. rfm: RFM values and scores at as_of (the day after the latest order), as README.md defines
@@ -16,10 +15,6 @@ total, the second ingest peer: orders.csv to Parquet with `store_rejects = true`
 rejected line with its line number, column and original text (the closest DuckDB comes to
 segflow's quarantine; it checks types and column counts, not keys), the rejects written as
 Parquet too: `orders_store_rejects` seconds and the rejected lines' count.
-
-`k-range` times, in a process of its own (so that the reference work's peak RSS stays its own),
-the clustering the default pipeline does: KMeans(k, n_init=10) for every k from LO to HI on the
-same rows, read from the reference work's customer_segments.parquet in OUTPUT_DIR.
 """
 
 import json
@@ -44,25 +39,6 @@ TYPES = {
     "survey_responses": {"customer_id": "varchar", "answered_at": "date",
                          "interest": "varchar", "score": "integer"},
 }
-
-
-def features(con, table: str):
-    """Customer ids and the z-scored log1p features k-means clusters, in customer_id order."""
-    ids, r, f, m = con.execute(
-        "select customer_id, recency_days, frequency, greatest(monetary, 0)::double "
-        f"from {table} where frequency is not null order by customer_id"
-    ).fetchnumpy().values()
-    x = np.log1p(np.column_stack([r.astype(float), f.astype(float), m.astype(float)]))
-    return ids, (x - x.mean(axis=0)) / x.std(axis=0)
-
-
-def k_range(lo: int, hi: int, out: Path) -> None:
-    con = duckdb.connect()
-    _, x = features(con, f"'{out}/customer_segments.parquet'")
-    started = time.perf_counter()
-    for k in range(lo, hi + 1):
-        KMeans(k, init="k-means++", n_init=10, max_iter=300, tol=1e-4, random_state=0).fit(x)
-    print(json.dumps({"kmeans_k_range": time.perf_counter() - started, "k_range": [lo, hi]}))
 
 
 def main(input_dir: Path, out: Path) -> None:
@@ -104,7 +80,12 @@ def main(input_dir: Path, out: Path) -> None:
     seconds["rfm"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    ids, x = features(con, "rfm")
+    ids, r, f, m = con.execute(
+        "select customer_id, recency_days, frequency, greatest(monetary, 0)::double "
+        "from rfm where frequency is not null order by customer_id"
+    ).fetchnumpy().values()
+    x = np.log1p(np.column_stack([r.astype(float), f.astype(float), m.astype(float)]))
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
     km = KMeans(6, init="k-means++", n_init=10, max_iter=300, tol=1e-4, random_state=0).fit(x)
     seconds["kmeans"] = time.perf_counter() - started
 
@@ -132,8 +113,4 @@ def main(input_dir: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "k-range":
-        lo, hi = (int(v) for v in sys.argv[2].split("-"))
-        k_range(lo, hi, Path(sys.argv[3]))
-    else:
-        main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
