@@ -30,19 +30,15 @@ pub struct Dialect {
     pub header_line: usize,
 }
 
+/// A file is one partition per piece it was cut into, or one when it was not cut.
 impl FormatReader for Dialect {
     fn partitions(&self, file: &FileSource) -> usize {
-        match file.pieces.len() {
-            0 | 1 => 1,
-            n => n,
-        }
+        file.pieces.len().max(1)
     }
 
     fn read(&self, file: &FileSource, part: usize, reading: &Reading) -> SendableRecordBatchStream {
-        let piece = match file.pieces.as_slice() {
-            [] | [_] => None,
-            pieces => Some(pieces[part].clone()),
-        };
+        // A single piece is the whole file: read it as one, header included.
+        let piece = (file.pieces.len() > 1).then(|| file.pieces[part].clone());
         let parser = Parser {
             checks: reading.checks.clone(),
             file: file.clone(),
