@@ -19,6 +19,7 @@
 
 pub mod checks;
 pub mod error;
+pub mod files;
 pub mod manifest;
 pub mod plan;
 pub mod publish;
@@ -31,6 +32,7 @@ pub mod stage;
 pub mod storage;
 pub mod table;
 pub mod vars;
+pub mod write;
 pub mod yaml;
 
 pub use error::{Error, Result};

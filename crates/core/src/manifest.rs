@@ -27,6 +27,8 @@ pub struct RunManifest {
     pub pipeline: String,
     pub pipeline_file: String,
     pub segflow_version: String,
+    /// Where the plans ran: `local`, or the cluster (`ballista://host:port`).
+    pub engine: String,
     pub status: Status,
     /// The error chain when the run failed.
     pub error: Option<String>,
@@ -61,6 +63,11 @@ pub struct StageReport {
     pub checks: Vec<CheckReport>,
     /// Figures the stage chose to report (e.g. customers per segment).
     pub metrics: BTreeMap<String, serde_json::Value>,
+    /// The processes that wrote the stage's files: `local` on the embedded engine, the
+    /// executors' ids on a cluster.
+    pub workers: Vec<String>,
+    /// The cluster's ids of the jobs the stage ran (none on the embedded engine).
+    pub engine_jobs: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -95,6 +102,8 @@ impl StageReport {
             outputs: BTreeMap::new(),
             checks: Vec::new(),
             metrics: BTreeMap::new(),
+            workers: Vec::new(),
+            engine_jobs: Vec::new(),
             error: None,
         }
     }

@@ -101,6 +101,7 @@ pub async fn run(
         pipeline: plan.name.clone(),
         pipeline_file: plan.file.display().to_string(),
         segflow_version: env!("CARGO_PKG_VERSION").to_string(),
+        engine: crate::session::engine(ctx).name.clone(),
         status: if result.is_ok() {
             Status::Succeeded
         } else {
@@ -263,7 +264,11 @@ async fn run_stage(
         metrics: Mutex::new(BTreeMap::new()),
         targets,
         written,
+        workers: Mutex::new(Default::default()),
     };
+    let engine = crate::session::engine(ctx);
+    // Jobs of earlier work (another stage's publish, say) are not this stage's.
+    engine.take_jobs();
     let inputs: BTreeMap<String, u64> = planned
         .inputs
         .iter()
@@ -324,6 +329,14 @@ async fn run_stage(
         outputs,
         checks: check_reports,
         metrics: cx.metrics.lock().expect("metrics lock").clone(),
+        workers: cx
+            .workers
+            .lock()
+            .expect("workers lock")
+            .iter()
+            .cloned()
+            .collect(),
+        engine_jobs: engine.take_jobs(),
         error: result.as_ref().err().map(error_chain),
     };
     match &result {

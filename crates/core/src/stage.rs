@@ -179,6 +179,8 @@ pub struct StageContext<'a> {
     pub(crate) targets: &'a BTreeMap<String, PublishRequest>,
     /// Run tables written into their Delta table, for the publish step to commit.
     pub(crate) written: &'a Mutex<BTreeMap<String, WrittenFiles>>,
+    /// The processes that wrote the stage's files (`local`, or executors' ids).
+    pub(crate) workers: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl StageContext<'_> {
@@ -229,7 +231,7 @@ impl StageContext<'_> {
         df: DataFrame,
         split: table::Split,
         publish: Option<&PublishRequest>,
-    ) -> Result<[TableInfo; 2]> {
+    ) -> Result<table::SplitTables> {
         let target = publish.or_else(|| self.targets.get(&split.first.0));
         let destination = match target {
             Some(r) if crate::publish::writes_directly(r) => {
@@ -237,11 +239,39 @@ impl StageContext<'_> {
             }
             _ => table::Destination::Work,
         };
-        let [(first, a), (second, b)] =
-            table::materialize_split(self, df, split, destination).await?;
-        self.record(first.clone(), a);
-        self.record(second.clone(), b);
-        Ok([first, second])
+        let (tables, [a, b]) = table::materialize_split(self, df, split, destination).await?;
+        self.record(tables.first.clone(), a);
+        self.record(tables.second.clone(), b);
+        Ok(tables)
+    }
+
+    /// Registers batches this stage computed in memory (`partitions`, of `schema`) as run
+    /// table `name`: as they are when plans run in this process, written to the run's work
+    /// prefix first when they run on a cluster ([`crate::session::EngineInfo::distributed`]).
+    pub async fn materialize_batches(
+        &self,
+        name: &str,
+        schema: arrow::datatypes::SchemaRef,
+        partitions: Vec<Vec<arrow::array::RecordBatch>>,
+    ) -> Result<TableInfo> {
+        let info = table::materialize_batches(self, name, schema, partitions).await?;
+        self.record(info.clone(), None);
+        Ok(info)
+    }
+
+    /// Where this run's plans run.
+    pub fn engine(&self) -> std::sync::Arc<crate::session::EngineInfo> {
+        crate::session::engine(self.ctx)
+    }
+
+    /// Notes the processes that wrote this stage's files.
+    pub(crate) fn record_workers<'w>(&self, workers: impl Iterator<Item = &'w str>) {
+        let mut all = self.workers.lock().expect("workers lock");
+        for w in workers {
+            if !all.contains(w) {
+                all.insert(w.to_string());
+            }
+        }
     }
 
     /// Forgets run table `name` and deletes its files: the files written for it into a Delta

@@ -105,13 +105,203 @@ impl std::fmt::Debug for StoreConfig {
 }
 
 /// Registers a store built with each config's options (over the environment's) for its
-/// bucket, so every later use of a URL under it goes through that store.
+/// bucket, so every later use of a URL under it goes through that store. When the session's
+/// plans run on a cluster, the options also go into the session's configuration
+/// ([`StorageOptions`]), which travels with every job, so that executors build the same
+/// stores ([`StoreRegistry`]).
 pub fn configure(ctx: &SessionContext, configs: &[StoreConfig]) -> Result<()> {
     for c in configs {
         let store = build_store_with(&c.prefix, &c.options)?;
         ctx.runtime_env().register_object_store(&c.prefix, store);
     }
+    let engine = crate::session::engine(ctx);
+    if engine.distributed
+        && !engine.private_channel
+        && let Some((c, name)) = configs.iter().find_map(|c| {
+            c.options
+                .iter()
+                .find(|(k, _)| is_secret(k))
+                .map(|(k, _)| (c, k))
+        })
+    {
+        return Err(Error::Storage {
+            location: c.prefix.to_string(),
+            message: format!(
+                "storage option `{name}` is a secret, and the executors of {} are reached over a \
+                 connection that is not encrypted; give the executors their credentials in their \
+                 own environment (AWS_*, GOOGLE_*, AZURE_*) and remove `{name}` from `storage:`",
+                engine.name
+            ),
+            source: None,
+        });
+    }
+    if engine.distributed && !configs.is_empty() {
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        let options = state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .get_mut::<StorageOptions>()
+            .ok_or_else(|| Error::Internal("the session has no segflow storage options".into()))?;
+        options.stores = configs.to_vec();
+    }
     Ok(())
+}
+
+/// Whether a storage option holds a secret (a key, a token, a password): such options travel
+/// to a cluster's executors only over a private channel.
+fn is_secret(option: &str) -> bool {
+    let o = option.to_ascii_lowercase();
+    ["secret", "token", "password", "key", "sas", "credential"]
+        .iter()
+        .any(|s| o.contains(s))
+}
+
+/// The pipeline's `storage:` options as a DataFusion config extension, so that they travel
+/// with a job to the executors of a cluster (`segflow_storage.stores`, JSON). Only sessions
+/// whose plans run on a cluster set it. `Debug` names the options, never their values.
+#[derive(Clone, Default)]
+pub struct StorageOptions {
+    pub stores: Vec<StoreConfig>,
+}
+
+impl std::fmt::Debug for StorageOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.stores).finish()
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoreConfigWire {
+    prefix: String,
+    options: Vec<(String, String)>,
+}
+
+impl datafusion::config::ExtensionOptions for StorageOptions {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn datafusion::config::ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> datafusion::error::Result<()> {
+        use datafusion::error::DataFusionError;
+        if key != "stores" {
+            return Err(DataFusionError::Configuration(format!(
+                "unknown option `segflow_storage.{key}`; the one option is `stores`"
+            )));
+        }
+        let bad = |m: String| {
+            DataFusionError::Configuration(format!("`segflow_storage.stores` is not valid: {m}"))
+        };
+        let wire: Vec<StoreConfigWire> = if value.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::from_str(value).map_err(|e| bad(e.to_string()))?
+        };
+        self.stores = wire
+            .into_iter()
+            .map(|w| {
+                Ok(StoreConfig {
+                    prefix: Url::parse(&w.prefix).map_err(|e| bad(e.to_string()))?,
+                    options: w.options,
+                })
+            })
+            .collect::<datafusion::error::Result<_>>()?;
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<datafusion::config::ConfigEntry> {
+        let wire: Vec<StoreConfigWire> = self
+            .stores
+            .iter()
+            .map(|c| StoreConfigWire {
+                prefix: c.prefix.to_string(),
+                options: c.options.clone(),
+            })
+            .collect();
+        vec![datafusion::config::ConfigEntry {
+            key: "segflow_storage.stores".into(),
+            value: (!wire.is_empty()).then(|| serde_json::to_string(&wire).unwrap_or_default()),
+            description: "the pipeline's storage options, for the executors of a cluster",
+        }]
+    }
+}
+
+impl datafusion::config::ConfigExtension for StorageOptions {
+    const PREFIX: &'static str = "segflow_storage";
+}
+
+/// The object stores of a process that runs plans it did not build (an executor, a
+/// scheduler): a store for a URL is built on first use, from the process's environment and
+/// the options the job's session carries for that URL's bucket ([`StorageOptions`]), and kept.
+#[derive(Debug, Default)]
+pub struct StoreRegistry {
+    configs: Vec<StoreConfig>,
+    stores: std::sync::RwLock<std::collections::HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+impl StoreRegistry {
+    /// A registry building stores with these options for their prefixes.
+    pub fn new(configs: Vec<StoreConfig>) -> Self {
+        StoreRegistry {
+            configs,
+            stores: Default::default(),
+        }
+    }
+
+    /// The registry for a job's session: the options its configuration carries.
+    pub fn for_config(config: &datafusion::prelude::SessionConfig) -> Self {
+        let configs = config
+            .options()
+            .extensions
+            .get::<StorageOptions>()
+            .map(|o| o.stores.clone())
+            .unwrap_or_default();
+        StoreRegistry::new(configs)
+    }
+}
+
+impl datafusion::execution::object_store::ObjectStoreRegistry for StoreRegistry {
+    fn register_store(
+        &self,
+        url: &Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
+        self.stores
+            .write()
+            .expect("stores lock")
+            .insert(store_key(url).as_str().to_string(), store)
+    }
+
+    fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        let key = store_key(url).as_str().to_string();
+        if let Some(store) = self.stores.read().expect("stores lock").get(&key) {
+            return Ok(store.clone());
+        }
+        let options = self
+            .configs
+            .iter()
+            .find(|c| store_key(&c.prefix).as_str() == key)
+            .map(|c| c.options.as_slice())
+            .unwrap_or_default();
+        let store = build_store_with(url, options)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        Ok(self
+            .stores
+            .write()
+            .expect("stores lock")
+            .entry(key)
+            .or_insert(store)
+            .clone())
+    }
 }
 
 /// Builds the store for `url`'s scheme and bucket from the environment.

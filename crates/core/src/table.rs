@@ -1,47 +1,39 @@
 //! Run tables: stage outputs written as Parquet under the run's work prefix.
 //!
-//! Each output partition of the stage's physical plan streams into its own Parquet file, so all
-//! cores write at once and memory stays bounded by DataFusion's batches. Rows are counted on the
-//! way through for progress and the manifest. The table is then registered in the session under
-//! its logical name, with the plan's schema, for the stages that follow. A table the run will
-//! append to a Delta table, or overwrite it with, is written into that table instead (see
-//! [`crate::publish`]), and read back from its files.
+//! A stage's plan runs under a [`WriteFiles`] node: each output partition of the plan streams
+//! into Parquet files of its own, on whichever machine runs that partition (all cores of this
+//! one on the embedded engine, the executors on a cluster), so memory stays bounded by
+//! DataFusion's batches and only the list of files comes back. The table is then registered
+//! in the session under its logical name, over exactly those files, for the stages that
+//! follow. A table the run will append to a Delta table, or overwrite it with, is written into
+//! that table instead (see [`crate::publish`]), and read back from its files.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use std::collections::BTreeMap;
-
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::{filter_record_batch, prep_null_mask_filter};
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
-use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::DataFusionError;
-use datafusion::execution::SendableRecordBatchStream;
-use datafusion::logical_expr::{Expr, cast, ident, lit};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream_partitioned};
 use datafusion::prelude::DataFrame;
-use deltalake::kernel::Add;
 use futures::StreamExt;
-use object_store::ObjectStore;
-use object_store::buffered::BufWriter;
-use parquet::arrow::async_writer::AsyncArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::publish::{DeltaSink, FileWriter, WrittenFiles};
+use crate::files::{TableFile, files_table};
+use crate::publish::WrittenFiles;
 use crate::stage::StageContext;
 use crate::storage;
+use crate::write::{
+    LocalHooks, Observe, SinkSpec, WriteExec, WriteFiles, WriteSpec, WriteTarget, Written,
+    WrittenFile,
+};
 
 /// A table produced during the run.
 #[derive(Debug, Clone)]
@@ -71,31 +63,20 @@ pub(crate) async fn materialize(
     destination: Destination<'_>,
 ) -> Result<(TableInfo, Option<WrittenFiles>)> {
     let started = std::time::Instant::now();
-    let (plan, streams) = start(cx, name, df).await?;
-    let output = Output::new(cx, name, destination, plan.schema())?;
-    let rows = output.rows.clone();
-    let mut writes = tokio::task::JoinSet::new();
-    for (i, mut stream) in streams.into_iter().enumerate() {
-        let mut part = output
-            .part(i)
-            .map_err(cx.df_err(format!("writing table `{name}`")))?;
-        let rows = rows.clone();
-        writes.spawn(async move {
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                part.write(&batch).await?;
-            }
-            Ok(vec![part.close().await?])
-        });
-    }
-    let mut adds = wait(cx, name, writes, &[rows]).await?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let output = Output::new(cx, name, destination, schema.clone())?;
+    let spec = WriteSpec {
+        targets: vec![output.target(&schema)],
+        split_by: None,
+    };
+    let hooks = LocalHooks {
+        rows: vec![output.rows.clone()],
+        observe: None,
+    };
+    let (mut written, plan) = write(cx, name, df, spec, hooks).await?;
     log_written(cx, name, output.rows(), started, &plan);
-    output.finish(cx, adds.pop().unwrap_or_default()).await
+    output.finish(cx, written.files.remove(0)).await
 }
-
-/// Sees a batch of rows on their way to a table ([`Split::observe`]).
-pub type Observe = Arc<dyn Fn(&RecordBatch) -> Result<()> + Send + Sync>;
 
 /// How [`materialize_split`] writes one plan as two tables.
 pub struct Split {
@@ -107,8 +88,19 @@ pub struct Split {
     /// The second table's name and columns.
     pub second: (String, Vec<String>),
     /// Sees every batch of the first table's rows, with all the plan's columns, before it is
-    /// written (an ingest collects its key hashes from them).
+    /// written (an ingest collects its key hashes from them), when the plan runs in this
+    /// process ([`SplitTables::observed`]).
     pub observe: Option<Observe>,
+}
+
+/// The two tables [`materialize_split`] wrote.
+#[derive(Debug, Clone)]
+pub struct SplitTables {
+    pub first: TableInfo,
+    pub second: TableInfo,
+    /// Whether [`Split::observe`] saw every row of the first table: false when the plan ran
+    /// elsewhere (a cluster), where this process's observer cannot go.
+    pub observed: bool,
 }
 
 /// Writes `df` as two run tables in one pass ([`Split`]): the first one into `destination`,
@@ -119,142 +111,226 @@ pub(crate) async fn materialize_split(
     df: DataFrame,
     split: Split,
     destination: Destination<'_>,
-) -> Result<[(TableInfo, Option<WrittenFiles>); 2]> {
+) -> Result<(SplitTables, [Option<WrittenFiles>; 2])> {
     let started = std::time::Instant::now();
     let label = format!("{} and {}", split.first.0, split.second.0);
-    let (plan, streams) = start(cx, &label, df).await?;
-    let plan_schema = plan.schema();
-    let index = |columns: &[String]| -> Result<Vec<usize>> {
-        columns
+    let schema = df.schema().as_arrow().clone();
+    let project = |columns: &[String]| -> Result<SchemaRef> {
+        let indices = columns
             .iter()
-            .map(|c| plan_schema.index_of(c))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| Error::Internal(format!("splitting into {label}: {e}")))
-    };
-    let by = index(std::slice::from_ref(&split.by))?[0];
-    let (first_columns, second_columns) = (index(&split.first.1)?, index(&split.second.1)?);
-    let project = |columns: &[usize]| {
-        plan_schema
-            .project(columns)
+            .map(|c| schema.index_of(c))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Internal(format!("splitting into {label}: {e}")))?;
+        schema
+            .project(&indices)
             .map(Arc::new)
             .map_err(|e| Error::Internal(format!("splitting into {label}: {e}")))
     };
-    let first = Output::new(cx, &split.first.0, destination, project(&first_columns)?)?;
+    let (first_schema, second_schema) = (project(&split.first.1)?, project(&split.second.1)?);
+    let first = Output::new(cx, &split.first.0, destination, first_schema.clone())?;
     let second = Output::new(
         cx,
         &split.second.0,
         Destination::Work,
-        project(&second_columns)?,
+        second_schema.clone(),
     )?;
-    let counts = [first.rows.clone(), second.rows.clone()];
-    let mut writes = tokio::task::JoinSet::new();
-    for (i, mut stream) in streams.into_iter().enumerate() {
-        let err = || cx.df_err(format!("writing {label}"));
-        let mut parts = [
-            first.part(i).map_err(err())?,
-            second.part(i).map_err(err())?,
-        ];
-        let counts = counts.clone();
-        let columns = [first_columns.clone(), second_columns.clone()];
-        let observe = split.observe.clone();
-        writes.spawn(async move {
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                let Some(mask) = batch.column(by).as_boolean_opt() else {
-                    return Err(DataFusionError::Internal(format!(
-                        "column {by} to split by is not a boolean"
-                    )));
-                };
-                // Null counts as false (`prep_null_mask_filter` expects some null).
-                let mask = match mask.null_count() {
-                    0 => mask.clone(),
-                    _ => prep_null_mask_filter(mask),
-                };
-                let masks = [mask.clone(), arrow::compute::not(&mask)?];
-                for (k, mask) in masks.iter().enumerate() {
-                    let rows = filter_record_batch(&batch, mask)?;
-                    if rows.num_rows() == 0 {
-                        continue;
-                    }
-                    if k == 0
-                        && let Some(observe) = &observe
-                    {
-                        observe(&rows).map_err(|e| DataFusionError::External(Box::new(e)))?;
-                    }
-                    counts[k].fetch_add(rows.num_rows() as u64, Ordering::Relaxed);
-                    parts[k].write(&rows.project(&columns[k])?).await?;
-                }
-            }
-            let [a, b] = parts;
-            Ok(vec![a.close().await?, b.close().await?])
-        });
-    }
-    let mut adds = wait(cx, &label, writes, &counts).await?.into_iter();
+    let spec = WriteSpec {
+        targets: vec![first.target(&first_schema), second.target(&second_schema)],
+        split_by: Some(split.by.clone()),
+    };
+    let hooks = LocalHooks {
+        rows: vec![first.rows.clone(), second.rows.clone()],
+        observe: split.observe.clone(),
+    };
+    let (written, plan) = write(cx, &label, df, spec, hooks).await?;
     log_written(cx, &label, first.rows() + second.rows(), started, &plan);
+    let observed = written.in_process;
+    let mut files = written.files.into_iter();
     let (a, b) = (
-        adds.next().unwrap_or_default(),
-        adds.next().unwrap_or_default(),
+        files.next().unwrap_or_default(),
+        files.next().unwrap_or_default(),
     );
-    Ok([first.finish(cx, a).await?, second.finish(cx, b).await?])
+    let (first, first_written) = first.finish(cx, a).await?;
+    let (second, second_written) = second.finish(cx, b).await?;
+    Ok((
+        SplitTables {
+            first,
+            second,
+            observed,
+        },
+        [first_written, second_written],
+    ))
 }
 
-/// Plans `df` and starts one stream per output partition.
-async fn start(
+/// Registers `partitions` (batches of `schema`) as run table `name`. When plans run in this
+/// process the batches are the table; when they run on a cluster, this process writes them
+/// as the run table's Parquet files, so that the cluster reads them from storage rather than
+/// from the plans it is sent.
+pub(crate) async fn materialize_batches(
     cx: &StageContext<'_>,
     name: &str,
+    schema: SchemaRef,
+    partitions: Vec<Vec<RecordBatch>>,
+) -> Result<TableInfo> {
+    let rows = partitions
+        .iter()
+        .flatten()
+        .map(|b| b.num_rows() as u64)
+        .sum();
+    if !cx.engine().distributed {
+        let table = MemTable::try_new(schema.clone(), partitions)
+            .map_err(cx.df_err(format!("registering table `{name}`")))?;
+        register_provider(cx, name, Arc::new(table))?;
+        return Ok(TableInfo {
+            name: name.to_string(),
+            url: storage::as_dir(&storage::join(cx.work_dir(), name)),
+            rows,
+            schema,
+        });
+    }
+    let started = std::time::Instant::now();
+    let output = Output::new(cx, name, Destination::Work, schema.clone())?;
+    let spec = WriteSpec {
+        targets: vec![output.target(&schema)],
+        split_by: None,
+    };
+    let source = MemorySourceConfig::try_new_exec(&partitions, schema.clone(), None)
+        .map_err(cx.df_err(format!("writing table `{name}`")))?;
+    let exec =
+        WriteExec::try_new(source, spec).map_err(cx.df_err(format!("writing table `{name}`")))?;
+    let plan: Arc<dyn ExecutionPlan> = Arc::new(exec);
+    let mut written = execute(cx, name, plan.clone(), cx.ctx.task_ctx(), &[]).await?;
+    output.rows.store(rows, Ordering::Relaxed);
+    log_written(cx, name, rows, started, &plan);
+    Ok(output.finish(cx, written.files.remove(0)).await?.0)
+}
+
+/// Plans `df` under a [`WriteFiles`] node for `spec` and runs it: the files written, and the
+/// physical plan that ran.
+async fn write(
+    cx: &StageContext<'_>,
+    label: &str,
     df: DataFrame,
-) -> Result<(Arc<dyn ExecutionPlan>, Vec<SendableRecordBatchStream>)> {
+    spec: WriteSpec,
+    hooks: LocalHooks,
+) -> Result<(Written, Arc<dyn ExecutionPlan>)> {
+    let counts = hooks.rows.clone();
+    let targets = spec.targets.len();
+    let (state, input) = df.into_parts();
+    let node = WriteFiles::try_new(input, spec)
+        .map_err(cx.df_err(format!("planning table `{label}`")))?
+        .with_hooks(Arc::new(hooks));
+    let plan = state
+        .optimize(&LogicalPlan::Extension(Extension {
+            node: Arc::new(node),
+        }))
+        .map_err(cx.df_err(format!("planning table `{label}`")))?;
+    // A plan the optimizer proved empty (`limit 0`, `where false`) writes no file. It is not
+    // sent anywhere: a cluster would get its empty relation without its columns, which the
+    // plan format does not keep.
+    if let LogicalPlan::Extension(e) = &plan
+        && let Some(write) = e.node.as_any().downcast_ref::<WriteFiles>()
+        && matches!(
+            &write.input,
+            LogicalPlan::EmptyRelation(r) if !r.produce_one_row
+        )
+    {
+        let written = Written {
+            files: vec![Vec::new(); targets],
+            in_process: true,
+        };
+        let empty: Arc<dyn ExecutionPlan> = Arc::new(
+            datafusion::physical_plan::empty::EmptyExec::new(crate::write::result_schema()),
+        );
+        return Ok((written, empty));
+    }
+    let df = DataFrame::new(state, plan);
     let task_ctx = Arc::new(df.task_ctx());
     let plan = df
         .create_physical_plan()
         .await
-        .map_err(cx.df_err(format!("planning table `{name}`")))?;
-    let streams = execute_stream_partitioned(plan.clone(), task_ctx)
-        .map_err(cx.df_err(format!("starting table `{name}`")))?;
-    Ok((plan, streams))
+        .map_err(cx.df_err(format!("planning table `{label}`")))?;
+    let written = execute(cx, label, plan.clone(), task_ctx, &counts).await?;
+    Ok((written, plan))
 }
 
-/// Waits for every partition's writer, reporting the rows written (the sum of `counts`) while
-/// they run; per output, the Add actions of every partition's files.
+/// Runs a write's physical plan, one task per output partition, reporting the rows written
+/// (the sum of `counts`, which only a write in this process moves) while it runs.
 ///
 /// Each partition's stream and writer is a task of its own. Polled together from this task
 /// (`try_join_all`), every partition's operators ran on the one thread that polls it, and an
 /// ingest of 845k orders kept 0.75 of 2 cores busy; spawned, the runtime's workers run them
 /// side by side. Dropping the set (on an error) aborts the others.
-async fn wait(
+async fn execute(
     cx: &StageContext<'_>,
-    name: &str,
-    mut writes: tokio::task::JoinSet<std::result::Result<Vec<Vec<Add>>, DataFusionError>>,
+    label: &str,
+    plan: Arc<dyn ExecutionPlan>,
+    task_ctx: Arc<TaskContext>,
     counts: &[Arc<AtomicU64>],
-) -> Result<Vec<Vec<Add>>> {
+) -> Result<Written> {
+    let targets = plan
+        .downcast_ref::<WriteExec>()
+        .map(|w| w.spec().targets.len());
+    let in_process = plan
+        .downcast_ref::<WriteExec>()
+        .is_some_and(WriteExec::has_hooks);
+    let streams = execute_stream_partitioned(plan.clone(), task_ctx)
+        .map_err(cx.df_err(format!("starting table `{label}`")))?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut stream in streams {
+        tasks.spawn(async move {
+            let mut batches = Vec::new();
+            while let Some(batch) = stream.next().await {
+                batches.push(batch?);
+            }
+            Ok::<_, DataFusionError>(batches)
+        });
+    }
     let total = || {
         counts
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .sum::<u64>()
     };
-    let mut adds: Vec<Vec<Add>> = vec![Vec::new(); counts.len()];
+    let mut batches = Vec::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         tokio::select! {
-            done = writes.join_next() => match done {
+            done = tasks.join_next() => match done {
                 None => break,
                 Some(Ok(r)) => {
-                    let parts = r.map_err(cx.df_err(format!("computing table `{name}`")))?;
-                    for (all, part) in adds.iter_mut().zip(parts) {
-                        all.extend(part);
-                    }
+                    batches.extend(r.map_err(cx.df_err(format!("computing table `{label}`")))?);
                 }
                 Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Some(Err(e)) => {
-                    return Err(Error::Internal(format!("writing table `{name}`: {e}")));
+                    return Err(Error::Internal(format!("writing table `{label}`: {e}")));
                 }
             },
             _ = tick.tick() => cx.report_rows(total()),
         }
     }
+    // A write that ran elsewhere says how many targets it had only through its rows; the
+    // counts stand for them here.
+    let targets = targets.unwrap_or(counts.len().max(1));
+    for b in &batches {
+        tracing::debug!(
+            stage = cx.stage_id,
+            table = label,
+            "write result:\n{}",
+            arrow::util::pretty::pretty_format_batches(std::slice::from_ref(b))
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+        );
+    }
+    let files = crate::write::parse_results(&batches, targets)?;
+    if !in_process {
+        for (count, files) in counts.iter().zip(&files) {
+            count.store(files.iter().map(|f| f.rows).sum(), Ordering::Relaxed);
+        }
+    }
     cx.report_rows(total());
-    Ok(adds)
+    cx.record_workers(files.iter().flatten().map(|f| f.worker.as_str()));
+    Ok(Written { files, in_process })
 }
 
 fn log_written(
@@ -282,15 +358,12 @@ fn log_written(
     );
 }
 
-/// One table being written: where, how, and the rows so far.
+/// One table being written: where, and the rows so far.
 struct Output<'a> {
     name: String,
     destination: Destination<'a>,
     dir: Url,
-    sink: Sink,
-    /// The schema of the rows written.
-    rows_schema: SchemaRef,
-    /// The table's schema, as registered: the rows', or the Delta table's.
+    /// The table's schema, as registered: the rows', or Delta's form of it.
     schema: SchemaRef,
     rows: Arc<AtomicU64>,
 }
@@ -302,31 +375,22 @@ impl<'a> Output<'a> {
         destination: Destination<'a>,
         rows_schema: SchemaRef,
     ) -> Result<Self> {
-        let (dir, sink) = match destination {
+        let (dir, schema) = match destination {
             Destination::Work => {
                 let dir = storage::as_dir(&storage::join(cx.work_dir(), name));
-                let sink = Sink::Work {
-                    store: storage::store_for(cx.ctx, &dir)?,
-                    prefix: storage::store_path(&dir)?,
-                    props: Arc::new(run_table_properties(&dir, &rows_schema)),
-                };
-                (dir, sink)
+                // Registers the store with the session, for this process's writes and reads.
+                storage::store_for(cx.ctx, &dir)?;
+                (dir, rows_schema)
             }
             Destination::Delta(url, partition_by) => (
                 storage::as_dir(url),
-                Sink::Delta(DeltaSink::new(cx.ctx, url, &rows_schema, partition_by)?),
+                crate::publish::check_sink(cx.ctx, url, &rows_schema, partition_by)?,
             ),
-        };
-        let schema = match &sink {
-            Sink::Work { .. } => rows_schema.clone(),
-            Sink::Delta(d) => d.schema().clone(),
         };
         Ok(Output {
             name: name.to_string(),
             destination,
             dir,
-            sink,
-            rows_schema,
             schema,
             rows: Arc::new(AtomicU64::new(0)),
         })
@@ -336,60 +400,61 @@ impl<'a> Output<'a> {
         self.rows.load(Ordering::Relaxed)
     }
 
-    /// The writer of partition `i`.
-    fn part(&self, i: usize) -> std::result::Result<PartWriter, DataFusionError> {
-        Ok(match &self.sink {
-            Sink::Work {
-                store,
-                prefix,
-                props,
-            } => {
-                let path = prefix.clone().join(format!("part-{i:05}.parquet").as_str());
-                let writer = BufWriter::new(store.clone(), path);
-                PartWriter::Work(AsyncArrowWriter::try_new(
-                    writer,
-                    self.rows_schema.clone(),
-                    Some(props.as_ref().clone()),
-                )?)
-            }
-            Sink::Delta(sink) => PartWriter::Delta(sink.writer()),
-        })
+    /// The write target for rows of `schema` (all of its columns, in order).
+    fn target(&self, schema: &Schema) -> WriteTarget {
+        let sink = match self.destination {
+            Destination::Work => SinkSpec::RunTable {
+                dir: self.dir.clone(),
+            },
+            Destination::Delta(url, partition_by) => SinkSpec::Delta {
+                table: url.clone(),
+                partition_by: partition_by.to_vec(),
+            },
+        };
+        WriteTarget {
+            table: self.name.clone(),
+            columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            sink,
+        }
     }
 
-    /// Registers the table written, with the Add actions of its files for a Delta
-    /// destination.
+    /// Registers the table over exactly the files written, with the Add actions of its files
+    /// for a Delta destination.
     async fn finish(
         self,
         cx: &StageContext<'_>,
-        mut adds: Vec<Add>,
+        files: Vec<WrittenFile>,
     ) -> Result<(TableInfo, Option<WrittenFiles>)> {
         let name = self.name.as_str();
         let written = match self.destination {
             Destination::Work => {
-                register(
-                    cx,
-                    name,
-                    std::slice::from_ref(&self.dir),
-                    self.schema.clone(),
-                )
-                .await?;
+                let files = files
+                    .iter()
+                    .map(|f| TableFile {
+                        url: f.url.clone(),
+                        size: f.bytes,
+                        partition_values: Vec::new(),
+                    })
+                    .collect();
+                register(cx, name, files, self.schema.clone()).await?;
                 None
             }
             Destination::Delta(url, partition_by) => {
-                // The order of the files does not change the table; sorted, the manifest and
-                // the commit list them the same way on every run.
-                adds.sort_by(|a: &Add, b: &Add| a.path.cmp(&b.path));
+                let adds = files
+                    .into_iter()
+                    .map(|f| {
+                        f.add.ok_or_else(|| {
+                            Error::Internal(format!("a file written into {url} has no Add action"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 let written = WrittenFiles {
                     url: url.clone(),
                     adds,
                     partition_by: partition_by.to_vec(),
                     schema: self.schema.clone(),
                 };
-                if partition_by.is_empty() {
-                    register(cx, name, &written.file_urls()?, self.schema.clone()).await?;
-                } else {
-                    register_partitioned(cx, name, &written).await?;
-                }
+                register_written(cx, name, &written).await?;
                 Some(written)
             }
         };
@@ -405,93 +470,17 @@ impl<'a> Output<'a> {
     }
 }
 
-/// Where one table's batches are written.
-#[derive(Clone)]
-enum Sink {
-    Work {
-        store: Arc<dyn ObjectStore>,
-        prefix: object_store::path::Path,
-        props: Arc<WriterProperties>,
-    },
-    Delta(DeltaSink),
-}
-
-/// Writes one partition's batches of a table.
-enum PartWriter {
-    Work(AsyncArrowWriter<BufWriter>),
-    Delta(FileWriter),
-}
-
-impl PartWriter {
-    async fn write(&mut self, batch: &RecordBatch) -> std::result::Result<(), DataFusionError> {
-        match self {
-            PartWriter::Work(w) => Ok(w.write(batch).await?),
-            PartWriter::Delta(w) => w.write(batch).await.map_err(delta_error),
-        }
-    }
-
-    /// Finishes the files; their Add actions, for a Delta table.
-    async fn close(self) -> std::result::Result<Vec<Add>, DataFusionError> {
-        match self {
-            PartWriter::Work(w) => {
-                w.close().await?;
-                Ok(Vec::new())
-            }
-            PartWriter::Delta(w) => w.close().await.map_err(delta_error),
-        }
-    }
-}
-
-fn delta_error(e: deltalake::DeltaTableError) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
-
-/// Rows per row group of a run table. The async Parquet writer encodes a whole row group into
-/// one in-memory buffer before it hands it to the store; at the default 1M rows that buffer
-/// grew to tens of MB by doubling for every row group, and perf (DWARF call graphs, orders
-/// ingest at M) put 15% of the time in copying it into freshly zeroed huge pages.
-const RUN_TABLE_ROW_GROUP_ROWS: usize = 128 * 1024;
-
-/// Run tables are read back a few times within the run and then dropped, so they are written
-/// for speed, not size. Measured with perf on an ingest of 845k orders: Snappy was the top
-/// symbol (6% of the time) and building dictionaries for text that is mostly unique (ids, raw
-/// records) another 3%, before Parquet falls back to plain encoding anyway. On local disk the
-/// tables are not compressed at all (ingest 2.9 s -> 1.9 s); in an object store, where bytes
-/// cost transfer time, LZ4 (2.3 s). A column that is a dictionary in memory (one value for
-/// many rows, such as an ingest's source file) stays one on disk: its keys, not its text.
-fn run_table_properties(dir: &Url, schema: &Schema) -> WriterProperties {
-    let compression = if dir.scheme() == "file" {
-        Compression::UNCOMPRESSED
-    } else {
-        Compression::LZ4_RAW
-    };
-    let mut props = WriterProperties::builder()
-        .set_compression(compression)
-        .set_dictionary_enabled(false)
-        .set_max_row_group_row_count(Some(RUN_TABLE_ROW_GROUP_ROWS));
-    for f in schema.fields() {
-        if matches!(f.data_type(), DataType::Dictionary(..)) {
-            props = props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), true);
-        }
-    }
-    props.build()
-}
-
-/// Registers run table `name` over `locations`: its directory, or the files written for it
-/// into a Delta table (whose directory holds other versions' files too); no files at all is
-/// an empty table.
+/// Registers run table `name` over `locations`: the files written for it (under the run's
+/// work prefix, or into a Delta table whose directory holds other versions' files too); no
+/// files at all is an empty table.
 async fn register(
     cx: &StageContext<'_>,
     name: &str,
-    locations: &[Url],
+    files: Vec<TableFile>,
     schema: SchemaRef,
 ) -> Result<()> {
-    let err = || cx.df_err(format!("registering table `{name}`"));
-    let table: Arc<dyn TableProvider> = if locations.is_empty() {
-        Arc::new(MemTable::try_new(schema, vec![vec![]]).map_err(err())?)
-    } else {
-        listing_table(cx, name, locations, schema)?
-    };
+    let table = files_table(&schema, &[], files)
+        .map_err(cx.df_err(format!("registering table `{name}`")))?;
     register_provider(cx, name, table)
 }
 
@@ -507,86 +496,14 @@ fn register_provider(
     Ok(())
 }
 
-/// Parquet files or directories as one table of `schema`.
-fn listing_table(
-    cx: &StageContext<'_>,
-    name: &str,
-    locations: &[Url],
-    schema: SchemaRef,
-) -> Result<Arc<dyn TableProvider>> {
-    let urls = locations
-        .iter()
-        .map(|u| ListingTableUrl::parse(u.as_str()))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(cx.df_err(format!("table `{name}` location")))?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(options)
-        .with_schema(schema);
-    let table =
-        ListingTable::try_new(config).map_err(cx.df_err(format!("registering table `{name}`")))?;
-    Ok(Arc::new(table))
-}
-
-/// Registers run table `name` over the files written for it into a partitioned Delta table.
-/// The files hold every column but the partition columns, whose values are in the Add
-/// actions (and the Hive-style directories); a listing of the directories would also find
-/// other versions' files. So the table is a union with one scan per partition value, each
-/// adding its values as constants, in the table's column order.
-async fn register_partitioned(
-    cx: &StageContext<'_>,
-    name: &str,
-    written: &WrittenFiles,
-) -> Result<()> {
-    let err = || cx.df_err(format!("registering table `{name}`"));
-    let schema = &written.schema;
-    let partition_by = &written.partition_by;
-    let file_schema = Arc::new(Schema::new(
-        schema
-            .fields()
-            .iter()
-            .filter(|f| !partition_by.contains(f.name()))
-            .cloned()
-            .collect::<Vec<_>>(),
-    ));
-    let mut parts: BTreeMap<Vec<Option<String>>, Vec<Url>> = BTreeMap::new();
-    for (add, url) in written.adds.iter().zip(written.file_urls()?) {
-        let values = partition_by
-            .iter()
-            .map(|c| add.partition_values.get(c).cloned().flatten())
-            .collect();
-        parts.entry(values).or_default().push(url);
-    }
-    let mut union: Option<DataFrame> = None;
-    for (values, urls) in parts {
-        let scan = cx
-            .ctx
-            .read_table(listing_table(cx, name, &urls, file_schema.clone())?)
-            .map_err(err())?;
-        let columns: Vec<Expr> = schema
-            .fields()
-            .iter()
-            .map(|f| match partition_by.iter().position(|c| c == f.name()) {
-                // Delta writes a partition value as text; a cast reads it back as its type.
-                Some(i) => cast(
-                    lit(ScalarValue::Utf8(values[i].clone())),
-                    f.data_type().clone(),
-                )
-                .alias(f.name()),
-                None => ident(f.name()),
-            })
-            .collect();
-        let part = scan.select(columns).map_err(err())?;
-        union = Some(match union {
-            None => part,
-            Some(u) => u.union(part).map_err(err())?,
-        });
-    }
-    let table: Arc<dyn TableProvider> = match union {
-        Some(u) => u.into_view(),
-        None => Arc::new(MemTable::try_new(schema.clone(), vec![vec![]]).map_err(err())?),
-    };
+/// Registers run table `name` over the files written for it into a Delta table.
+async fn register_written(cx: &StageContext<'_>, name: &str, written: &WrittenFiles) -> Result<()> {
+    let table = files_table(
+        &written.schema,
+        &written.partition_by,
+        written.table_files()?,
+    )
+    .map_err(cx.df_err(format!("registering table `{name}`")))?;
     register_provider(cx, name, table)
 }
 

@@ -47,19 +47,39 @@ fn dup_key(column: &str) -> String {
 
 /// The key hashes ([`KeyHash`]) that more than one of the `good` rows (those no other check
 /// flagged) has, sorted: the duplicated keys' hashes and the rare collisions, usually none.
-/// The hashes are collected (8 bytes a row) and sorted in memory, where DataFusion's
-/// hash aggregate had grown a table over every key: 1.5 s of an orders ingest at M.
-pub async fn repeated_key_hashes(good: DataFrame, contract: &Contract) -> DfResult<Vec<u64>> {
+///
+/// In this process (`distributed` false) the hashes are collected (8 bytes a row) and sorted
+/// in memory, where DataFusion's hash aggregate had grown a table over every key: 1.5 s of an
+/// orders ingest at M. On a cluster, where collecting every row's hash would funnel the whole
+/// table through this process, a GROUP BY over the hashes runs on the executors and only
+/// the repeated ones come back.
+pub async fn repeated_key_hashes(
+    good: DataFrame,
+    contract: &Contract,
+    distributed: bool,
+) -> DfResult<Vec<u64>> {
     use segflow_core::datafusion::arrow::array::AsArray;
     use segflow_core::datafusion::arrow::datatypes::UInt64Type;
     if contract.unique.is_empty() {
         return Ok(Vec::new());
     }
     let keys: Vec<Expr> = contract.unique.iter().map(ident).collect();
-    let batches = good
-        .select(vec![KeyHash::call(keys).alias(HASH)])?
-        .collect()
-        .await?;
+    let hashes = good.select(vec![KeyHash::call(keys).alias(HASH)])?;
+    if distributed {
+        let batches = hashes
+            .aggregate(vec![ident(HASH)], vec![count(lit(1)).alias("n")])?
+            .filter(ident("n").gt(lit(1i64)))?
+            .select(vec![ident(HASH)])?
+            .collect()
+            .await?;
+        let mut repeated: Vec<u64> = batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<UInt64Type>().values().to_vec())
+            .collect();
+        repeated.sort_unstable();
+        return Ok(repeated);
+    }
+    let batches = hashes.collect().await?;
     let mut hashes = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
     for b in batches {
         hashes.extend_from_slice(b.column(0).as_primitive::<UInt64Type>().values());

@@ -35,7 +35,7 @@ use url::Url;
 
 mod written;
 
-pub(crate) use written::{DeltaSink, FileWriter, commit as commit_written};
+pub(crate) use written::{FileWriter, check_sink, commit as commit_written, delta_schema};
 pub use written::{WrittenFiles, writes_directly};
 
 use crate::error::{Error, Result};
@@ -230,11 +230,18 @@ pub async fn read_published(
 }
 
 /// The rows of a loaded Delta table (the one at `url`) as a DataFrame in `ctx`.
+///
+/// The table is read as what its current version is: Parquet files, with their partition
+/// values ([`crate::table::files_table`]). That plan is a distributed engine's to run as
+/// it is, where delta-rs's own scan node cannot be sent to an executor. Tables that need
+/// more than that to read (deletion vectors, column mapping; segflow writes neither) go
+/// through delta-rs's scan on the embedded engine, and are refused on a cluster.
 pub async fn rows(
     ctx: &SessionContext,
     table: &DeltaTable,
     url: &Url,
 ) -> Result<datafusion::prelude::DataFrame> {
+    use futures::TryStreamExt;
     let fail = |message: String| Error::Storage {
         location: url.to_string(),
         message,
@@ -243,9 +250,60 @@ pub async fn rows(
     table
         .update_datafusion_session(&ctx.state())
         .map_err(|e| fail(format!("cannot register the table's store: {e}")))?;
-    let provider = table
-        .table_provider()
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| fail(format!("cannot read the table: {e}")))?;
+    let schema = snapshot.snapshot().arrow_schema();
+    let metadata = snapshot.metadata();
+    let partition_by = metadata.partition_columns().to_vec();
+    let column_mapping = metadata
+        .configuration()
+        .get("delta.columnMapping.mode")
+        .is_some_and(|m| m != "none");
+    let views: Vec<_> = table
+        .get_active_add_actions_by_partitions(&[])
+        .try_collect()
         .await
+        .map_err(|e| fail(format!("cannot list the table's files: {e}")))?;
+    let deletion_vectors = views
+        .iter()
+        .any(|v| v.deletion_vector_descriptor().is_some());
+    if column_mapping || deletion_vectors {
+        let feature = if column_mapping {
+            "column mapping"
+        } else {
+            "deletion vectors"
+        };
+        if crate::session::engine(ctx).distributed {
+            return Err(fail(format!(
+                "the table uses {feature}, which segflow reads only on the embedded engine; \
+                 run this pipeline without --engine, or rewrite the table without {feature}"
+            )));
+        }
+        let provider = table
+            .table_provider()
+            .await
+            .map_err(|e| fail(format!("cannot read the table: {e}")))?;
+        return ctx
+            .read_table(provider)
+            .map_err(|e| fail(format!("cannot read the table: {e}")));
+    }
+    let dir = storage::as_dir(url);
+    let files = views
+        .iter()
+        .map(|v| {
+            let values = v.partition_values_map();
+            crate::files::TableFile {
+                url: storage::join(&dir, &v.path()),
+                size: v.size().max(0) as u64,
+                partition_values: partition_by
+                    .iter()
+                    .map(|c| values.get(c).cloned().flatten())
+                    .collect(),
+            }
+        })
+        .collect();
+    let provider = crate::files::files_table(&schema, &partition_by, files)
         .map_err(|e| fail(format!("cannot read the table: {e}")))?;
     ctx.read_table(provider)
         .map_err(|e| fail(format!("cannot read the table: {e}")))

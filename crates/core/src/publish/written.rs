@@ -73,7 +73,25 @@ pub struct WrittenFiles {
 }
 
 impl WrittenFiles {
-    /// Each file's URL, for reading the run table back.
+    /// The files, with their sizes and partition values, for reading the run table back.
+    pub fn table_files(&self) -> Result<Vec<crate::files::TableFile>> {
+        Ok(self
+            .adds
+            .iter()
+            .zip(self.file_urls()?)
+            .map(|(add, url)| crate::files::TableFile {
+                url,
+                size: add.size.max(0) as u64,
+                partition_values: self
+                    .partition_by
+                    .iter()
+                    .map(|c| add.partition_values.get(c).cloned().flatten())
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Each file's URL.
     pub fn file_urls(&self) -> Result<Vec<Url>> {
         let dir = crate::storage::as_dir(&self.url);
         self.adds
@@ -87,73 +105,32 @@ impl WrittenFiles {
     }
 }
 
-/// Where one stage's output goes when it is written into a Delta table: the table's object
-/// store and the schema its files get.
-#[derive(Clone)]
-pub(crate) struct DeltaSink {
-    store: ObjectStoreRef,
-    schema: SchemaRef,
-    partition_by: Vec<String>,
-}
-
-impl DeltaSink {
-    /// A sink for the Delta table at `url`, partitioned by `partition_by`, for rows of `schema`.
-    pub(crate) fn new(
-        ctx: &SessionContext,
-        url: &Url,
-        schema: &SchemaRef,
-        partition_by: &[String],
-    ) -> Result<DeltaSink> {
-        let fail = |e: String| Error::Storage {
-            location: url.to_string(),
-            message: format!("cannot write into the Delta table: {e}"),
-            source: None,
-        };
-        let table = super::table_builder(ctx, url)?
-            .and_then(|b| b.build())
-            .map_err(|e| fail(e.to_string()))?;
-        if let Some(c) = partition_by
-            .iter()
-            .find(|c| schema.field_with_name(c).is_err())
-        {
-            return Err(fail(format!(
-                "it is partitioned by `{c}`, which the rows lack"
-            )));
-        }
-        Ok(DeltaSink {
-            store: table.log_store().object_store(None),
-            schema: delta_schema(schema).map_err(|e| fail(e.to_string()))?,
-            partition_by: partition_by.to_vec(),
-        })
+/// Checks that the Delta table at `url` can take rows of `schema`, partitioned by
+/// `partition_by`, written straight into it: its store can be set up, and the rows have the
+/// partition columns. The schema its files will have.
+pub(crate) fn check_sink(
+    ctx: &SessionContext,
+    url: &Url,
+    schema: &SchemaRef,
+    partition_by: &[String],
+) -> Result<SchemaRef> {
+    let fail = |e: String| Error::Storage {
+        location: url.to_string(),
+        message: format!("cannot write into the Delta table: {e}"),
+        source: None,
+    };
+    super::table_builder(ctx, url)?
+        .and_then(|b| b.build())
+        .map_err(|e| fail(e.to_string()))?;
+    if let Some(c) = partition_by
+        .iter()
+        .find(|c| schema.field_with_name(c).is_err())
+    {
+        return Err(fail(format!(
+            "it is partitioned by `{c}`, which the rows lack"
+        )));
     }
-
-    pub(crate) fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    /// A writer for one partition of the output; several write side by side. In a
-    /// partitioned table each writer splits its batches by the partition columns' values and
-    /// writes one file (or more, at delta-rs's target size) per value it meets.
-    pub(crate) fn writer(&self) -> FileWriter {
-        let partitioned = !self.partition_by.is_empty();
-        let config = WriterConfig::new(
-            self.schema.clone(),
-            self.partition_by.clone(),
-            partitioned.then(partitioned_properties),
-            None,
-            None,
-            // delta-rs's default: statistics for the first 32 columns.
-            DataSkippingNumIndexedCols::NumColumns(32),
-            None,
-        );
-        FileWriter {
-            schema: self.schema.clone(),
-            writer: DeltaWriter::new(self.store.clone(), config),
-            pending: Vec::new(),
-            pending_rows: 0,
-            gather: partitioned,
-        }
-    }
+    delta_schema(schema).map_err(|e| fail(e.to_string()))
 }
 
 /// Parquet properties of a partitioned table's files: delta-rs's (Snappy), with dictionaries
@@ -178,6 +155,7 @@ const PARTITIONED_WRITE_ROWS: usize = 128 * 1024;
 /// Writes one partition's batches as Delta data files (Snappy, delta-rs's default properties,
 /// rolled at its target file size).
 pub(crate) struct FileWriter {
+    /// The files' schema: Delta's form of the rows' ([`delta_schema`]).
     schema: SchemaRef,
     writer: DeltaWriter,
     /// Batches not yet written, for a partitioned table ([`PARTITIONED_WRITE_ROWS`]).
@@ -187,6 +165,30 @@ pub(crate) struct FileWriter {
 }
 
 impl FileWriter {
+    /// A writer of one partition's rows into the Delta table whose root is `store`. In a
+    /// partitioned table it splits its batches by the partition columns' values and writes
+    /// one file (or more, at delta-rs's target size) per value it meets.
+    pub(crate) fn new(store: ObjectStoreRef, schema: SchemaRef, partition_by: Vec<String>) -> Self {
+        let partitioned = !partition_by.is_empty();
+        let config = WriterConfig::new(
+            schema.clone(),
+            partition_by,
+            partitioned.then(partitioned_properties),
+            None,
+            None,
+            // delta-rs's default: statistics for the first 32 columns.
+            DataSkippingNumIndexedCols::NumColumns(32),
+            None,
+        );
+        FileWriter {
+            schema,
+            writer: DeltaWriter::new(store, config),
+            pending: Vec::new(),
+            pending_rows: 0,
+            gather: partitioned,
+        }
+    }
+
     pub(crate) async fn write(&mut self, batch: &RecordBatch) -> deltalake::DeltaResult<()> {
         let batch = conform(batch, &self.schema)?;
         if !self.gather {
@@ -219,7 +221,7 @@ impl FileWriter {
 
 /// The Arrow schema Delta stores `schema` as: through the Delta schema and back, so the files
 /// hold exactly what a Delta reader expects.
-fn delta_schema(schema: &SchemaRef) -> deltalake::DeltaResult<SchemaRef> {
+pub(crate) fn delta_schema(schema: &SchemaRef) -> deltalake::DeltaResult<SchemaRef> {
     let kernel: StructType = schema.as_ref().try_into_kernel()?;
     let arrow: Schema = (&kernel).try_into_arrow()?;
     Ok(Arc::new(arrow))

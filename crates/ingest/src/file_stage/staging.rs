@@ -246,11 +246,19 @@ impl FileIngest {
             second: (bad_name.clone(), row_columns),
             observe,
         };
-        let [good, bad] = cx.materialize_split(all, split, request).await?;
+        let written = cx.materialize_split(all, split, request).await?;
         let hashes = std::mem::take(&mut *hashes.lock().expect("hashes lock"));
-        let repeated = tokio::task::spawn_blocking(move || validate::repeated(hashes))
-            .await
-            .map_err(|e| Error::Internal(format!("sorting key hashes: {e}")))?;
+        let repeated = if written.observed {
+            tokio::task::spawn_blocking(move || validate::repeated(hashes))
+                .await
+                .map_err(|e| Error::Internal(format!("sorting key hashes: {e}")))?
+        } else {
+            // The rows were written on a cluster, out of the observer's sight: count the
+            // written keys there.
+            validate::repeated_key_hashes(cx.table(&target).await?, &self.contract, true)
+                .await
+                .map_err(cx.df_err("counting keys"))?
+        };
         // Hashes can collide: the exact keys decide.
         if let Some(duplicated) =
             validate::duplicated_keys(cx.ctx, cx.table(&target).await?, repeated, &self.contract)
@@ -262,7 +270,10 @@ impl FileIngest {
                 return Ok(None);
             }
         }
-        Ok(Some((good.rows + bad.rows, cx.table(&bad_name).await?)))
+        Ok(Some((
+            written.first.rows + written.second.rows,
+            cx.table(&bad_name).await?,
+        )))
     }
 
     /// The long way, for rows some of whose keys repeat: every row written once as run table
@@ -291,9 +302,10 @@ impl FileIngest {
         // Only rows that pass every other check compete for a key. The keys and the losing
         // rows are run tables so that their (exact) row counts let DataFusion build the joins'
         // hash tables from them, not from the rows.
-        let repeated = validate::repeated_key_hashes(good.clone(), &self.contract)
-            .await
-            .map_err(cx.df_err("counting keys"))?;
+        let repeated =
+            validate::repeated_key_hashes(good.clone(), &self.contract, cx.engine().distributed)
+                .await
+                .map_err(cx.df_err("counting keys"))?;
         if let Some(duplicated) =
             validate::duplicated_keys(cx.ctx, good.clone(), repeated, &self.contract)
                 .map_err(cx.df_err("counting keys"))?

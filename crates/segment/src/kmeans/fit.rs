@@ -5,12 +5,10 @@
 //! over the partitioned feature table ([`Passes::Plan`], the form a distributed engine runs).
 //! Both compute the same draws and the same exact sums, so both give the same fit.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Deserialize;
 
-use segflow_core::datafusion::catalog::MemTable;
 use segflow_core::datafusion::common::cast::as_binary_array;
 use segflow_core::datafusion::error::DataFusionError;
 use segflow_core::datafusion::logical_expr::{Expr, col};
@@ -78,21 +76,39 @@ impl Fit {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Passes {
+    /// `memory` where plans run in this process, `plan` where they run on a cluster: the
+    /// rows stay where the passes are cheapest to run.
+    #[default]
+    Auto,
     /// The transformed rows are copied once into one row-major buffer and each run is fitted
     /// over it (its passes parallel loops over blocks of rows), measuring only the distances
     /// its bounds leave open. Skips DataFusion's per-pass batch handling, which cost more than
     /// the distances.
-    #[default]
     Memory,
-    /// Each pass is a `kmeans_pass` aggregate over the in-memory feature table's partitions:
-    /// the same kernel and the same sums, in the form a distributed engine runs.
+    /// Each pass is a `kmeans_pass` aggregate over the partitions of the run table of fitted
+    /// rows: the same kernel and the same sums, in the form a distributed engine runs. On a
+    /// cluster every pass is a job whose partial aggregates run on the executors, with the
+    /// pass (its centers, its draws) shipped inside the function; only the k-means state
+    /// comes back.
     Plan,
+}
+
+impl Passes {
+    /// Where the passes run on an engine that is `distributed` or not.
+    pub fn resolve(self, distributed: bool) -> Passes {
+        match self {
+            Passes::Auto if distributed => Passes::Plan,
+            Passes::Auto => Passes::Memory,
+            other => other,
+        }
+    }
 }
 
 /// The transformed features, as a table or buffer for passes and as columns for the sample.
 pub(super) struct Data<'a> {
     ctx: &'a SessionContext,
-    table: Arc<MemTable>,
+    /// The run table of fitted rows ([`Passes::Plan`] reads it).
+    table: &'a str,
     passes: Passes,
     /// For [`Passes::Memory`]: every row's transformed features, row-major (`n * d`).
     xs: Vec<f64>,
@@ -114,7 +130,7 @@ pub(super) struct Sample {
 impl<'a> Data<'a> {
     pub fn new(
         ctx: &'a SessionContext,
-        table: Arc<MemTable>,
+        table: &'a str,
         passes: Passes,
         scaled: &'a [Vec<f64>],
         seed: u64,
@@ -139,7 +155,7 @@ impl<'a> Data<'a> {
                     .flat_map(|i| scaled.iter().map(move |v| v[i]))
                     .collect()
             }
-            Passes::Plan => Vec::new(),
+            Passes::Plan | Passes::Auto => Vec::new(),
         };
         Data {
             ctx,
@@ -173,7 +189,8 @@ impl<'a> Data<'a> {
             .collect();
         let batches = self
             .ctx
-            .read_table(self.table.clone())?
+            .table(self.table)
+            .await?
             .aggregate(vec![], vec![KMeansPass::call(&pass, args).alias("state")])?
             .collect()
             .await?;
@@ -198,7 +215,8 @@ impl<'a> Data<'a> {
         let tol = tol * self.mean_variance;
         let (runs, passes) = match self.passes {
             Passes::Memory => self.fit_in_memory(k, n_init, max_iter, tol)?,
-            Passes::Plan => self.fit_by_plan(k, n_init, max_iter, tol).await?,
+            // `Data::new` is given a resolved choice; `auto` reads as `plan` here.
+            Passes::Plan | Passes::Auto => self.fit_by_plan(k, n_init, max_iter, tol).await?,
         };
         Ok(self.best_of(k, runs, passes, started))
     }
