@@ -50,6 +50,10 @@ pub struct Contract {
     /// Where the contract was read from (set on load).
     #[serde(skip)]
     pub file: PathBuf,
+    /// The YAML it was read from, as written: what a plan sent to another machine carries
+    /// ([`Contract::parse`] reads it there).
+    #[serde(skip)]
+    pub text: String,
 }
 
 /// One column of a contract.
@@ -153,8 +157,14 @@ impl Contract {
             path: path.to_path_buf(),
             source,
         })?;
+        Contract::parse(path, text)
+    }
+
+    /// The contract in `text`, read from `path` (which messages name).
+    pub fn parse(path: &Path, text: String) -> Result<Contract> {
         let mut c: Contract = yaml::from_str(path, &text)?;
         c.file = path.to_path_buf();
+        c.text = text;
         let invalid = |message: String| Error::Invalid {
             file: path.to_path_buf(),
             message,

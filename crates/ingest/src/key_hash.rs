@@ -32,10 +32,14 @@ pub struct KeyHash {
 impl KeyHash {
     /// `key_hash(args...)`, a `UInt64` never null.
     pub fn call(args: Vec<Expr>) -> Expr {
+        Self::udf().call(args)
+    }
+
+    /// The function.
+    pub fn udf() -> ScalarUDF {
         ScalarUDF::from(KeyHash {
             signature: Signature::variadic_any(Volatility::Immutable),
         })
-        .call(args)
     }
 }
 

@@ -122,12 +122,32 @@ impl KeySet {
 
     /// `key_in_<name>(columns...)`: true where the row's key is in the set.
     pub fn call(self: &Arc<Self>, name: &str, columns: Vec<Expr>) -> Expr {
+        self.udf(format!("key_in_{name}")).call(columns)
+    }
+
+    /// The function named `name` that looks keys up in this set.
+    pub(crate) fn udf(self: &Arc<Self>, name: String) -> ScalarUDF {
         ScalarUDF::from(KeyIn {
-            name: format!("key_in_{name}"),
+            name,
             set: self.clone(),
             signature: Signature::exact(self.types.clone(), Volatility::Immutable),
         })
-        .call(columns)
+    }
+
+    /// The set's key columns as a batch (columns `k0`, `k1`, ...), from which [`KeySet::new`]
+    /// builds the same set.
+    fn batch(&self) -> Result<RecordBatch> {
+        use segflow_core::datafusion::arrow::datatypes::{Field, Schema};
+        let fields: Vec<Field> = self
+            .types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Field::new(format!("k{i}"), t.clone(), true))
+            .collect();
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            self.columns.clone(),
+        )?)
     }
 
     fn contains(&self, columns: &[ArrayRef]) -> Result<BooleanArray> {
@@ -198,7 +218,7 @@ fn all_set(columns: &[ArrayRef]) -> Result<Option<BooleanArray>> {
 }
 
 #[derive(Debug)]
-struct KeyIn {
+pub(crate) struct KeyIn {
     name: String,
     set: Arc<KeySet>,
     signature: Signature,
@@ -217,6 +237,13 @@ impl Hash for KeyIn {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.name.hash(state);
         Arc::as_ptr(&self.set).hash(state);
+    }
+}
+
+impl KeyIn {
+    /// Its name and its set's key columns, for [`crate::wire`].
+    pub(crate) fn parts(&self) -> Result<(&str, RecordBatch)> {
+        Ok((&self.name, self.set.batch()?))
     }
 }
 

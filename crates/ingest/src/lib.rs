@@ -23,6 +23,7 @@ mod raw_text;
 mod row_checks;
 mod source;
 mod validate;
+pub mod wire;
 
 /// Registers this crate's kinds.
 pub fn register(reg: &mut segflow_core::Registry) {

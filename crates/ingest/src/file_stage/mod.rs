@@ -50,6 +50,7 @@ use crate::key_set::KeySet;
 use crate::row_checks::RowChecks;
 use crate::source::{self, ExtraKeys, Format, IngestTable};
 use crate::validate::{self, Parse};
+use crate::wire::ChecksSource;
 
 pub use config::{ColumnSource, ExtraColumns, IngestConfig};
 pub(crate) use config::{IngestFactory, SourceFormat};
@@ -246,18 +247,25 @@ impl Stage for FileIngest {
             .iter()
             .map(|c| c.name.clone())
             .collect();
+        let checks_source = ChecksSource {
+            contract: self.contract.clone(),
+            parses: self.parses.clone(),
+            now: self.today.unwrap_or(cx.run.started_at),
+            extra_keys_fail: self.extra_columns == ExtraColumns::Fail,
+        };
         let checks = RowChecks::new(
-            &self.contract,
-            &self.parses,
-            self.today.unwrap_or(cx.run.started_at),
+            &checks_source.contract,
+            &checks_source.parses,
+            checks_source.now,
             source::meta_fields(),
         )
         .map_err(|m| self.bad_data(m))?;
-        let extra_keys = ExtraKeys::new(self.extra_columns == ExtraColumns::Fail);
+        let extra_keys = ExtraKeys::new(checks_source.extra_keys_fail);
         let table = IngestTable::new(
             sources,
             self.format.clone(),
             Arc::new(checks),
+            Arc::new(checks_source),
             extra_keys.clone(),
         );
         let mut rows = cx

@@ -30,7 +30,7 @@ mod input;
 pub(crate) mod ndjson;
 pub(crate) mod parquet;
 mod rows;
-mod scan;
+pub(crate) mod scan;
 mod split;
 
 use std::sync::Arc;

@@ -34,6 +34,9 @@ const SAMPLE_LINES: u64 = 1000;
 pub struct ExtraKeys {
     pub fail: bool,
     seen: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>,
+    /// Also warn in this process's log: a scan that runs on an executor, where the stage
+    /// that would report them is in another process.
+    log: bool,
 }
 
 impl ExtraKeys {
@@ -41,7 +44,14 @@ impl ExtraKeys {
         ExtraKeys {
             fail,
             seen: Default::default(),
+            log: false,
         }
+    }
+
+    /// The same, also warning in this process's log.
+    pub fn reporting(mut self) -> Self {
+        self.log = true;
+        self
     }
 
     /// `(file, keys)` for every file that had keys the contract does not name.
@@ -182,6 +192,13 @@ fn parse(
         let _ = out.blocking_send(Ok(batch));
     }
     if !extra.is_empty() {
+        if extra_keys.log {
+            tracing::warn!(
+                "{}: ignoring keys the contract does not have: {}",
+                file.url,
+                extra.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
         extra_keys
             .seen
             .lock()

@@ -4,10 +4,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
+use segflow_core::datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
 use segflow_core::datafusion::arrow::datatypes::SchemaRef;
+use segflow_core::datafusion::arrow::datatypes::{DataType, Field, Schema, UInt32Type};
 use segflow_core::datafusion::catalog::{Session, TableProvider};
 use segflow_core::datafusion::common::tree_node::TreeNodeRecursion;
+use segflow_core::datafusion::datasource::memory::MemorySourceConfig;
 use segflow_core::datafusion::error::{DataFusionError, Result as DfResult};
 use segflow_core::datafusion::execution::TaskContext;
 use segflow_core::datafusion::logical_expr::{Expr, TableType};
@@ -21,6 +24,7 @@ use segflow_core::datafusion::physical_plan::{
 
 use super::{ExtraKeys, FileSource, Format, Reading};
 use crate::row_checks::RowChecks;
+use crate::wire::ChecksSource;
 
 /// The files of one ingest, as a table: scanning it plans an [`IngestScan`].
 #[derive(Debug)]
@@ -28,24 +32,34 @@ pub struct IngestTable {
     files: Arc<Vec<FileSource>>,
     format: Format,
     checks: Arc<RowChecks>,
+    /// What `checks` were built from.
+    source: Arc<ChecksSource>,
     extra_keys: ExtraKeys,
 }
 
 impl IngestTable {
-    /// The files in `format`, checked by `checks`; an NDJSON reader adds the keys its records
-    /// have beyond the contract's to `extra_keys`, for the stage to report.
+    /// The files in `format`, checked by `checks` (built from `source`); an NDJSON reader
+    /// adds the keys its records have beyond the contract's to `extra_keys`, for the stage to
+    /// report.
     pub(crate) fn new(
         files: Vec<FileSource>,
         format: Format,
         checks: Arc<RowChecks>,
+        source: Arc<ChecksSource>,
         extra_keys: ExtraKeys,
     ) -> Self {
         IngestTable {
             files: Arc::new(files),
             format,
             checks,
+            source,
             extra_keys,
         }
+    }
+
+    /// What the table is made of, for [`crate::wire`].
+    pub(crate) fn parts(&self) -> (&[FileSource], &Format, &ChecksSource) {
+        (&self.files, &self.format, &self.source)
     }
 }
 
@@ -70,6 +84,7 @@ impl TableProvider for IngestTable {
             self.files.clone(),
             self.format.clone(),
             self.checks.clone(),
+            self.source.clone(),
             self.extra_keys.clone(),
             projection.cloned(),
         )?))
@@ -77,128 +92,127 @@ impl TableProvider for IngestTable {
 }
 
 /// Reads and checks a stage's files: one partition per file, or per piece of a file that its
-/// reader cuts ([`FormatReader::partitions`](super::FormatReader::partitions)). A leaf of
-/// plain data; each file's store comes from the runtime the task runs in.
+/// reader cuts ([`FormatReader::partitions`](super::FormatReader::partitions)).
+///
+/// Its input is the list of pieces: an in-memory table of one row (file, part) per partition.
+/// The scan reads, in its partition `i`, the pieces of its input's partition `i`. So a
+/// distributed engine that hands each task a slice of a stage's partitions (Ballista cuts its
+/// leaves, in-memory tables among them, to the slice) gives this scan exactly the pieces of
+/// that slice; a leaf of its own would be read whole by every task. Each file's store comes
+/// from the runtime the task runs in.
 #[derive(Debug)]
 pub struct IngestScan {
+    /// The pieces to read: `file` (an index into `files`) and `part`, one row per partition.
+    input: Arc<dyn ExecutionPlan>,
     files: Arc<Vec<FileSource>>,
     format: Format,
     checks: Arc<RowChecks>,
+    source: Arc<ChecksSource>,
     extra_keys: ExtraKeys,
-    /// Per partition: the file (an index into `files`) and its part.
-    parts: Vec<(usize, usize)>,
     /// The columns of the checked rows it yields; `None`: all.
     projection: Option<Vec<usize>>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
 
+/// The pieces of `files` in `format`, as an in-memory table of one partition per piece.
+fn pieces(files: &[FileSource], format: &Format) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("file", DataType::UInt32, false),
+        Field::new("part", DataType::UInt32, false),
+    ]));
+    let reader = format.reader();
+    let partitions = files
+        .iter()
+        .enumerate()
+        .flat_map(|(f, file)| (0..reader.partitions(file)).map(move |p| (f, p)))
+        .map(|(f, p)| {
+            Ok(vec![RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(UInt32Array::from(vec![f as u32])),
+                    Arc::new(UInt32Array::from(vec![p as u32])),
+                ],
+            )?])
+        })
+        .collect::<DfResult<Vec<_>>>()?;
+    Ok(MemorySourceConfig::try_new_exec(&partitions, schema, None)?)
+}
+
 impl IngestScan {
-    fn try_new(
+    /// A scan of every piece of `files`.
+    pub(crate) fn try_new(
         files: Arc<Vec<FileSource>>,
         format: Format,
         checks: Arc<RowChecks>,
+        source: Arc<ChecksSource>,
         extra_keys: ExtraKeys,
         projection: Option<Vec<usize>>,
     ) -> DfResult<Self> {
-        let reader = format.reader();
-        let parts: Vec<(usize, usize)> = files
-            .iter()
-            .enumerate()
-            .flat_map(|(f, file)| (0..reader.partitions(file)).map(move |p| (f, p)))
-            .collect();
+        let input = pieces(&files, &format)?;
+        Self::over(input, files, format, checks, source, extra_keys, projection)
+    }
+
+    /// A scan of the pieces `input` lists.
+    pub(crate) fn over(
+        input: Arc<dyn ExecutionPlan>,
+        files: Arc<Vec<FileSource>>,
+        format: Format,
+        checks: Arc<RowChecks>,
+        source: Arc<ChecksSource>,
+        extra_keys: ExtraKeys,
+        projection: Option<Vec<usize>>,
+    ) -> DfResult<Self> {
         let schema = match &projection {
             Some(p) => Arc::new(checks.schema().project(p)?),
             None => checks.schema().clone(),
         };
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(parts.len()),
+            Partitioning::UnknownPartitioning(
+                input.properties().output_partitioning().partition_count(),
+            ),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
         Ok(IngestScan {
+            input,
             files,
             format,
             checks,
+            source,
             extra_keys,
-            parts,
             projection,
             schema,
             properties: Arc::new(properties),
         })
     }
-}
 
-impl DisplayAs for IngestScan {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "IngestScan: format={}, files={}, partitions={}",
-            self.format.name(),
-            self.files.len(),
-            self.parts.len()
-        )
-    }
-}
-
-impl ExecutionPlan for IngestScan {
-    fn name(&self) -> &'static str {
-        "IngestScan"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "IngestScan is a leaf: it has no children to replace".into(),
-            ))
-        }
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+    /// What the scan is made of, for [`crate::wire`]; its input (the pieces) travels as a
+    /// plan of its own.
+    pub(crate) fn parts(&self) -> (&[FileSource], &Format, &ChecksSource, Option<&Vec<usize>>) {
+        (
+            &self.files,
+            &self.format,
+            &self.source,
+            self.projection.as_ref(),
         )
     }
 
-    fn execute(
+    /// The rows of one piece, projected.
+    fn read(
         &self,
-        partition: usize,
-        context: Arc<TaskContext>,
+        file: usize,
+        part: usize,
+        context: &TaskContext,
     ) -> DfResult<SendableRecordBatchStream> {
-        let &(f, part) = self.parts.get(partition).ok_or_else(|| {
+        let file = self.files.get(file).ok_or_else(|| {
             DataFusionError::Internal(format!(
-                "IngestScan has {} partitions, not {}",
-                self.parts.len(),
-                partition + 1
+                "IngestScan has {} files, not {}",
+                self.files.len(),
+                file + 1
             ))
         })?;
-        let file = &self.files[f];
         let reading = Reading {
             checks: self.checks.clone(),
             store: context
@@ -221,11 +235,121 @@ impl ExecutionPlan for IngestScan {
     }
 }
 
+impl DisplayAs for IngestScan {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "IngestScan: format={}, files={}, partitions={}",
+            self.format.name(),
+            self.files.len(),
+            self.properties.output_partitioning().partition_count()
+        )
+    }
+}
+
+impl ExecutionPlan for IngestScan {
+    fn name(&self) -> &'static str {
+        "IngestScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    // A piece is a partition: spreading the list of pieces over more partitions would only
+    // leave some empty.
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal(
+                "IngestScan has one input: the pieces it reads".into(),
+            ));
+        }
+        Ok(Arc::new(IngestScan::over(
+            children.remove(0),
+            self.files.clone(),
+            self.format.clone(),
+            self.checks.clone(),
+            self.source.clone(),
+            self.extra_keys.clone(),
+            self.projection.clone(),
+        )?))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let count = self.properties.output_partitioning().partition_count();
+        if partition >= count {
+            return Err(DataFusionError::Internal(format!(
+                "IngestScan has {count} partitions, not {}",
+                partition + 1
+            )));
+        }
+        let pieces = self.input.execute(partition, context.clone())?;
+        // Each batch of the input names pieces; each piece becomes its rows, in order.
+        let scan = IngestScan::over(
+            self.input.clone(),
+            self.files.clone(),
+            self.format.clone(),
+            self.checks.clone(),
+            self.source.clone(),
+            self.extra_keys.clone(),
+            self.projection.clone(),
+        )?;
+        let rows = pieces
+            .map(move |batch| {
+                let batch = batch?;
+                let file = batch.column(0).as_primitive::<UInt32Type>();
+                let part = batch.column(1).as_primitive::<UInt32Type>();
+                let streams = (0..batch.num_rows())
+                    .map(|i| scan.read(file.value(i) as usize, part.value(i) as usize, &context))
+                    .collect::<DfResult<Vec<_>>>()?;
+                Ok::<_, DataFusionError>(futures::stream::iter(streams).flatten())
+            })
+            .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            rows,
+        )))
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::contract::Contract;
-    use crate::source::{Dialect, Piece, meta_fields};
+    use crate::source::{Dialect, Piece};
     use crate::validate::Parse;
     use segflow_core::datafusion::arrow::array::{AsArray, Int64Array};
     use segflow_core::datafusion::arrow::datatypes::{Int32Type, Int64Type};
@@ -233,16 +357,20 @@ mod tests {
     use segflow_core::datafusion::prelude::SessionContext;
 
     /// A CSV file of `ids` cut into two pieces at the record `cut` starts.
-    fn table(dir: &std::path::Path, ids: &[&str], cut: usize) -> IngestTable {
+    pub(crate) fn table(dir: &std::path::Path, ids: &[&str], cut: usize) -> IngestTable {
         std::fs::write(
             dir.join("t.yaml"),
             "table: t\ncolumns:\n  - { name: id, type: string, nullable: false }\n  \
              - { name: n, type: int }\n",
         )
         .unwrap();
-        let contract = Contract::load(&dir.join("t.yaml")).unwrap();
-        let parses = vec![Parse { format: None }; 2];
-        let checks = RowChecks::new(&contract, &parses, chrono::Utc::now(), meta_fields()).unwrap();
+        let source = ChecksSource {
+            contract: Contract::load(&dir.join("t.yaml")).unwrap(),
+            parses: vec![Parse { format: None }; 2],
+            now: chrono::Utc::now(),
+            extra_keys_fail: false,
+        };
+        let checks = source.checks().unwrap();
         let mut text = String::from("id,n\n");
         let mut start = 0;
         for (i, id) in ids.iter().enumerate() {
@@ -283,6 +411,7 @@ mod tests {
             vec![file],
             Format::Csv(dialect),
             Arc::new(checks),
+            Arc::new(source),
             ExtraKeys::new(false),
         )
     }
@@ -336,5 +465,48 @@ mod tests {
             .unwrap();
         let e = plan.execute(2, ctx.task_ctx()).err().unwrap();
         assert!(e.to_string().contains("has 2 partitions, not 3"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_scan_over_a_slice_of_its_pieces_reads_only_them() {
+        // What a distributed engine does to a task's leaves: keep the partitions of its slice.
+        use segflow_core::datafusion::datasource::source::DataSourceExec;
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = SessionContext::new();
+        let table = table(dir.path(), &["a", "b", "c", "d", "e"], 2);
+        let line = table.schema().index_of(super::super::LINE_NUMBER).unwrap();
+        let plan = table
+            .scan(&ctx.state(), Some(&vec![line]), &[], None)
+            .await
+            .unwrap();
+        let pieces = plan.children()[0].clone();
+        let source = pieces.downcast_ref::<DataSourceExec>().unwrap();
+        let memory = (source.data_source().as_ref() as &dyn std::any::Any)
+            .downcast_ref::<MemorySourceConfig>()
+            .unwrap();
+        let second = MemorySourceConfig::try_new_exec(
+            &memory.partitions()[1..],
+            memory.original_schema(),
+            None,
+        )
+        .unwrap();
+        let sliced = plan
+            .replace_children(
+                vec![second],
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )
+            .unwrap();
+        assert_eq!(
+            sliced.properties().output_partitioning().partition_count(),
+            1
+        );
+        let batches = common::collect(sliced.execute(0, ctx.task_ctx()).unwrap())
+            .await
+            .unwrap();
+        let lines: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert_eq!(lines, [4, 5, 6], "the second piece only");
     }
 }
