@@ -26,6 +26,7 @@ mod matching;
 mod memory;
 pub mod transform;
 mod udf;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,7 +40,6 @@ use segflow_core::datafusion::arrow::compute::concat;
 use segflow_core::datafusion::arrow::datatypes::{DataType, Field, Schema};
 use segflow_core::datafusion::arrow::row::{RowConverter, SortField};
 use segflow_core::datafusion::arrow::util::display::array_value_to_string;
-use segflow_core::datafusion::catalog::MemTable;
 use segflow_core::datafusion::common::ScalarValue;
 use segflow_core::datafusion::functions_aggregate::expr_fn::{avg, count};
 use segflow_core::datafusion::logical_expr::{Expr, cast, col, ident, lit, when};
@@ -51,7 +51,7 @@ use serde::Deserialize;
 pub use fit::Passes;
 use fit::{Data, Fit};
 use transform::{Fitted, Transform};
-use udf::KMeansAssign;
+pub use udf::{KMeansAssign, KMeansPass};
 
 /// The YAML keys of a `segment.kmeans` stage.
 #[derive(Debug, Clone, Deserialize)]
@@ -97,9 +97,10 @@ pub struct KMeansConfig {
     /// cluster id means the same group of customers from run to run.
     #[serde(default)]
     pub previous_centers: Option<String>,
-    /// Where each pass over the data runs: `memory` (default; one row-major buffer, a
-    /// parallel loop) or `plan` (a `kmeans_pass` DataFusion aggregate over the partitions,
-    /// the form a distributed engine runs). Both give the same clusters.
+    /// Where each pass over the data runs: `memory` (one row-major buffer in the segflow
+    /// process, a parallel loop), `plan` (a `kmeans_pass` DataFusion aggregate over the
+    /// partitions: on a cluster, on the executors) or `auto` (default: `memory` on the
+    /// embedded engine, `plan` on a cluster). All give the same clusters.
     #[serde(default)]
     pub passes: Passes,
 }
@@ -381,7 +382,12 @@ impl Stage for KMeans {
             fitted.push(steps);
         }
 
-        let table = rows.table(cx, &scaled)?;
+        // The fitted rows as a run table: passes over the data read it as a plan (on a
+        // cluster, from storage), and the per-cluster means below aggregate it.
+        let table = format!("{}__kmeans_rows", self.output);
+        let (schema, partitions) = rows.batches(cx, &scaled)?;
+        cx.materialize_batches(&table, schema, partitions).await?;
+        let passes = c.passes.resolve(cx.engine().distributed);
         let ks: Vec<usize> = self.ks.iter().copied().filter(|&k| k <= n).collect();
         let (mut fits, chosen) = if n == 0 {
             cx.warn("no rows to cluster: every row gets a null cluster");
@@ -392,7 +398,7 @@ impl Stage for KMeans {
                 self.ks[0]
             )));
         } else {
-            let data = Data::new(cx.ctx, table.clone(), c.passes, &scaled, c.seed);
+            let data = Data::new(cx.ctx, &table, passes, &scaled, c.seed);
             let sample = data.sample(c.silhouette_sample.min(n));
             let mut fits = Vec::with_capacity(ks.len());
             for &k in &ks {
@@ -442,23 +448,20 @@ impl Stage for KMeans {
             .map_err(cx.df_err("assigning clusters"))?;
         cx.materialize(&self.output, output).await?;
 
-        // Per-cluster means of the raw feature values, over the in-memory table of the fitted
-        // rows. Decimal sums are exact, so these are the same whatever the partitioning.
+        // Per-cluster means of the raw feature values, over the table of the fitted rows. Decimal sums are exact, so these are the same whatever the partitioning.
         let features: Vec<Expr> = (0..d).map(|j| col(format!("__f{j}"))).collect();
         let assign = match fit {
             Some(fit) => KMeansAssign::call(&fit.centers, &fit.ids, features),
             None => lit(ScalarValue::Int32(None)),
         };
         let means = cx
-            .ctx
-            .read_table(table)
-            .and_then(|t| {
-                t.select(
-                    std::iter::once(assign.alias(&c.column))
-                        .chain((0..d).map(|j| col(format!("__raw{j}"))))
-                        .collect::<Vec<_>>(),
-                )
-            })
+            .table(&table)
+            .await?
+            .select(
+                std::iter::once(assign.alias(&c.column))
+                    .chain((0..d).map(|j| col(format!("__raw{j}"))))
+                    .collect::<Vec<_>>(),
+            )
             .map_err(cx.df_err("assigning clusters"))?
             .aggregate(
                 vec![col(&c.column)],
@@ -492,6 +495,7 @@ impl Stage for KMeans {
             sizes.insert("unclustered".into(), total.saturating_sub(n as u64).into());
         }
         cx.metric("cluster_segments", serde_json::Value::Object(sizes));
+        // Small tables built here: on a cluster they travel inside the plan that writes them.
         let df = cx
             .ctx
             .read_batch(centers)
@@ -920,9 +924,13 @@ fn scores_batch(fits: &[Fit], chosen: Option<usize>) -> RecordBatch {
 }
 
 impl Rows {
-    /// The in-memory table passes read: row id, key, raw and transformed features, in key
-    /// order, split into contiguous partitions (one per target partition).
-    fn table(&self, cx: &StageContext<'_>, scaled: &[Vec<f64>]) -> Result<Arc<MemTable>> {
+    /// The table passes read: row id, key, raw and transformed features, in key order, as
+    /// batches split into contiguous partitions (one per target partition).
+    fn batches(
+        &self,
+        cx: &StageContext<'_>,
+        scaled: &[Vec<f64>],
+    ) -> Result<(Arc<Schema>, Vec<Vec<RecordBatch>>)> {
         let d = self.raw.len();
         let mut fields = vec![
             Field::new("__row", DataType::UInt64, false),
@@ -952,9 +960,7 @@ impl Rows {
                 .map_err(|e| Error::Internal(format!("building the k-means table: {e}")))?;
             partitions[b / per_part].push(batch);
         }
-        MemTable::try_new(schema, partitions)
-            .map(Arc::new)
-            .map_err(cx.df_err("building the k-means table"))
+        Ok((schema, partitions))
     }
 }
 

@@ -155,6 +155,18 @@ impl Fitted {
         }
     }
 
+    /// The step [`Fitted::bits`] gave; `None` for bits no step gives.
+    pub fn from_bits(bits: [u64; 3]) -> Option<Fitted> {
+        let [tag, a, b] = bits;
+        let (a, b) = (f64::from_bits(a), f64::from_bits(b));
+        match tag {
+            0 => Some(Fitted::Log1p),
+            1 => Some(Fitted::Clip { min: a, max: b }),
+            2 => Some(Fitted::Zscore { mean: a, std: b }),
+            _ => None,
+        }
+    }
+
     pub fn apply(&self, v: f64) -> f64 {
         match *self {
             Fitted::Log1p => v.ln_1p(),

@@ -50,6 +50,23 @@ impl KMeansPass {
     }
 }
 
+impl KMeansPass {
+    /// The pass this function runs, as [`Pass::encode`] wrote it: what a plan sent to another
+    /// process carries.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The function from [`KMeansPass::bytes`]; fails on bytes that are not a pass.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<AggregateUDF> {
+        Pass::decode(bytes).map_err(wire)?;
+        Ok(AggregateUDF::from(KMeansPass {
+            bytes: bytes.to_vec(),
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }))
+    }
+}
+
 impl AggregateUDFImpl for KMeansPass {
     fn name(&self) -> &str {
         "kmeans_pass"
@@ -207,6 +224,56 @@ impl KMeansAssign {
             &self.ids,
             steps.collect(),
         )
+    }
+}
+
+impl KMeansAssign {
+    /// The function as bytes: `d`, `k`, the centers and ids, and per feature its steps, as
+    /// little-endian words.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut words: Vec<u64> = vec![self.d as u64, self.ids.len() as u64];
+        words.extend(self.centers.iter().map(|c| c.to_bits()));
+        words.extend(self.ids.iter().map(|&i| i as u32 as u64));
+        for steps in &self.steps {
+            words.push(steps.len() as u64);
+            words.extend(steps.iter().flat_map(Fitted::bits));
+        }
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    /// The function [`KMeansAssign::encode`] wrote.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<ScalarUDF> {
+        let bad = || DataFusionError::Internal("kmeans_assign: truncated or bad bytes".into());
+        if !bytes.len().is_multiple_of(8) {
+            return Err(bad());
+        }
+        let mut words = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        let mut next = || words.next().ok_or_else(bad);
+        let d = next()? as usize;
+        let k = next()? as usize;
+        let centers = (0..k * d)
+            .map(|_| next().map(f64::from_bits))
+            .collect::<Result<Vec<_>>>()?;
+        let ids = (0..k)
+            .map(|_| next().map(|w| w as u32 as i32))
+            .collect::<Result<Vec<_>>>()?;
+        let steps = (0..d)
+            .map(|_| {
+                let n = next()? as usize;
+                (0..n)
+                    .map(|_| Fitted::from_bits([next()?, next()?, next()?]).ok_or_else(bad))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ScalarUDF::from(KMeansAssign {
+            centers,
+            ids,
+            steps,
+            d,
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }))
     }
 }
 
