@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Dependency direction: core <- ingest | features | segment | export <- cli.
+# Dependency direction: core <- ingest | features | segment | export <- cli, and
+# core <- ingest | segment <- distributed <- cli (the Ballista codecs know the plan pieces of the
+# stage crates whose plans carry their own nodes and functions).
 # Stage crates may depend on core only (and testkit as a dev-dependency); core on no segflow
 # crate; testkit on core only. Any other edge between segflow crates fails.
 set -euo pipefail
@@ -14,7 +16,8 @@ allowed = {
     "segflow-segment": {"segflow-core"},
     "segflow-export": {"segflow-core"},
     "segflow-testkit": {"segflow-core"},
-    "segflow-cli": {"segflow-core", "segflow-ingest", "segflow-features", "segflow-segment", "segflow-export", "segflow-testkit"},
+    "segflow-distributed": {"segflow-core", "segflow-ingest", "segflow-segment"},
+    "segflow-cli": {"segflow-core", "segflow-ingest", "segflow-features", "segflow-segment", "segflow-export", "segflow-distributed", "segflow-testkit"},
 }
 bad = []
 for pkg in meta["packages"]:
@@ -31,5 +34,5 @@ for pkg in meta["packages"]:
 if bad:
     print("dependency direction violated:\n  " + "\n  ".join(bad))
     sys.exit(1)
-print("dependency direction ok: core <- stages <- cli")
+print("dependency direction ok: core <- stages <- (distributed) <- cli")
 '

@@ -14,6 +14,7 @@ use chrono::{Days, Months, NaiveDate};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use segflow_core::{manifest, runner, session, storage};
 
+use crate::cluster::Engine;
 use crate::{EXIT_FAILED, EXIT_INVALID, load};
 
 #[derive(clap::Args)]
@@ -41,6 +42,10 @@ pub struct Args {
     /// Memory for query execution, e.g. 2GiB; operators spill to disk past it.
     #[arg(long, value_parser = crate::parse_size)]
     memory_limit: Option<usize>,
+    /// Where the plans run: `local` or `ballista://HOST:PORT`; default: the pipeline's
+    /// `engine:`, else local.
+    #[arg(long, env = "SEGFLOW_ENGINE")]
+    engine: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -92,6 +97,10 @@ pub async fn run(args: Args) -> ExitCode {
             args.pipeline.display()
         ));
     }
+    let engine = match Engine::resolve(args.engine.as_deref(), &plan) {
+        Ok(e) => e,
+        Err(e) => return invalid(e),
+    };
     let options = session::SessionOptions {
         target_partitions: args.target_partitions,
         memory_limit_bytes: args.memory_limit,
@@ -100,6 +109,7 @@ pub async fn run(args: Args) -> ExitCode {
         eprintln!("error: {message}");
         ExitCode::from(EXIT_FAILED)
     };
+    // Manifests are read from this process: no cluster needed for that.
     let done = async {
         let ctx = session::new_session(&options)?;
         storage::configure(&ctx, &plan.storage)?;
@@ -146,9 +156,9 @@ pub async fn run(args: Args) -> ExitCode {
             Ok(p) => p,
             Err(e) => return invalid(e.to_string()),
         };
-        let ctx = match session::new_session(&options) {
+        let ctx = match engine.session(&options).await {
             Ok(c) => c,
-            Err(e) => return fail(e.to_string()),
+            Err(e) => return fail(format!("{e:#}")),
         };
         let started = Instant::now();
         let outcome = runner::run(

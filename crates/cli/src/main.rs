@@ -5,6 +5,7 @@
 //! 130 interrupted.
 
 mod backfill;
+mod cluster;
 mod dirty;
 mod generate;
 mod progress;
@@ -59,6 +60,10 @@ enum Command {
         /// Memory for query execution, e.g. 2GiB; operators spill to disk past it.
         #[arg(long, value_parser = parse_size)]
         memory_limit: Option<usize>,
+        /// Where the plans run: `local` (this process) or `ballista://HOST:PORT` (a
+        /// `segflow scheduler`); default: the pipeline's `engine:`, else local.
+        #[arg(long, env = "SEGFLOW_ENGINE")]
+        engine: Option<String>,
     },
     /// Check a pipeline without reading data: YAML, vars, stage graph, SQL files, params.
     Validate {
@@ -79,6 +84,11 @@ enum Command {
     Stages,
     /// Write a realistic, seeded CRM export (the four input CSV files).
     Generate(generate::Args),
+    /// Run a Ballista scheduler that knows segflow's plans, for `run --engine
+    /// ballista://HOST:PORT`.
+    Scheduler(cluster::SchedulerArgs),
+    /// Run a Ballista executor for a `segflow scheduler`.
+    Executor(cluster::ExecutorArgs),
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -153,6 +163,7 @@ async fn dispatch(command: Command) -> ExitCode {
             full_refresh,
             target_partitions,
             memory_limit,
+            engine,
         } => {
             let options = session::SessionOptions {
                 target_partitions,
@@ -162,8 +173,10 @@ async fn dispatch(command: Command) -> ExitCode {
                 keep_work,
                 full_refresh,
             };
-            return run(&pipeline, &vars, &run_options, &options).await;
+            return run(&pipeline, &vars, &run_options, &options, engine.as_deref()).await;
         }
+        Command::Scheduler(args) => return cluster::scheduler(args).await,
+        Command::Executor(args) => return cluster::executor(args).await,
         Command::Validate { pipeline, vars } => load(&pipeline, &vars).map(|plan| {
             let publishes: usize = plan.stages.iter().filter(|s| s.outputs.is_empty()).count();
             println!(
@@ -234,6 +247,7 @@ async fn run(
     vars: &[(String, String)],
     run_options: &runner::RunOptions,
     options: &session::SessionOptions,
+    engine: Option<&str>,
 ) -> ExitCode {
     let plan = match load(pipeline, vars) {
         Ok(p) => p,
@@ -242,7 +256,18 @@ async fn run(
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let ctx = match session::new_session(options).context("setting up DataFusion") {
+    let engine = match cluster::Engine::resolve(engine, &plan) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let ctx = match engine
+        .session(options)
+        .await
+        .context("setting up the query engine")
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");

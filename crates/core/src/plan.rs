@@ -35,6 +35,8 @@ pub struct Plan {
     pub runs: Url,
     /// Object store options from the `storage:` block, secrets included.
     pub storage: Vec<storage::StoreConfig>,
+    /// The pipeline's `engine:`, vars expanded; `None`: not set.
+    pub engine: Option<String>,
     /// Stages in an order where every stage comes after the stages it reads from.
     pub stages: Vec<PlannedStage>,
 }
@@ -68,6 +70,11 @@ impl Plan {
             })?,
         };
         let runs = storage::parse_location(&vars.expand(&file, &spec.runs)?)?;
+        let engine = spec
+            .engine
+            .as_deref()
+            .map(|e| vars.expand(&file, e))
+            .transpose()?;
         let mut stores = Vec::with_capacity(spec.storage.len());
         for (prefix, options) in &spec.storage {
             let prefix = storage::parse_location(&vars.expand(&file, prefix)?)?;
@@ -154,6 +161,7 @@ impl Plan {
             vars,
             runs,
             storage: stores,
+            engine,
             stages,
         })
     }

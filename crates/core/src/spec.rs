@@ -36,6 +36,10 @@ pub struct PipelineSpec {
     /// the environment with `${env:NAME}`; they are never written to logs or manifests.
     #[serde(default, skip_serializing)]
     pub storage: BTreeMap<String, BTreeMap<String, String>>,
+    /// Where the stages' plans run: `local` (the default, this process) or a Ballista
+    /// cluster, `ballista://HOST:PORT`. `--engine` and `SEGFLOW_ENGINE` override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     pub stages: Vec<StageSpec>,
 }
 
