@@ -4,6 +4,7 @@
 mod atomic;
 mod backfill;
 mod cli;
+mod cluster;
 mod clusters;
 mod errors;
 mod formats;

@@ -14,16 +14,16 @@ use segflow_core::datafusion::prelude::SessionContext;
 
 use crate::{default_pipeline, read_table, run, segflow, text};
 
-const BUCKET: &str = "segflow";
+pub const BUCKET: &str = "segflow";
 
 /// A moto S3 server on a free loopback port, stopped when dropped.
-struct S3Server {
+pub struct S3Server {
     child: Child,
     endpoint: String,
 }
 
 impl S3Server {
-    fn start() -> S3Server {
+    pub fn start() -> S3Server {
         let bin = moto_server();
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -64,7 +64,7 @@ impl S3Server {
     }
 
     /// The variables a scheduler would set: no pipeline change needed.
-    fn env(&self) -> [(&'static str, String); 5] {
+    pub fn env(&self) -> [(&'static str, String); 5] {
         [
             ("AWS_ENDPOINT_URL", self.endpoint.clone()),
             ("AWS_ACCESS_KEY_ID", "segflow-test".into()),
@@ -88,7 +88,7 @@ impl S3Server {
         )
     }
 
-    fn upload(&self, dir: &Path, prefix: &str) {
+    pub fn upload(&self, dir: &Path, prefix: &str) {
         let store = self.store();
         let rt = tokio::runtime::Runtime::new().unwrap();
         for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -100,12 +100,18 @@ impl S3Server {
         }
     }
 
-    /// A published table in the bucket, read back through delta-rs as a BI reader would.
-    fn read_table(&self, path: &str, columns: &str) -> (u64, Vec<Vec<String>>) {
+    /// A session that reads the bucket.
+    pub fn context(&self) -> SessionContext {
         let ctx = SessionContext::new();
         let bucket = url::Url::parse(&format!("s3://{BUCKET}")).unwrap();
         ctx.runtime_env()
             .register_object_store(&bucket, self.store());
+        ctx
+    }
+
+    /// A published table in the bucket, read back through delta-rs as a BI reader would.
+    fn read_table(&self, path: &str, columns: &str) -> (u64, Vec<Vec<String>>) {
+        let ctx = self.context();
         let url = url::Url::parse(&format!("s3://{BUCKET}/{path}/")).unwrap();
         let sql = format!("select {columns} from t order by 1");
         let rt = tokio::runtime::Runtime::new().unwrap();
