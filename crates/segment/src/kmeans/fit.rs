@@ -104,6 +104,25 @@ impl Passes {
     }
 }
 
+/// Where a pass's state goes.
+type PassReply = futures::channel::oneshot::Sender<Result<State, FitError>>;
+
+/// The passes waiting to run, and how many fits may still ask for one: once every fit still
+/// going waits, their passes run as one query.
+#[derive(Default)]
+struct PassQueue {
+    live: usize,
+    waiting: Vec<(Pass, PassReply)>,
+}
+
+impl PassQueue {
+    /// The waiting passes, when every fit still going waits for one.
+    fn full(&mut self) -> Option<Vec<(Pass, PassReply)>> {
+        (!self.waiting.is_empty() && self.waiting.len() >= self.live)
+            .then(|| std::mem::take(&mut self.waiting))
+    }
+}
+
 /// The transformed features, as a table or buffer for passes and as columns for the sample.
 pub(super) struct Data<'a> {
     ctx: &'a SessionContext,
@@ -119,6 +138,7 @@ pub(super) struct Data<'a> {
     seed: u64,
     /// Mean variance of the features: `tol` is relative to it.
     mean_variance: f64,
+    queue: std::sync::Mutex<PassQueue>,
 }
 
 /// A seeded sample of rows, for silhouettes.
@@ -167,6 +187,7 @@ impl<'a> Data<'a> {
             margin: Run::margin_for(&max_abs),
             seed,
             mean_variance,
+            queue: Default::default(),
         }
     }
 
@@ -178,29 +199,118 @@ impl<'a> Data<'a> {
         self.scaled.first().map_or(0, Vec::len)
     }
 
-    /// A pass as a DataFusion aggregate over the feature table.
+    /// A pass as a DataFusion aggregate over the feature table: batched with the passes of
+    /// the other fits going on beside this one ([`Data::fit_all`]), into one query.
     async fn pass(&self, task: Task) -> Result<State, FitError> {
         let pass = Pass {
             scales: self.scales.clone(),
             task,
         };
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let batch = {
+            let mut queue = self.queue.lock().expect("pass queue lock");
+            queue.waiting.push((pass, tx));
+            queue.full()
+        };
+        if let Some(batch) = batch {
+            self.run_passes(batch).await;
+        }
+        rx.await
+            .map_err(|_| FitError::Data("a k-means pass was dropped".into()))?
+    }
+
+    /// Notes that a fit has made its last pass, and runs the passes the fits still going
+    /// wait for, if all of them do.
+    async fn fit_done(&self) {
+        let batch = {
+            let mut queue = self.queue.lock().expect("pass queue lock");
+            queue.live = queue.live.saturating_sub(1);
+            queue.full()
+        };
+        if let Some(batch) = batch {
+            self.run_passes(batch).await;
+        }
+    }
+
+    /// Runs `batch` as one aggregate query, one `kmeans_pass` per pass, and answers each.
+    /// One query instead of one per pass: on a cluster every query is a job, whose
+    /// scheduling costs more than a pass over the rows.
+    async fn run_passes(&self, batch: Vec<(Pass, PassReply)>) {
+        let (passes, replies): (Vec<Pass>, Vec<PassReply>) = batch.into_iter().unzip();
         let args: Vec<Expr> = std::iter::once(col("__row"))
             .chain((0..self.d()).map(|j| col(format!("__f{j}"))))
             .collect();
-        let batches = self
-            .ctx
-            .table(self.table)
-            .await?
-            .aggregate(vec![], vec![KMeansPass::call(&pass, args).alias("state")])?
-            .collect()
-            .await?;
-        let bytes = batches
-            .first()
-            .filter(|b| b.num_rows() == 1)
-            .map(|b| as_binary_array(b.column(0)).map(|a| a.value(0).to_vec()))
-            .transpose()?
-            .ok_or_else(|| FitError::Data("a k-means pass returned no state".into()))?;
-        State::decode(&bytes).map_err(|e| FitError::Data(e.to_string()))
+        let aggregates = passes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| KMeansPass::call(p, args.clone()).alias(format!("state{i}")))
+            .collect();
+        let states = async {
+            let batches = self
+                .ctx
+                .table(self.table)
+                .await?
+                .aggregate(vec![], aggregates)?
+                .collect()
+                .await?;
+            let row = batches
+                .iter()
+                .find(|b| b.num_rows() == 1)
+                .ok_or_else(|| FitError::Data("a k-means pass returned no state".into()))?;
+            (0..passes.len())
+                .map(|i| {
+                    let bytes = as_binary_array(row.column(i))?.value(0);
+                    State::decode(bytes).map_err(|e| FitError::Data(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, FitError>>()
+        }
+        .await;
+        match states {
+            Ok(states) => {
+                for (reply, state) in replies.into_iter().zip(states) {
+                    let _ = reply.send(Ok(state));
+                }
+            }
+            Err(e) => {
+                let message = match &e {
+                    FitError::DataFusion(d) => d.to_string(),
+                    FitError::Data(m) => m.clone(),
+                };
+                let mut e = Some(e);
+                for reply in replies {
+                    // The first waiter gets the error itself, the others its text.
+                    let _ = reply.send(Err(e
+                        .take()
+                        .unwrap_or_else(|| FitError::Data(message.clone()))));
+                }
+            }
+        }
+    }
+
+    /// The fits of every k in `ks`, in order. In memory they run one after the other, each
+    /// on every core; as plans they run side by side, their passes batched into one query
+    /// per round ([`Data::pass`]): the passes of the largest k, not of all k together.
+    pub async fn fit_all(
+        &self,
+        ks: &[usize],
+        n_init: usize,
+        max_iter: usize,
+        tol: f64,
+    ) -> Result<Vec<Fit>, FitError> {
+        if self.passes == Passes::Memory {
+            let mut fits = Vec::with_capacity(ks.len());
+            for &k in ks {
+                fits.push(self.fit(k, n_init, max_iter, tol).await?);
+            }
+            return Ok(fits);
+        }
+        self.queue.lock().expect("pass queue lock").live = ks.len();
+        let fits = ks.iter().map(|&k| async move {
+            let fit = self.fit(k, n_init, max_iter, tol).await;
+            self.fit_done().await;
+            fit
+        });
+        futures::future::join_all(fits).await.into_iter().collect()
     }
 
     /// The best of `n_init` k-means++ seeded Lloyd runs.

@@ -400,14 +400,12 @@ impl Stage for KMeans {
         } else {
             let data = Data::new(cx.ctx, &table, passes, &scaled, c.seed);
             let sample = data.sample(c.silhouette_sample.min(n));
-            let mut fits = Vec::with_capacity(ks.len());
-            for &k in &ks {
-                let mut fit = data
-                    .fit(k, c.n_init, c.max_iter, c.tol)
-                    .await
-                    .map_err(|e| self.fit_error(e))?;
-                fit.silhouette = sample.silhouette(&fit.centers, k);
-                fits.push(fit);
+            let mut fits = data
+                .fit_all(&ks, c.n_init, c.max_iter, c.tol)
+                .await
+                .map_err(|e| self.fit_error(e))?;
+            for fit in &mut fits {
+                fit.silhouette = sample.silhouette(&fit.centers, fit.k);
             }
             // The best silhouette (ties: the smaller k; an undefined one never wins); a fixed
             // k is simply the only one.
