@@ -296,6 +296,57 @@ pub fn check_reference(
     )
 }
 
+/// [`check_reference`] as a join: good rows whose key (all of `columns` set) has no row in
+/// `target` (the referenced table's key columns, cast to the rows' types) get `reason`. The
+/// distinct keys are the join's build side (the left, collected whole or partitioned) and the
+/// rows stream past them as the right side, so every row comes out once whichever way a
+/// distributed engine cuts the join.
+pub fn check_reference_by_join(
+    df: DataFrame,
+    target: DataFrame,
+    columns: &[String],
+    reason: &str,
+    table: &str,
+) -> DfResult<DataFrame> {
+    let names: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let alias = |c: &String| format!("__ref_{c}");
+    let keys = target
+        .select(
+            columns
+                .iter()
+                .map(|c| ident(c).alias(alias(c)))
+                .collect::<Vec<Expr>>(),
+        )?
+        .distinct()?;
+    let key_names: Vec<String> = columns.iter().map(alias).collect();
+    let left: Vec<&str> = key_names.iter().map(String::as_str).collect();
+    let right: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let joined = keys.join(df, JoinType::Right, &left, &right, None)?;
+    let every_key_set = columns
+        .iter()
+        .map(|c| ident(c).is_not_null())
+        .reduce(|a, b| a.and(b))
+        .expect("references have columns");
+    let unmatched = ident(&key_names[0]).is_null();
+    let flagged = replace_problem(
+        joined,
+        ident(REASON).is_null().and(every_key_set).and(unmatched),
+        lit(reason.to_string()),
+        lit(columns[0].clone()),
+        concat(vec![
+            lit(format!("{} '", columns.join(", "))),
+            key_text(columns),
+            lit(format!("' has no match in `{table}`")),
+        ]),
+    )?;
+    flagged.select(names.iter().map(ident).collect::<Vec<Expr>>())
+}
+
 /// Flags good rows whose key is already in `loaded` (rows an earlier run published to
 /// staging) as `duplicate_key`: in an incremental load the rows already published win.
 pub fn check_already_loaded(

@@ -37,6 +37,7 @@ mod staging;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use segflow_core::datafusion::arrow::datatypes::DataType;
 use segflow_core::datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use segflow_core::datafusion::logical_expr::{ident, lit};
 use segflow_core::spec::CheckSpec;
@@ -115,15 +116,14 @@ impl FileIngest {
         .unwrap_or(FileCompressionType::UNCOMPRESSED)
     }
 
-    /// The keys of the table reference `r` points to, as a set to look the rows' keys up in
-    /// ([`KeySet`]); the referenced columns are cast to the types of the rows' columns, so a
-    /// key that has no value of that type matches no row.
-    async fn reference_keys(
+    /// The key columns of the table reference `r` points to, cast to the types of the rows'
+    /// columns, so that a key that has no value of that type matches no row.
+    async fn reference_columns(
         &self,
         cx: &StageContext<'_>,
         rows: &segflow_core::datafusion::prelude::DataFrame,
         r: &crate::contract::Reference,
-    ) -> Result<Arc<KeySet>> {
+    ) -> Result<(segflow_core::datafusion::prelude::DataFrame, Vec<DataType>)> {
         use segflow_core::datafusion::logical_expr::try_cast;
         let err = || cx.df_err(format!("reading the keys of `{}`", r.table));
         let mut types = Vec::new();
@@ -148,18 +148,38 @@ impl FileIngest {
             }
             columns.push(try_cast(ident(c), t.clone()).alias(c));
         }
+        Ok((target.select(columns).map_err(err())?, types))
+    }
+
+    /// The rows with those whose key has no match in the table reference `r` points to
+    /// flagged. In this process the referenced keys become a set each row is looked up in
+    /// ([`KeySet`]). On a cluster, where that set would travel inside every task's plan (tens
+    /// of bytes a key: hundreds of megabytes at tens of millions of customers), the check is
+    /// a join, which the cluster partitions like any other.
+    async fn check_reference(
+        &self,
+        cx: &StageContext<'_>,
+        rows: segflow_core::datafusion::prelude::DataFrame,
+        r: &crate::contract::Reference,
+    ) -> Result<segflow_core::datafusion::prelude::DataFrame> {
+        let (target, types) = self.reference_columns(cx, &rows, r).await?;
+        let err = || cx.df_err(format!("checking references to `{}`", r.table));
+        if cx.engine().distributed {
+            return validate::check_reference_by_join(
+                rows, target, &r.columns, &r.reason, &r.table,
+            )
+            .map_err(err());
+        }
         let batches = target
-            .select(columns)
-            .map_err(err())?
             .collect()
             .await
-            .map_err(err())?;
-        let keys = KeySet::new(types, &batches).map_err(err())?;
+            .map_err(cx.df_err(format!("reading the keys of `{}`", r.table)))?;
+        let keys = Arc::new(KeySet::new(types, &batches).map_err(err())?);
         cx.metric(
             &format!("{}_{}_keys", self.output, r.table),
             serde_json::json!(keys.len()),
         );
-        Ok(Arc::new(keys))
+        validate::check_reference(rows, &keys, &r.columns, &r.reason, &r.table).map_err(err())
     }
 }
 
@@ -279,9 +299,7 @@ impl Stage for FileIngest {
                 .map_err(cx.df_err("checking keys against staging"))?;
         }
         for r in &self.contract.references {
-            let keys = self.reference_keys(cx, &rows, r).await?;
-            rows = validate::check_reference(rows, &keys, &r.columns, &r.reason, &r.table)
-                .map_err(cx.df_err(format!("checking references to `{}`", r.table)))?;
+            rows = self.check_reference(cx, rows, r).await?;
         }
         // Usually one pass: the good rows are written as the output (into staging, for a first
         // load) and the bad ones as a run table, from the reader's one stream. Only when good
