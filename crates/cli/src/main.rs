@@ -125,10 +125,18 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ballista logs every session setting it sends or receives, values included, at trace and
+    // debug level: the pipeline's storage secrets among them. That module (which logs nothing
+    // at warn or above) stays at warn whatever `--log` asks for.
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| "warn".into())
+        .add_directive(
+            "ballista_core::extension=warn"
+                .parse()
+                .expect("a valid directive"),
+        );
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
@@ -144,12 +152,17 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        tokio::select! {
-            code = dispatch(cli.command) => code,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("interrupted: published tables keep their previous version");
-                ExitCode::from(EXIT_INTERRUPTED)
-            }
+        match cli.command {
+            // A scheduler or executor stops on Ctrl-C or SIGTERM by itself (an executor lets
+            // its running tasks finish first).
+            c @ (Command::Scheduler(_) | Command::Executor(_)) => dispatch(c).await,
+            c => tokio::select! {
+                code = dispatch(c) => code,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("interrupted: published tables keep their previous version");
+                    ExitCode::from(EXIT_INTERRUPTED)
+                }
+            },
         }
     })
 }

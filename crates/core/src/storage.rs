@@ -408,7 +408,7 @@ pub fn store_for(ctx: &SessionContext, url: &Url) -> Result<Arc<dyn ObjectStore>
 }
 
 /// DataFusion keys stores by scheme and authority.
-fn store_key(url: &Url) -> datafusion::execution::object_store::ObjectStoreUrl {
+pub(crate) fn store_key(url: &Url) -> datafusion::execution::object_store::ObjectStoreUrl {
     let s = format!(
         "{}://{}",
         url.scheme(),
@@ -617,6 +617,71 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown storage option `endpont`"), "{err}");
+    }
+
+    #[test]
+    fn storage_options_go_with_jobs_to_a_cluster_and_secrets_only_privately() {
+        use crate::session::{EngineInfo, SessionOptions};
+        let cluster = |private: bool| {
+            let engine =
+                EngineInfo::new("ballista://scheduler:50050", true).with_private_channel(private);
+            let config = crate::session::config(&SessionOptions::default())
+                .unwrap()
+                .with_extension(Arc::new(engine));
+            SessionContext::new_with_config(config)
+        };
+        let prefix = Url::parse("s3://bucket").unwrap();
+        let endpoint = StoreConfig {
+            prefix: prefix.clone(),
+            options: vec![("endpoint".into(), "http://127.0.0.1:9".into())],
+        };
+        let secret = StoreConfig {
+            prefix,
+            options: vec![
+                ("endpoint".into(), "http://127.0.0.1:9".into()),
+                ("access_key_id".into(), "segflow".into()),
+                ("secret_access_key".into(), "hunter2".into()),
+            ],
+        };
+        let stores = |ctx: &SessionContext| {
+            let state = ctx.state();
+            let options = state
+                .config()
+                .options()
+                .extensions
+                .get::<StorageOptions>()
+                .cloned();
+            options.unwrap().stores
+        };
+        // Over a connection that is not private, options go with jobs, secrets do not.
+        let ctx = cluster(false);
+        configure(&ctx, std::slice::from_ref(&endpoint)).unwrap();
+        assert_eq!(stores(&ctx).len(), 1);
+        let e = configure(&cluster(false), std::slice::from_ref(&secret))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`access_key_id` is a secret"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        // On this machine they may.
+        let ctx = cluster(true);
+        configure(&ctx, std::slice::from_ref(&secret)).unwrap();
+        // As the executors' registry reads them back from the settings a job carries.
+        let mut received = StorageOptions::default();
+        use datafusion::config::ExtensionOptions;
+        let entry = &stores(&ctx);
+        let sent = StorageOptions {
+            stores: entry.clone(),
+        }
+        .entries();
+        received
+            .set("stores", sent[0].value.as_deref().unwrap())
+            .unwrap();
+        assert_eq!(received.stores[0].options, secret.options);
+        assert!(!format!("{received:?}").contains("hunter2"));
+        // The embedded engine keeps them out of the session's settings.
+        let local = crate::session::new_session(&SessionOptions::default()).unwrap();
+        configure(&local, &[secret]).unwrap();
+        assert!(stores(&local).is_empty());
     }
 
     #[test]

@@ -83,6 +83,7 @@ fn scheduler_session(
         .with_aggregate_functions(ballista_aggregate_functions())
         .with_window_functions(ballista_window_functions())
         .with_query_planner(Arc::new(SegflowQueryPlanner))
+        .with_physical_optimizer_rules(crate::broadcast::physical_optimizer_rules())
         .build())
 }
 

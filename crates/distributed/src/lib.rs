@@ -11,7 +11,9 @@
 //! - [`cluster`]: `segflow scheduler` and `segflow executor`, Ballista's scheduler and
 //!   executor with those codecs, segflow's planner and object stores built from each job's
 //!   settings;
-//! - [`client`]: the session a run uses, and the note of each Ballista job it ran.
+//! - [`client`]: the session a run uses, and the note of each Ballista job it ran;
+//! - [`broadcast`]: the scheduler's guard against broadcasting a join that answers for its
+//!   build side's unmatched rows (every task would answer again).
 //!
 //! Jobs use Ballista's static planner, not its adaptive one (AQE, Ballista's default): with
 //! AQE, the default pipeline's `customer_features` came out with 799 and 2,191 rows for 299
@@ -25,6 +27,7 @@
 //! Delta table. A retried task's earlier files are never named, so a retry cannot duplicate
 //! rows, and a failed job leaves nothing published.
 
+pub mod broadcast;
 pub mod client;
 pub mod cluster;
 pub mod codec;
