@@ -243,24 +243,10 @@ fn cluster_run(engine: &str, input: &Path, output: &Path) -> Command {
     c
 }
 
-/// Generated input for the cluster tests: a few thousand customers, 1% of rows corrupted.
+/// Generated input for the cluster tests: `customers` customers, 1% of rows corrupted.
 fn generated(dir: &Path, customers: u64) -> PathBuf {
     let input = dir.join("in");
-    let out = segflow()
-        .args([
-            "generate",
-            "--customers",
-            &customers.to_string(),
-            "--seed",
-            "15",
-            "--dirty",
-            "0.01",
-            "--out",
-        ])
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    crate::generate_with(&input, customers, 15, Some(0.01));
     input
 }
 
@@ -363,6 +349,7 @@ fn an_executor_killed_mid_run_leaves_the_same_tables_or_none() {
     let out = child.wait_with_output().unwrap();
     if out.status.success() {
         // Ballista ran the lost tasks again elsewhere: the same tables, no duplicate row.
+        eprintln!("the run survived the kill: comparing its tables with the local run's");
         assert_same_tables(
             &SessionContext::new(),
             &local_url(&local_out),
@@ -370,6 +357,7 @@ fn an_executor_killed_mid_run_leaves_the_same_tables_or_none() {
         );
     } else {
         // The run failed: it says why, and published nothing at all.
+        eprintln!("the run failed after the kill: checking that it published nothing");
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("error:"), "{}", text(&out));
@@ -478,4 +466,81 @@ fn the_same_plans_through_an_in_process_cluster_publish_the_same_tables() {
         &local_url(&local_out),
         &local_url(&standalone_out),
     );
+}
+
+#[test]
+fn storage_options_of_the_pipeline_reach_the_executors() {
+    // The executors have no credentials of their own: the pipeline's `storage:` block (its
+    // secrets read from the client's environment) travels with each job.
+    let s3 = crate::s3::S3Server::start();
+    let cluster = Cluster::start(2, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let input = generated(dir.path(), 300);
+    s3.upload(&input, "crm/in");
+    let local_out = dir.path().join("local");
+    let local = local_run(&input, &local_out);
+    assert!(local.status.success(), "{}", text(&local));
+
+    let root = segflow_testkit::repo_root();
+    let bucket = crate::s3::BUCKET;
+    let yaml = std::fs::read_to_string(default_pipeline())
+        .unwrap()
+        .replace(
+            "runs: ${output}/_runs",
+            &format!(
+                "runs: ${{output}}/_runs\nsql_dir: {}\nstorage:\n  s3://{bucket}:\n    \
+                 endpoint: ${{env:SEGFLOW_TEST_S3_ENDPOINT}}\n    region: us-east-1\n    \
+                 access_key_id: ${{env:SEGFLOW_TEST_S3_KEY}}\n    \
+                 secret_access_key: ${{env:SEGFLOW_TEST_S3_SECRET}}\n    allow_http: \"true\"",
+                root.join("sql").display()
+            ),
+        )
+        .replace(
+            "contract: contracts/",
+            &format!("contract: {}/", root.join("pipelines/contracts").display()),
+        );
+    let pipeline = dir.path().join("with_storage.yaml");
+    std::fs::write(&pipeline, yaml).unwrap();
+    let env: std::collections::HashMap<&str, String> = s3.env().into_iter().collect();
+    let out = segflow()
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("SEGFLOW_TEST_S3_ENDPOINT", &env["AWS_ENDPOINT_URL"])
+        .env("SEGFLOW_TEST_S3_KEY", &env["AWS_ACCESS_KEY_ID"])
+        .env("SEGFLOW_TEST_S3_SECRET", &env["AWS_SECRET_ACCESS_KEY"])
+        .arg("run")
+        .arg(&pipeline)
+        .args(["--var", &format!("input=s3://{bucket}/crm/in")])
+        .args(["--var", &format!("output=s3://{bucket}/segments")])
+        .args(["--var", "as_of=2025-06-01"])
+        .args(["--engine", &cluster.url, "--target-partitions", "4"])
+        .args(["--log", "debug"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out), cluster.logs());
+    let secret = &env["AWS_SECRET_ACCESS_KEY"];
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(secret.as_str())
+            && !cluster.logs().contains(secret.as_str()),
+        "the secret never reaches a log, even at debug"
+    );
+    let ctx = s3.context();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let on_s3 = url::Url::parse(&format!("s3://{bucket}/segments/customer_segments/")).unwrap();
+        segflow_testkit::delta::register(
+            &ctx,
+            "a",
+            &join(&local_url(&local_out), "customer_segments"),
+        )
+        .await;
+        segflow_testkit::delta::register(&ctx, "b", &on_s3).await;
+        for (x, y) in [("a", "b"), ("b", "a")] {
+            let sql = format!("select * from {x} except all select * from {y}");
+            let extra =
+                segflow_testkit::delta::rows(&segflow_testkit::delta::collect(&ctx, &sql).await);
+            assert!(extra.is_empty(), "{extra:?}");
+        }
+    });
 }

@@ -32,6 +32,15 @@ pub fn default_pipeline() -> PathBuf {
 
 /// Runs `segflow generate` into `dir`.
 pub fn generate(dir: &Path, customers: u64, seed: u64) {
+    generate_with(dir, customers, seed, None)
+}
+
+/// Runs `segflow generate` into `dir`, with a fraction `dirty` of the rows corrupted (listed
+/// in `corrupted_rows.csv`).
+pub fn generate_with(dir: &Path, customers: u64, seed: u64, dirty: Option<f64>) {
+    let dirty: Vec<String> = dirty
+        .map(|d| vec!["--dirty".to_string(), d.to_string()])
+        .unwrap_or_default();
     let out = segflow()
         .args([
             "generate",
@@ -39,8 +48,9 @@ pub fn generate(dir: &Path, customers: u64, seed: u64) {
             &customers.to_string(),
             "--seed",
             &seed.to_string(),
-            "--out",
         ])
+        .args(&dirty)
+        .arg("--out")
         .arg(dir)
         .output()
         .expect("run segflow generate");

@@ -147,21 +147,7 @@ fn default_pipeline_runs_unchanged_on_s3_and_matches_a_local_run() {
     let s3 = S3Server::start();
     let dir = tempfile::tempdir().unwrap();
     let (input, local_out) = (dir.path().join("in"), dir.path().join("out"));
-    let out = segflow()
-        .args([
-            "generate",
-            "--customers",
-            "400",
-            "--seed",
-            "8",
-            "--dirty",
-            "0.01",
-            "--out",
-        ])
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    crate::generate_with(&input, 400, 8, Some(0.01));
     s3.upload(&input, "crm/2026-11-23");
 
     let run_s3 = || {
