@@ -24,7 +24,6 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use serde::{Deserialize, Serialize};
@@ -178,12 +177,8 @@ impl TableProvider for PartitionedFiles {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let store = &self.files[0].url;
-        let store = ObjectStoreUrl::parse(format!(
-            "{}://{}",
-            store.scheme(),
-            &store[url::Position::BeforeHost..url::Position::AfterPort]
-        ))?;
+        // The files of one table are in one store.
+        let store = crate::storage::store_key(&self.files[0].url);
         // As many groups as the session has partitions, the largest files spread first.
         let groups = state
             .config()

@@ -313,7 +313,7 @@ async fn execute(
     // counts stand for them here.
     let targets = targets.unwrap_or(counts.len().max(1));
     for b in &batches {
-        tracing::debug!(
+        tracing::trace!(
             stage = cx.stage_id,
             table = label,
             "write result:\n{}",

@@ -188,6 +188,19 @@ impl IngestScan {
         })
     }
 
+    /// The same scan over other pieces.
+    fn with_input(&self, input: Arc<dyn ExecutionPlan>) -> DfResult<Self> {
+        Self::over(
+            input,
+            self.files.clone(),
+            self.format.clone(),
+            self.checks.clone(),
+            self.source.clone(),
+            self.extra_keys.clone(),
+            self.projection.clone(),
+        )
+    }
+
     /// What the scan is made of, for [`crate::wire`]; its input (the pieces) travels as a
     /// plan of its own.
     pub(crate) fn parts(&self) -> (&[FileSource], &Format, &ChecksSource, Option<&Vec<usize>>) {
@@ -283,15 +296,7 @@ impl ExecutionPlan for IngestScan {
                 "IngestScan has one input: the pieces it reads".into(),
             ));
         }
-        Ok(Arc::new(IngestScan::over(
-            children.remove(0),
-            self.files.clone(),
-            self.format.clone(),
-            self.checks.clone(),
-            self.source.clone(),
-            self.extra_keys.clone(),
-            self.projection.clone(),
-        )?))
+        Ok(Arc::new(self.with_input(children.remove(0))?))
     }
 
     fn with_new_children(
@@ -318,15 +323,7 @@ impl ExecutionPlan for IngestScan {
         }
         let pieces = self.input.execute(partition, context.clone())?;
         // Each batch of the input names pieces; each piece becomes its rows, in order.
-        let scan = IngestScan::over(
-            self.input.clone(),
-            self.files.clone(),
-            self.format.clone(),
-            self.checks.clone(),
-            self.source.clone(),
-            self.extra_keys.clone(),
-            self.projection.clone(),
-        )?;
+        let scan = self.with_input(self.input.clone())?;
         let rows = pieces
             .map(move |batch| {
                 let batch = batch?;
