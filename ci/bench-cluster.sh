@@ -40,7 +40,21 @@ mkdir -p "$work"
 pids=()
 stop() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 trap stop EXIT
-free_port() { "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free loopback port whose next port is free too: an executor serves on both.
+free_port_pair() {
+    "$venv/bin/python" - <<'PY'
+import socket
+while True:
+    a = socket.socket(); a.bind(("127.0.0.1", 0)); port = a.getsockname()[1]
+    b = socket.socket()
+    try:
+        b.bind(("127.0.0.1", port + 1))
+    except OSError:
+        continue
+    print(port)
+    break
+PY
+}
 # start_cluster N TASKS: a scheduler and N executors of TASKS slots; sets $engine.
 start_cluster() {
     local n=$1 tasks=$2 port
@@ -49,12 +63,23 @@ start_cluster() {
     for _ in $(seq 100); do grep -q listening "$work/scheduler.out" 2>/dev/null && break; sleep 0.1; done
     engine="ballista://$(sed -n 's/.*listening on //p' "$work/scheduler.out")"
     for i in $(seq "$n"); do
-        port=$(free_port)
-        "$bin" executor --scheduler "${engine#ballista://}" --bind "127.0.0.1:$port" \
-            --concurrent-tasks "$tasks" --work-dir "$work/executor-$i" --id "executor-$i" \
-            2> "$work/executor-$i.log" &
-        pids+=($!)
-        for _ in $(seq 300); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+        # Another process may take the ports between the check and the bind: start again.
+        for attempt in 1 2 3; do
+            port=$(free_port_pair)
+            "$bin" executor --scheduler "${engine#ballista://}" --bind "127.0.0.1:$port" \
+                --concurrent-tasks "$tasks" --work-dir "$work/executor-$i" --id "executor-$i" \
+                2> "$work/executor-$i.log" &
+            local pid=$!
+            for _ in $(seq 300); do
+                (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            if kill -0 "$pid" 2>/dev/null; then pids+=("$pid"); break; fi
+            echo "executor-$i did not start (attempt $attempt):" >&2
+            tail -3 "$work/executor-$i.log" >&2
+            [ "$attempt" = 3 ] && exit 1
+        done
     done
 }
 run() { # run NAME [args...]: the default pipeline into $work/NAME
