@@ -36,6 +36,53 @@ pub fn parse_date_days(value: &str, format: &str) -> Option<i32> {
     i32::try_from((d - epoch).num_days()).ok()
 }
 
+/// Whether `value` is a date in the contract's form, `YYYY-MM-DD`: Arrow's cast alone also takes
+/// `2023-1-5`, which a contract that says YYYY-MM-DD must not.
+pub fn is_iso_date(value: &str) -> bool {
+    let b = value.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
+/// Whether `value` is an ISO 8601 timestamp: `YYYY-MM-DDTHH:MM:SS`, then an optional fraction
+/// (`.` and 1 to 9 digits), then an optional zone (`Z`, `+HH:MM`, `-HH:MM`; none means UTC).
+/// Arrow's cast alone also takes a space for the `T`, a missing seconds field or a one-digit
+/// month.
+pub fn is_iso_timestamp(value: &str) -> bool {
+    let b = value.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() < 19
+        || !is_iso_date(&value[..10])
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || !digits(11..13)
+        || !digits(14..16)
+        || !digits(17..19)
+    {
+        return false;
+    }
+    let mut rest = &b[19..];
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=9).contains(&n) {
+            return false;
+        }
+        rest = &frac[n..];
+    }
+    match rest {
+        [] | [b'Z'] => true,
+        [sign, h1, h2, b':', m1, m2] => {
+            matches!(sign, b'+' | b'-') && [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit())
+        }
+        _ => false,
+    }
+}
+
 /// Checks a format against chrono before any data is read, so a typo fails validation.
 pub fn check_format(format: &str, date_only: bool) -> Result<(), String> {
     use chrono::format::{Item, StrftimeItems};
@@ -53,6 +100,45 @@ pub fn check_format(format: &str, date_only: bool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_iso_forms_pass_without_a_format() {
+        for ok in ["2023-01-05", "1999-12-31"] {
+            assert!(is_iso_date(ok), "{ok}");
+        }
+        for bad in [
+            "2023-1-5",
+            "2023-01-5",
+            "20230105",
+            "2023/01/05",
+            "2023-01-05 ",
+            " 2023-01-05",
+            "２０２３-01-05",
+        ] {
+            assert!(!is_iso_date(bad), "{bad}");
+        }
+        for ok in [
+            "2026-03-01T14:22:05Z",
+            "2026-03-01T14:22:05",
+            "2026-03-01T14:22:05.123Z",
+            "2026-03-01T14:22:05.123456789+02:00",
+            "2026-03-01T14:22:05-05:30",
+        ] {
+            assert!(is_iso_timestamp(ok), "{ok}");
+        }
+        for bad in [
+            "2026-03-01 14:22:05",
+            "2026-03-01T14:22",
+            "2026-3-01T14:22:05Z",
+            "2026-03-01T14:22:05.Z",
+            "2026-03-01T14:22:05.1234567890Z",
+            "2026-03-01T14:22:05+0200",
+            "2026-03-01T14:22:05 UTC",
+            "2026-03-01",
+        ] {
+            assert!(!is_iso_timestamp(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn timestamps_parse_with_and_without_offset() {

@@ -300,6 +300,14 @@ impl RowChecks {
     }
 }
 
+/// `text` with the values `keep` refuses made null (as is when it refuses none).
+fn only(text: &StringArray, keep: fn(&str) -> bool) -> StringArray {
+    if text.iter().flatten().all(keep) {
+        return text.clone();
+    }
+    text.iter().map(|v| v.filter(|v| keep(v))).collect()
+}
+
 impl ColumnCheck {
     /// The column's values, typed; null where the text is null or does not parse.
     fn typed(&self, text: &StringArray) -> Result<ArrayRef, ArrowError> {
@@ -316,6 +324,18 @@ impl ColumnCheck {
                     .collect::<TimestampMicrosecondArray>()
                     .with_data_type(self.data_type.clone()),
             ),
+            // Without a `format:`, only the contract's ISO forms are dates and timestamps;
+            // other text is null here, so the row is quarantined as bad_date/bad_timestamp.
+            (DataType::Date32, None) => cast_with_options(
+                &only(text, crate::formats::is_iso_date),
+                &self.data_type,
+                &try_cast_options(),
+            )?,
+            (DataType::Timestamp(..), None) => cast_with_options(
+                &only(text, crate::formats::is_iso_timestamp),
+                &self.data_type,
+                &try_cast_options(),
+            )?,
             (t, _) => cast_with_options(text, t, &try_cast_options())?,
         })
     }
@@ -481,6 +501,36 @@ mod tests {
         let day =
             out.values[4].as_primitive::<segflow_core::datafusion::arrow::datatypes::Date32Type>();
         assert_eq!(day.value(6), 20487, "2026-02-03 in days since 1970-01-01");
+    }
+
+    #[test]
+    fn dates_and_timestamps_outside_the_iso_forms_are_bad() {
+        let c = checks(CONTRACT, &[None; 5]);
+        let ids: Vec<Option<&str>> = vec![Some("1"), Some("2"), Some("3"), Some("4")];
+        let rows = texts(&[
+            &ids,
+            &[None; 4],
+            &[None; 4],
+            &[
+                Some("2026-01-05T10:00:00Z"),
+                Some("2026-01-05 10:00:00"),
+                None,
+                None,
+            ],
+            &[None, None, Some("2023-1-5"), Some("2023-01-05")],
+        ]);
+        let out = c.check(4, &rows, &[]).unwrap();
+        let reasons: Vec<Option<&str>> = out.reason.iter().collect();
+        assert_eq!(
+            reasons,
+            [None, Some("bad_timestamp"), Some("bad_date"), None],
+            "{:?}",
+            out.message
+        );
+        assert_eq!(
+            out.message.value(2),
+            "'2023-1-5' is not a date (YYYY-MM-DD)"
+        );
     }
 
     #[test]
