@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=$(ci/pyenv.sh)
 export SEGFLOW_MOTO_SERVER="$venv/bin/moto_server"
+export SEGFLOW_PYTHON="$venv/bin/python"
 if command -v cargo-nextest >/dev/null 2>&1; then
     # No crate has doctests (crate docs use text blocks), so nextest covers every test.
     cargo nextest run --workspace --locked --no-fail-fast

@@ -27,7 +27,7 @@ fn failed_run_leaves_previous_version_and_a_failed_manifest() {
     assert_ne!(broken, surveys);
     std::fs::write(input.join("survey_responses.csv"), broken).unwrap();
     let failed = run(&default_pipeline(), &input, &output, &["as_of=2025-01-01"]);
-    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    assert_eq!(failed.status.code(), Some(3), "{}", text(&failed));
     assert!(
         String::from_utf8_lossy(&failed.stderr)
             .contains("over the limit (max_bad_fraction 0.05): out_of_range"),
@@ -48,6 +48,7 @@ fn failed_run_leaves_previous_version_and_a_failed_manifest() {
         .unwrap()
         .flatten()
         .map(|e| e.path())
+        .filter(|p| crate::of_a_run(p))
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     let failed_manifest = manifests
@@ -97,6 +98,8 @@ fn run_killed_while_publishing_leaves_a_complete_readable_version() {
         .arg("--var")
         .arg(format!("output={}", output.display()))
         .args(["--var", "as_of=2025-06-01"])
+        // Killed, the run cannot give its lease back: the next one waits for it to expire.
+        .args(["--lease-ttl", "2s"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -131,8 +134,9 @@ fn run_killed_while_publishing_leaves_a_complete_readable_version() {
             "a mixed version is visible"
         );
     }
-    // A later run still works on top of whatever the killed one left behind.
-    let again = run(&default_pipeline(), &input, &output, &[]);
+    // A later run still works on top of whatever the killed one left behind, once the
+    // killed run's lease has expired.
+    let again = crate::run_with(&default_pipeline(), &input, &output, &["--wait"]);
     assert!(again.status.success(), "{}", text(&again));
     assert_eq!(read_table(&output, "customer_segments", COLS).1, before.1);
 }
@@ -215,7 +219,7 @@ fn published_tables_are_the_files_their_stages_wrote_and_a_failed_run_commits_no
     // A rebuild whose check fails has written its files, but commits none of them: the
     // table stays at version 0 with its rows, and the new files are read by nobody.
     let failed = go(&["--var", "gate=false", "--full-refresh"]);
-    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    assert_eq!(failed.status.code(), Some(3), "{}", text(&failed));
     assert_eq!(customers(&output), before);
     let orphans: BTreeSet<String> = data_files(&staged).difference(&adds).cloned().collect();
     assert!(!orphans.is_empty(), "the failed run wrote no file");

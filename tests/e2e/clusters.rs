@@ -198,7 +198,7 @@ fn data_that_cannot_be_clustered_fails_with_what_to_change() {
         let name = format!("bad{i}");
         let pipeline = crate::write_pipeline(dir.path(), &name, &stages(extra));
         let out = crate::run(&pipeline, &input, &dir.path().join(&name), &[]);
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
         assert!(
             String::from_utf8_lossy(&out.stderr).contains(expected),
             "case {i}: expected `{expected}`\n{}",

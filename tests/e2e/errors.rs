@@ -6,6 +6,7 @@ use crate::{default_pipeline, generate, run, segflow, text};
 
 const EXIT_FAILED: i32 = 1;
 const EXIT_INVALID: i32 = 2;
+const EXIT_DATA: i32 = 3;
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
@@ -167,7 +168,7 @@ fn sql_error_names_the_stage_and_the_file() {
         "stages:\n  - { id: ing, kind: ingest.csv, path: \"${input}/customers.csv\", contract: CONTRACTS/customers.yaml, output: customers }\n  - { id: bad_sql, kind: features.sql, sql: bad.sql, output: x }\n",
     );
     let out = segflow().arg("run").arg(&p).output().unwrap();
-    assert_eq!(out.status.code(), Some(EXIT_FAILED), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(EXIT_INVALID), "{}", text(&out));
     let e = stderr(&out);
     assert!(
         e.contains("stage `bad_sql`: ") && e.contains("sql/bad.sql"),
@@ -192,7 +193,7 @@ fn too_many_bad_values_fail_the_stage_with_file_line_and_column() {
     }
     std::fs::write(input.join("orders.csv"), lines.join("\n") + "\n").unwrap();
     let out = run(&default_pipeline(), &input, &dir.path().join("out"), &[]);
-    assert_eq!(out.status.code(), Some(EXIT_FAILED), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(EXIT_DATA), "{}", text(&out));
     let e = stderr(&out);
     assert!(
         e.contains("orders.csv:6: column `amount`: '12.5O' is not a decimal(12,2) (bad_number)"),

@@ -146,7 +146,7 @@ fn dirty_export_quarantines_exactly_the_corrupted_rows() {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .find(|p| crate::of_a_run(p) && p.extension().is_some_and(|e| e == "json"))
         .unwrap();
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();

@@ -6,6 +6,7 @@ mod backfill;
 mod cli;
 mod cluster;
 mod clusters;
+mod contract;
 mod errors;
 mod formats;
 mod history;
@@ -23,7 +24,18 @@ pub fn segflow() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_segflow"));
     c.current_dir(segflow_testkit::repo_root());
     c.env_remove("SEGFLOW_LOG");
+    c.env_remove("SEGFLOW_LOG_FORMAT");
     c
+}
+
+/// The Python of the test tools (DuckDB, deltalake, jsonschema): `SEGFLOW_PYTHON`, set by
+/// `ci/test.sh`, else the one `ci/pyenv.sh` installs under target/.
+pub fn python() -> PathBuf {
+    let in_target = segflow_testkit::repo_root().join("target/pyenv/bin/python");
+    std::env::var_os("SEGFLOW_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| in_target.exists().then_some(in_target))
+        .expect("the Python test tools: run ci/test.sh, or set SEGFLOW_PYTHON")
 }
 
 pub fn default_pipeline() -> PathBuf {
@@ -107,10 +119,19 @@ pub fn newest_manifest(output: &Path) -> serde_json::Value {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        // `_published.json` is the publish pointer, not a run.
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('_'))
         // Run ids start with the second the run started; runs in one second tie.
         .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
         .unwrap();
     serde_json::from_str(&std::fs::read_to_string(newest).unwrap()).unwrap()
+}
+
+/// Whether a path under a runs folder is a run's own (its manifest or work folder), not the
+/// output's lease (`_lease/`) or publish pointer (`_published.json`).
+pub fn of_a_run(p: &Path) -> bool {
+    !p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('_'))
 }
 
 /// Metric `key` of stage `stage` in the newest run's manifest.

@@ -209,6 +209,7 @@ fn reruns_are_idempotent_and_add_one_version_each() {
         .unwrap()
         .flatten()
         .map(|e| e.path())
+        .filter(|p| crate::of_a_run(p))
         .collect();
     let manifests: Vec<_> = runs
         .iter()

@@ -79,7 +79,7 @@ fn run(rt: &tokio::runtime::Runtime, pipeline: &Path, output: &Path) {
         &runner::RunOptions::default(),
     ));
     if let Some(e) = outcome.error {
-        panic!("{}", runner::error_chain(&e));
+        panic!("{}", segflow_core::error::chain(&e));
     }
 }
 

@@ -14,8 +14,10 @@ use chrono::{Days, Months, NaiveDate};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use segflow_core::{manifest, runner, session, storage};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::cluster::Engine;
-use crate::{EXIT_FAILED, EXIT_INVALID, load};
+use crate::{load, out};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,6 +48,8 @@ pub struct Args {
     /// `engine:`, else local.
     #[arg(long, env = "SEGFLOW_ENGINE")]
     engine: Option<String>,
+    #[command(flatten)]
+    lease: crate::LeaseArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -73,11 +77,8 @@ pub fn periods(from: NaiveDate, to: NaiveDate, every: Every) -> Vec<NaiveDate> {
     out
 }
 
-pub async fn run(args: Args) -> ExitCode {
-    let invalid = |message: String| {
-        eprintln!("error: {message}");
-        ExitCode::from(EXIT_INVALID)
-    };
+pub async fn run(args: Args, cancel: CancellationToken) -> ExitCode {
+    let invalid = |message: String| out::invalid(&message);
     if args.from > args.to {
         return invalid(format!(
             "--from {} is after --to {}; give the earliest date first",
@@ -89,7 +90,7 @@ pub async fn run(args: Args) -> ExitCode {
     }
     let plan = match load(&args.pipeline, &args.vars) {
         Ok(p) => p,
-        Err(e) => return invalid(e.to_string()),
+        Err(e) => return out::fail(&e, e.class()),
     };
     if plan.vars.get("as_of").is_none() {
         return invalid(format!(
@@ -105,10 +106,6 @@ pub async fn run(args: Args) -> ExitCode {
         target_partitions: args.target_partitions,
         memory_limit_bytes: args.memory_limit,
     };
-    let fail = |message: String| {
-        eprintln!("error: {message}");
-        ExitCode::from(EXIT_FAILED)
-    };
     // Manifests are read from this process: no cluster needed for that.
     let done = async {
         let ctx = session::new_session(&options)?;
@@ -117,7 +114,10 @@ pub async fn run(args: Args) -> ExitCode {
     };
     let done = match done.await {
         Ok(d) => d,
-        Err(e) => return fail(format!("reading earlier runs under {}: {e}", plan.runs)),
+        Err(e) => {
+            eprintln!("reading earlier runs under {}:", plan.runs);
+            return out::fail(&e, e.class());
+        }
     };
 
     let periods = periods(args.from, args.to, args.every);
@@ -130,12 +130,13 @@ pub async fn run(args: Args) -> ExitCode {
         ProgressStyle::with_template("{bar:30} {pos}/{len} periods, {msg} {elapsed}")
             .expect("valid template"),
     );
-    let say = |line: String| {
-        if bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            bar.println(line);
+    // A line per period; in JSON mode an event with the period and what happened to it.
+    let say = |event: &str, fields: serde_json::Value, line: String| match crate::log::format() {
+        crate::log::Format::Json => {
+            crate::log::event("info", None, None, event, fields, String::new)
         }
+        crate::log::Format::Text if bar.is_hidden() => eprintln!("{line}"),
+        crate::log::Format::Text => bar.println(line),
     };
     let (mut ran, mut skipped) = (0, 0);
     for (i, date) in periods.iter().enumerate() {
@@ -143,9 +144,11 @@ pub async fn run(args: Args) -> ExitCode {
         let tag = format!("[{}/{}] as_of {as_of}", i + 1, periods.len());
         bar.set_message(as_of.clone());
         if done.contains(&as_of) && !args.force {
-            say(format!(
-                "{tag}: already published, skipped (--force reruns it)"
-            ));
+            say(
+                "period_skipped",
+                serde_json::json!({ "as_of": as_of }),
+                format!("{tag}: already published, skipped (--force reruns it)"),
+            );
             skipped += 1;
             bar.inc(1);
             continue;
@@ -154,53 +157,68 @@ pub async fn run(args: Args) -> ExitCode {
         vars.push(("as_of".into(), as_of.clone()));
         let plan = match load(&args.pipeline, &vars) {
             Ok(p) => p,
-            Err(e) => return invalid(e.to_string()),
+            Err(e) => return out::fail(&e, e.class()),
         };
         let ctx = match engine.session(&options).await {
             Ok(c) => c,
-            Err(e) => return fail(format!("{e:#}")),
+            Err(e) => return out::fail(&e, e.class()),
         };
         let started = Instant::now();
         let outcome = runner::run(
             &ctx,
             &plan,
             &segflow_core::stage::Quiet,
-            &runner::RunOptions::default(),
+            &runner::RunOptions {
+                cancel: cancel.clone(),
+                lease: args.lease.options(),
+                ..Default::default()
+            },
         )
         .await;
         if let Some(e) = outcome.error {
             bar.abandon();
-            eprintln!("{tag}: failed: {}", runner::error_chain(&e));
-            eprintln!(
-                "error: backfill stopped at {as_of}; periods before it are published, rerun the \
-                 same command to resume"
+            crate::log::event(
+                "error",
+                Some(&outcome.manifest.run_id),
+                None,
+                "period_failed",
+                serde_json::json!({ "as_of": as_of }),
+                || {
+                    format!(
+                        "{tag}: failed; periods before it are published, rerun the same \
+                         command to resume"
+                    )
+                },
             );
-            return ExitCode::from(if e.is_spec_error() {
-                EXIT_INVALID
-            } else {
-                EXIT_FAILED
-            });
+            return out::fail(&e, e.class());
         }
-        say(format!(
-            "{tag}: published in {:.1}s (run {})",
-            started.elapsed().as_secs_f64(),
-            outcome.manifest.run_id
-        ));
+        say(
+            "period_published",
+            serde_json::json!({
+                "as_of": as_of,
+                "run_id": outcome.manifest.run_id,
+                "duration_ms": started.elapsed().as_millis() as u64,
+            }),
+            format!(
+                "{tag}: published in {:.1}s (run {})",
+                started.elapsed().as_secs_f64(),
+                outcome.manifest.run_id
+            ),
+        );
         ran += 1;
         bar.inc(1);
     }
     bar.finish_and_clear();
-    println!(
-        "backfill {} from {} to {} every {}: {ran} run, {skipped} already published",
-        plan.name,
-        args.from,
-        args.to,
-        match args.every {
-            Every::Day => "day",
-            Every::Week => "week",
-            Every::Month => "month",
-        }
-    );
+    let every = match args.every {
+        Every::Day => "day",
+        Every::Week => "week",
+        Every::Month => "month",
+    };
+    // The periods are published: a reader that went away does not change that.
+    let _ = out::emit(&format!(
+        "backfill {} from {} to {} every {every}: {ran} run, {skipped} already published\n",
+        plan.name, args.from, args.to
+    ));
     ExitCode::SUCCESS
 }
 

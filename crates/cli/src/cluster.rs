@@ -11,7 +11,7 @@ use segflow_core::datafusion::prelude::SessionContext;
 use segflow_core::session::{self, SessionOptions};
 use segflow_distributed::{ClusterUrl, ExecutorOptions, SchedulerOptions};
 
-use crate::EXIT_FAILED;
+use crate::out;
 
 /// Where a run's plans run.
 #[derive(Debug, Clone)]
@@ -40,7 +40,10 @@ impl Engine {
     }
 
     /// A session whose plans run on this engine.
-    pub async fn session(&self, options: &SessionOptions) -> anyhow::Result<SessionContext> {
+    pub async fn session(
+        &self,
+        options: &SessionOptions,
+    ) -> Result<SessionContext, segflow_distributed::Error> {
         Ok(match self {
             Engine::Local => session::new_session(options)?,
             Engine::Cluster(url) => {
@@ -115,10 +118,7 @@ pub async fn scheduler(args: SchedulerArgs) -> ExitCode {
     .await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_FAILED)
-        }
+        Err(e) => out::fail(&e, e.class()),
     }
 }
 
@@ -128,11 +128,10 @@ pub async fn executor(args: ExecutorArgs) -> ExitCode {
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
     else {
-        eprintln!(
-            "error: --scheduler {}: not HOST:PORT (the address `segflow scheduler` listens on)",
+        return out::invalid(&format!(
+            "--scheduler {}: not HOST:PORT (the address `segflow scheduler` listens on)",
             args.scheduler
-        );
-        return ExitCode::from(crate::EXIT_INVALID);
+        ));
     };
     let options = ExecutorOptions {
         scheduler_host: host,
@@ -147,9 +146,6 @@ pub async fn executor(args: ExecutorArgs) -> ExitCode {
     };
     match segflow_distributed::run_executor(options).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_FAILED)
-        }
+        Err(e) => out::fail(&e, e.class()),
     }
 }

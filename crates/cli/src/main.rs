@@ -1,22 +1,25 @@
 //! `segflow`: the command line. The only crate that knows every stage crate.
 //!
-//! Exit codes (documented in the README): 0 success; 1 the run failed (bad data, a failed
-//! check, storage); 2 the pipeline or the command line is invalid (nothing was read);
-//! 130 interrupted.
+//! Exit codes (docs/scheduling.md), from the class of the error (`segflow_core::ErrorClass`):
+//! 0 success; 1 the run failed; 2 the pipeline or the command line is invalid (nothing was
+//! read); 3 the data failed a check; 4 storage, network or the output's lease: retrying can
+//! help; 130 interrupted.
 
 mod backfill;
 mod cluster;
 mod dirty;
 mod generate;
+mod log;
+mod out;
 mod progress;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use segflow_cli::registry;
-use segflow_core::{Plan, runner, session};
+use segflow_core::{ErrorClass, Plan, runner, session};
+use tokio_util::sync::CancellationToken;
 
 /// glibc's malloc hands large freed blocks back to the kernel, so Arrow buffers allocated
 /// batch after batch came back as fresh pages the kernel had to zero: perf on the release build
@@ -37,6 +40,16 @@ struct Cli {
     /// Log filter, e.g. `info` or `segflow_core=debug` (also SEGFLOW_LOG).
     #[arg(long, global = true, env = "SEGFLOW_LOG", default_value = "warn")]
     log: String,
+    /// `text` for people, `json` for machines: one JSON object per line on stderr, progress
+    /// and errors included (docs/scheduling.md). Also SEGFLOW_LOG_FORMAT.
+    #[arg(
+        long,
+        global = true,
+        env = "SEGFLOW_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: log::Format,
 }
 
 #[derive(Subcommand)]
@@ -64,6 +77,8 @@ enum Command {
         /// `segflow scheduler`); default: the pipeline's `engine:`, else local.
         #[arg(long, env = "SEGFLOW_ENGINE")]
         engine: Option<String>,
+        #[command(flatten)]
+        lease: LeaseArgs,
     },
     /// Check a pipeline without reading data: YAML, vars, stage graph, SQL files, params.
     Validate {
@@ -80,6 +95,18 @@ enum Command {
     /// Run a pipeline once per as_of date over a range, oldest first, skipping dates a
     /// succeeded run already published (resumable).
     Backfill(backfill::Args),
+    /// List the runs of an output, newest last, from their manifests (OUTPUT/_runs).
+    Runs {
+        /// The pipeline's output (a path or a URL such as s3://bucket/segments); its runs are
+        /// under OUTPUT/_runs.
+        output: String,
+        /// How many of the newest runs to list.
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+        /// One JSON object per run, one per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the stage kinds this binary knows.
     Stages,
     /// Write a realistic, seeded CRM export (the four input CSV files).
@@ -89,6 +116,46 @@ enum Command {
     Scheduler(cluster::SchedulerArgs),
     /// Run a Ballista executor for a `segflow scheduler`.
     Executor(cluster::ExecutorArgs),
+}
+
+/// How a run takes its output's lease (docs/scheduling.md, "One run at a time").
+#[derive(clap::Args, Clone)]
+pub struct LeaseArgs {
+    /// When another run holds the output, wait for it to end instead of exiting 4.
+    #[arg(long)]
+    wait: bool,
+    /// How long the output's lease lasts unless renewed: a killed run's lease frees after
+    /// this (renewed every third of it while the run lives).
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    lease_ttl: std::time::Duration,
+}
+
+impl LeaseArgs {
+    pub fn options(&self) -> segflow_core::lease::LeaseOptions {
+        segflow_core::lease::LeaseOptions {
+            ttl: self.lease_ttl,
+            wait: self.wait,
+        }
+    }
+}
+
+/// `500ms`, `30s`, `5m`, `2h`, `7d`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30s, 5m or 7d"))?;
+    let secs = match unit {
+        "ms" => return Ok(std::time::Duration::from_millis(n)),
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("`{s}`: unknown unit; use ms, s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -117,30 +184,9 @@ fn parse_size(s: &str) -> Result<usize, String> {
     Ok((n * mult) as usize)
 }
 
-/// Exit code for an invalid pipeline or command line.
-const EXIT_INVALID: u8 = 2;
-/// Exit code for a run that failed.
-const EXIT_FAILED: u8 = 1;
-const EXIT_INTERRUPTED: u8 = 130;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Ballista logs every session setting it sends or receives, values included, at trace and
-    // debug level: the pipeline's storage secrets among them. That module (which logs nothing
-    // at warn or above) stays at warn whatever `--log` asks for.
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| "warn".into())
-        .add_directive(
-            "ballista_core::extension=warn"
-                .parse()
-                .expect("a valid directive"),
-        );
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    log::init(&cli.log, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,27 +194,69 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILED);
+            return ExitCode::from(ErrorClass::Failed.exit_code());
         }
     };
     runtime.block_on(async {
         match cli.command {
             // A scheduler or executor stops on Ctrl-C or SIGTERM by itself (an executor lets
             // its running tasks finish first).
-            c @ (Command::Scheduler(_) | Command::Executor(_)) => dispatch(c).await,
+            c @ (Command::Scheduler(_) | Command::Executor(_)) => {
+                dispatch(c, CancellationToken::new()).await
+            }
+            // A run stops at a signal, writes its manifest and exits 130.
+            c @ (Command::Run { .. } | Command::Backfill(_)) => {
+                let cancel = CancellationToken::new();
+                cancel_on_signals(cancel.clone());
+                dispatch(c, cancel).await
+            }
             c => tokio::select! {
-                code = dispatch(c) => code,
-                _ = tokio::signal::ctrl_c() => {
-                    eprintln!("interrupted: published tables keep their previous version");
-                    ExitCode::from(EXIT_INTERRUPTED)
-                }
+                code = dispatch(c, CancellationToken::new()) => code,
+                _ = tokio::signal::ctrl_c() => ExitCode::from(ErrorClass::Interrupted.exit_code()),
             },
         }
     })
 }
 
-async fn dispatch(command: Command) -> ExitCode {
-    let result = match command {
+/// Cancels `cancel` at the first SIGINT or SIGTERM, so the run stops and says so in its
+/// manifest; a second signal ends the process at once.
+fn cancel_on_signals(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        for first in [true, false] {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            if !first {
+                std::process::exit(ErrorClass::Interrupted.exit_code().into());
+            }
+            log::event(
+                "warn",
+                None,
+                None,
+                "interrupted",
+                serde_json::json!({ "signal": name }),
+                || {
+                    format!(
+                        "interrupted ({name}): stopping the run and writing its manifest; \
+                         published tables keep their previous version (again to stop at once)"
+                    )
+                },
+            );
+            cancel.cancel();
+        }
+    });
+}
+
+async fn dispatch(command: Command, cancel: CancellationToken) -> ExitCode {
+    match command {
         Command::Run {
             pipeline,
             vars,
@@ -177,6 +265,7 @@ async fn dispatch(command: Command) -> ExitCode {
             target_partitions,
             memory_limit,
             engine,
+            lease,
         } => {
             let options = session::SessionOptions {
                 target_partitions,
@@ -185,48 +274,41 @@ async fn dispatch(command: Command) -> ExitCode {
             let run_options = runner::RunOptions {
                 keep_work,
                 full_refresh,
+                cancel,
+                lease: lease.options(),
             };
-            return run(&pipeline, &vars, &run_options, &options, engine.as_deref()).await;
+            run(&pipeline, &vars, &run_options, &options, engine.as_deref()).await
         }
-        Command::Scheduler(args) => return cluster::scheduler(args).await,
-        Command::Executor(args) => return cluster::executor(args).await,
-        Command::Validate { pipeline, vars } => load(&pipeline, &vars).map(|plan| {
-            let publishes: usize = plan.stages.iter().filter(|s| s.outputs.is_empty()).count();
-            println!(
-                "{}: valid: {} stages, {} tables, {} publishing stage(s)",
+        Command::Scheduler(args) => cluster::scheduler(args).await,
+        Command::Executor(args) => cluster::executor(args).await,
+        Command::Validate { pipeline, vars } => match load(&pipeline, &vars) {
+            Ok(plan) => out::emit_result(&format!(
+                "{}: valid: {} stages, {} tables, {} publishing stage(s)\n",
                 pipeline.display(),
                 plan.stages.len(),
                 plan.stages.iter().map(|s| s.outputs.len()).sum::<usize>(),
-                publishes
-            );
-        }),
-        Command::Plan { pipeline, vars } => load(&pipeline, &vars).map(|plan| print_plan(&plan)),
-        Command::Backfill(args) => return backfill::run(args).await,
-        Command::Stages => {
-            for f in registry().factories() {
-                println!("{:<16} {}", f.kind(), f.summary());
-            }
-            Ok(())
-        }
+                plan.stages.iter().filter(|s| s.outputs.is_empty()).count()
+            )),
+            Err(e) => out::fail(&e, e.class()),
+        },
+        Command::Plan { pipeline, vars } => match load(&pipeline, &vars) {
+            Ok(plan) => out::emit_result(&describe_plan(&plan)),
+            Err(e) => out::fail(&e, e.class()),
+        },
+        Command::Backfill(args) => backfill::run(args, cancel).await,
+        Command::Runs { output, last, json } => list_runs(&output, last, json).await,
+        Command::Stages => out::emit_result(
+            &registry()
+                .factories()
+                .map(|f| format!("{:<16} {}\n", f.kind(), f.summary()))
+                .collect::<String>(),
+        ),
         Command::Generate(args) => {
-            return match tokio::task::spawn_blocking(move || generate::run(&args)).await {
+            match tokio::task::spawn_blocking(move || generate::run(&args)).await {
                 Ok(Ok(())) => ExitCode::SUCCESS,
-                Ok(Err(e)) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(EXIT_FAILED)
-                }
-                Err(e) => {
-                    eprintln!("error: generator crashed: {e}");
-                    ExitCode::from(EXIT_FAILED)
-                }
-            };
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_INVALID)
+                Ok(Err(e)) => out::fail(e.as_ref(), ErrorClass::Failed),
+                Err(e) => out::fail(&e, ErrorClass::Failed),
+            }
         }
     }
 }
@@ -235,24 +317,82 @@ fn load(pipeline: &Path, vars: &[(String, String)]) -> Result<Plan, segflow_core
     Plan::load(pipeline, vars, &registry())
 }
 
-fn print_plan(plan: &Plan) {
-    println!("pipeline {} ({})", plan.name, plan.file.display());
-    println!("runs: {}", plan.runs);
-    for (i, s) in plan.stages.iter().enumerate() {
-        println!("{:>2}. {} [{}]", i + 1, s.spec.id, s.spec.kind);
-        if !s.inputs.is_empty() {
-            println!("      reads:  {}", s.inputs.join(", "));
+/// The stages in run order, with what they read and write.
+fn describe_plan(plan: &Plan) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "pipeline {} ({})", plan.name, plan.file.display());
+    let _ = writeln!(s, "runs: {}", plan.runs);
+    for (i, st) in plan.stages.iter().enumerate() {
+        let _ = writeln!(s, "{:>2}. {} [{}]", i + 1, st.spec.id, st.spec.kind);
+        if !st.inputs.is_empty() {
+            let _ = writeln!(s, "      reads:  {}", st.inputs.join(", "));
         }
-        if !s.outputs.is_empty() {
-            println!("      writes: {}", s.outputs.join(", "));
+        if !st.outputs.is_empty() {
+            let _ = writeln!(s, "      writes: {}", st.outputs.join(", "));
         }
-        for line in s.stage.describe() {
-            println!("      {line}");
+        for line in st.stage.describe() {
+            let _ = writeln!(s, "      {line}");
         }
-        for c in &s.spec.checks {
-            println!("      check:  {}", c.name());
+        for c in &st.spec.checks {
+            let _ = writeln!(s, "      check:  {}", c.name());
         }
     }
+    s
+}
+
+/// `segflow runs`.
+async fn list_runs(output: &str, last: usize, json: bool) -> ExitCode {
+    use segflow_core::{manifest, storage};
+    let runs = match storage::parse_location(output) {
+        Ok(u) => storage::join(&storage::as_dir(&u), "_runs"),
+        Err(e) => return out::fail(&e, ErrorClass::Invalid),
+    };
+    let listed = async {
+        let ctx = session::new_session(&session::SessionOptions::default())?;
+        manifest::list_runs(&ctx, &runs).await
+    };
+    let all = match listed.await {
+        Ok(r) => r,
+        Err(e) => return out::fail(&e, e.class()),
+    };
+    let shown = &all[all.len().saturating_sub(last)..];
+    let text = if json {
+        shown
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
+            .collect()
+    } else if shown.is_empty() {
+        format!("no runs under {runs}\n")
+    } else {
+        let mut s = format!(
+            "{:<26} {:<12} {:<10} {:>9} {:>9}  {}\n",
+            "RUN", "STATUS", "CLASS", "SECONDS", "PUBLISHED", "PIPELINE / ERROR"
+        );
+        for r in shown {
+            let secs = r
+                .duration_ms
+                .map_or("-".into(), |ms| format!("{:.1}", ms as f64 / 1000.0));
+            let what = match &r.error {
+                Some(e) => format!(
+                    "{}: {}",
+                    r.pipeline,
+                    e.chars().take(120).collect::<String>()
+                ),
+                None => r.pipeline.clone(),
+            };
+            s.push_str(&format!(
+                "{:<26} {:<12} {:<10} {:>9} {:>9}  {what}\n",
+                r.run_id,
+                r.status,
+                r.error_class.as_deref().unwrap_or("-"),
+                secs,
+                r.published
+            ));
+        }
+        s
+    };
+    out::emit_result(&text)
 }
 
 async fn run(
@@ -264,42 +404,35 @@ async fn run(
 ) -> ExitCode {
     let plan = match load(pipeline, vars) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_INVALID);
-        }
+        Err(e) => return out::fail(&e, e.class()),
     };
     let engine = match cluster::Engine::resolve(engine, &plan) {
         Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_INVALID);
-        }
+        Err(e) => return out::invalid(&e),
     };
-    let ctx = match engine
-        .session(options)
-        .await
-        .context("setting up the query engine")
-    {
+    let ctx = match engine.session(options).await {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(e) => return out::fail(&e, e.class()),
     };
-    let observer = progress::Progress::new(plan.stages.len());
-    let outcome = runner::run(&ctx, &plan, &observer, run_options).await;
+    let observer: Box<dyn segflow_core::stage::Observer> = match log::format() {
+        log::Format::Text => Box::new(progress::Progress::new(plan.stages.len())),
+        log::Format::Json => Box::new(progress::JsonProgress::new()),
+    };
+    let outcome = runner::run(&ctx, &plan, observer.as_ref(), run_options).await;
     progress::print_summary(&outcome);
-    match outcome.error {
-        None => ExitCode::SUCCESS,
-        Some(e) => {
-            eprintln!("error: {}", runner::error_chain(&e));
-            ExitCode::from(if e.is_spec_error() {
-                EXIT_INVALID
-            } else {
-                EXIT_FAILED
-            })
+    match &outcome.error {
+        None => {
+            progress::run_finished(&outcome);
+            ExitCode::SUCCESS
         }
+        // In JSON mode `run_finished` carries the error; in text mode the error line does.
+        Some(e) => match log::format() {
+            log::Format::Json => {
+                progress::run_finished(&outcome);
+                ExitCode::from(e.class().exit_code())
+            }
+            log::Format::Text => out::fail(e, e.class()),
+        },
     }
 }
 
@@ -312,6 +445,19 @@ mod tests {
         assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
         assert_eq!(parse_size("512 MiB").unwrap(), 512 << 20);
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3w").is_err());
     }
 
     #[test]

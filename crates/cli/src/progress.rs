@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use segflow_core::manifest::{PublishReport, StageReport, Status};
 use segflow_core::runner::RunOutcome;
-use segflow_core::stage::Observer;
+use segflow_core::stage::{Observer, RunInfo};
+use serde_json::json;
 use url::Url;
 
 pub struct Progress {
@@ -80,6 +81,7 @@ impl Observer for Progress {
             Status::Succeeded => "ok  ",
             Status::Failed => "FAIL",
             Status::Skipped => "skip",
+            Status::Interrupted => "STOP",
         };
         let rows = if r.outputs.is_empty() {
             String::new()
@@ -119,9 +121,154 @@ impl Observer for Progress {
     }
 }
 
+/// Progress as JSON log events (`--log-format json`, docs/scheduling.md): `run_started`,
+/// `stage_started`, `stage_progress` (every ten seconds while a stage writes), `stage_finished`,
+/// `publish_started`, `published`, `warning`; `run_finished` comes from [`run_finished`].
+pub struct JsonProgress {
+    run_id: Mutex<Option<String>>,
+    last_line: Mutex<Instant>,
+}
+
+impl JsonProgress {
+    pub fn new() -> Self {
+        JsonProgress {
+            run_id: Mutex::new(None),
+            last_line: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn emit(&self, level: &str, stage: Option<&str>, event: &str, fields: serde_json::Value) {
+        let run_id = self.run_id.lock().expect("run id lock").clone();
+        crate::log::event(level, run_id.as_deref(), stage, event, fields, String::new);
+    }
+}
+
+impl Default for JsonProgress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Observer for JsonProgress {
+    fn run_started(&self, run: &RunInfo) {
+        *self.run_id.lock().expect("run id lock") = Some(run.run_id.clone());
+        crate::log::set_current_run(Some(&run.run_id));
+        self.emit(
+            "info",
+            None,
+            "run_started",
+            json!({ "pipeline": run.pipeline, "pipeline_file": run.pipeline_file }),
+        );
+    }
+
+    fn stage_started(&self, stage: &str, kind: &str) {
+        *self.last_line.lock().expect("progress lock") = Instant::now();
+        self.emit(
+            "info",
+            Some(stage),
+            "stage_started",
+            json!({ "kind": kind }),
+        );
+    }
+
+    fn rows(&self, stage: &str, rows: u64) {
+        let mut last = self.last_line.lock().expect("progress lock");
+        if last.elapsed() >= HEARTBEAT {
+            *last = Instant::now();
+            drop(last);
+            self.emit(
+                "info",
+                Some(stage),
+                "stage_progress",
+                json!({ "rows": rows }),
+            );
+        }
+    }
+
+    fn stage_finished(&self, r: &StageReport) {
+        let level = match r.status {
+            Status::Failed => "error",
+            Status::Interrupted => "warn",
+            _ => "info",
+        };
+        self.emit(
+            level,
+            Some(&r.id),
+            "stage_finished",
+            json!({
+                "kind": r.kind,
+                "status": r.status,
+                "rows_in": r.rows_in,
+                "rows_out": r.rows_out,
+                "duration_ms": r.duration_ms,
+                "error": r.error,
+                "error_class": r.error_class,
+            }),
+        );
+    }
+
+    fn publish_started(&self, table: &str, url: &Url) {
+        self.emit(
+            "info",
+            None,
+            "publish_started",
+            json!({ "table": table, "url": url.as_str() }),
+        );
+    }
+
+    fn published(&self, p: &PublishReport) {
+        self.emit(
+            "info",
+            None,
+            "published",
+            json!({ "table": p.table, "version": p.version, "rows": p.rows, "url": p.url }),
+        );
+    }
+
+    fn warning(&self, stage: &str, message: &str) {
+        self.emit(
+            "warn",
+            Some(stage),
+            "warning",
+            json!({ "message": message }),
+        );
+    }
+}
+
+/// The `run_finished` JSON event (nothing in text mode, where the summary says it).
+pub fn run_finished(outcome: &RunOutcome) {
+    let m = &outcome.manifest;
+    crate::log::set_current_run(None);
+    let level = match m.status {
+        Status::Succeeded => "info",
+        Status::Interrupted => "warn",
+        _ => "error",
+    };
+    crate::log::event(
+        level,
+        Some(&m.run_id),
+        None,
+        "run_finished",
+        json!({
+            "status": m.status,
+            "duration_ms": m.duration_ms,
+            "manifest": outcome.manifest_url.as_ref().map(Url::as_str),
+            "published": m.published.iter().map(|p| json!({
+                "table": p.table, "version": p.version, "rows": p.rows,
+            })).collect::<Vec<_>>(),
+            "error": m.error,
+            "error_class": m.error_class,
+            "exit_code": m.error_class.map_or(0, |c| c.exit_code()),
+        }),
+        String::new,
+    );
+}
+
 /// The end-of-run summary on stdout: segments and their sizes, published tables, time.
 pub fn print_summary(outcome: &RunOutcome) {
+    use std::fmt::Write as _;
     let m = &outcome.manifest;
+    let mut out = String::new();
     for stage in &m.stages {
         for (key, value) in &stage.metrics {
             let Some(name) = key.strip_suffix("_segments") else {
@@ -133,7 +280,7 @@ pub fn print_summary(outcome: &RunOutcome) {
             let total: u64 = counts.values().sum();
             let mut rows: Vec<_> = counts.into_iter().collect();
             rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            println!("{name} segments ({} customers):", thousands(total));
+            let _ = writeln!(out, "{name} segments ({} customers):", thousands(total));
             let width = rows
                 .iter()
                 .map(|r| r.0.len() + 1)
@@ -146,14 +293,19 @@ pub fn print_summary(outcome: &RunOutcome) {
                 } else {
                     100.0 * n as f64 / total as f64
                 };
-                println!("  {segment:<width$} {:>12} {share:>6.1}%", thousands(n));
+                let _ = writeln!(
+                    out,
+                    "  {segment:<width$} {:>12} {share:>6.1}%",
+                    thousands(n)
+                );
             }
         }
     }
     if !m.published.is_empty() {
-        println!("published:");
+        let _ = writeln!(out, "published:");
         for p in &m.published {
-            println!(
+            let _ = writeln!(
+                out,
                 "  {:<22} v{:<4} {:>12} rows  {}",
                 p.table,
                 p.version,
@@ -166,7 +318,8 @@ pub fn print_summary(outcome: &RunOutcome) {
         Status::Succeeded => "succeeded",
         _ => "FAILED",
     };
-    println!(
+    let _ = writeln!(
+        out,
         "run {} {status} in {:.1}s{}",
         m.run_id,
         m.duration_ms as f64 / 1000.0,
@@ -176,6 +329,8 @@ pub fn print_summary(outcome: &RunOutcome) {
             .map(|u| format!("; manifest: {u}"))
             .unwrap_or_default()
     );
+    // A run that published is not failed by a reader that went away.
+    let _ = crate::out::emit(&out);
 }
 
 pub fn thousands(n: u64) -> String {

@@ -20,8 +20,10 @@
 pub mod checks;
 pub mod error;
 pub mod files;
+pub mod lease;
 pub mod manifest;
 pub mod plan;
+pub mod pointer;
 pub mod publish;
 pub mod resident;
 pub mod runner;
@@ -35,7 +37,7 @@ pub mod vars;
 pub mod write;
 pub mod yaml;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorClass, Result};
 pub use plan::Plan;
 pub use stage::{BuildContext, Registry, Stage, StageContext, StageFactory};
 

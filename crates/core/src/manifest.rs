@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::checks::CheckReport;
+use crate::error::ErrorClass;
 use crate::vars::Vars;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -15,8 +16,10 @@ use crate::vars::Vars;
 pub enum Status {
     Succeeded,
     Failed,
-    /// Not reached because an earlier stage failed.
+    /// Not reached because an earlier stage failed or the run was interrupted.
     Skipped,
+    /// Stopped by SIGINT or SIGTERM (the run, and the stage that was running).
+    Interrupted,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -32,6 +35,8 @@ pub struct RunManifest {
     pub status: Status,
     /// The error chain when the run failed.
     pub error: Option<String>,
+    /// What kind of failure (the exit code's class), when the run failed.
+    pub error_class: Option<ErrorClass>,
     pub vars: Vars,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -69,6 +74,8 @@ pub struct StageReport {
     /// The cluster's ids of the jobs the stage ran (none on the embedded engine).
     pub engine_jobs: Vec<String>,
     pub error: Option<String>,
+    /// What kind of failure, when the stage failed.
+    pub error_class: Option<ErrorClass>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,6 +112,7 @@ impl StageReport {
             workers: Vec::new(),
             engine_jobs: Vec::new(),
             error: None,
+            error_class: None,
         }
     }
 }
@@ -121,6 +129,9 @@ pub async fn succeeded_values(
     let mut values = std::collections::BTreeSet::new();
     let pattern = crate::storage::join(runs, "*.json");
     for file in crate::storage::list_files(ctx, &pattern).await? {
+        if !is_manifest(&file.url) {
+            continue;
+        }
         let bytes = crate::storage::read(ctx, &file.url).await?;
         let m: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| crate::Error::Storage {
@@ -136,4 +147,63 @@ pub async fn succeeded_values(
         }
     }
     Ok(values)
+}
+
+/// Whether a file under the runs folder is a run's manifest (`<run_id>.json`), not the publish
+/// pointer or the lease (names starting with `_`).
+fn is_manifest(url: &url::Url) -> bool {
+    url.path_segments()
+        .and_then(|mut s| s.next_back())
+        .is_some_and(|name| name.ends_with(".json") && !name.starts_with('_'))
+}
+
+/// One run, as `segflow runs` lists it: read from its manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub pipeline: String,
+    pub status: String,
+    pub error_class: Option<String>,
+    pub started_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    /// Tables the run published.
+    pub published: usize,
+    pub error: Option<String>,
+    pub manifest: String,
+}
+
+/// The runs whose manifests are under `runs`, oldest first (run ids sort by start time). A
+/// manifest that is not JSON is an error that names it.
+pub async fn list_runs(
+    ctx: &datafusion::prelude::SessionContext,
+    runs: &url::Url,
+) -> crate::Result<Vec<RunSummary>> {
+    let pattern = crate::storage::join(runs, "*.json");
+    let mut out = Vec::new();
+    for file in crate::storage::list_files(ctx, &pattern).await? {
+        if !is_manifest(&file.url) {
+            continue;
+        }
+        let bytes = crate::storage::read(ctx, &file.url).await?;
+        let m: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| crate::Error::Storage {
+                location: file.url.to_string(),
+                message: format!("run manifest is not JSON ({e}); move it aside if it is not one"),
+                source: None,
+            })?;
+        let text = |key: &str| m[key].as_str().map(str::to_string);
+        out.push(RunSummary {
+            run_id: text("run_id").unwrap_or_default(),
+            pipeline: text("pipeline").unwrap_or_default(),
+            status: text("status").unwrap_or_else(|| "unknown".into()),
+            error_class: text("error_class"),
+            started_at: text("started_at"),
+            duration_ms: m["duration_ms"].as_u64(),
+            published: m["published"].as_array().map_or(0, Vec::len),
+            error: text("error"),
+            manifest: file.url.to_string(),
+        });
+    }
+    out.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+    Ok(out)
 }

@@ -9,12 +9,16 @@ use chrono::Utc;
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt as _, TryStreamExt as _};
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use url::Url;
 
 use crate::checks;
 use crate::error::{Error, Result};
+use crate::lease::{Lease, LeaseOptions};
 use crate::manifest::{OutputReport, PublishReport, RunManifest, StageReport, Status};
 use crate::plan::{Plan, PlannedStage};
+use crate::pointer;
 use crate::publish::{self, PublishRequest};
 use crate::stage::{Observer, RunInfo, StageContext};
 use crate::storage;
@@ -28,6 +32,11 @@ pub struct RunOptions {
     pub keep_work: bool,
     /// Rebuild incremental outputs from all inputs (see [`RunInfo::full_refresh`]).
     pub full_refresh: bool,
+    /// Stops the run (SIGINT, SIGTERM): the running stage is dropped, nothing more is
+    /// published, and the manifest says `interrupted`.
+    pub cancel: CancellationToken,
+    /// How the run takes its output's lease.
+    pub lease: LeaseOptions,
 }
 
 /// The result of a run: its manifest, and the error when it failed.
@@ -64,29 +73,64 @@ pub async fn run(
     let run_dir = storage::as_dir(&storage::join(&plan.runs, &info.run_id));
     let work = storage::as_dir(&storage::join(&run_dir, "work"));
     tracing::info!(run_id = %info.run_id, pipeline = %plan.name, "run started");
+    observer.run_started(&info);
+    // Every event inside the run carries its id (the JSON log's `run_id`). At error level so
+    // that the span exists whatever the log filter lets through.
+    let span = tracing::error_span!("run", run_id = %info.run_id);
 
     let tables = Mutex::new(BTreeMap::new());
     let mut reports = Vec::new();
     let mut published = Vec::new();
-    let result = match storage::configure(ctx, &plan.storage) {
-        Err(e) => Err(e),
-        Ok(()) => {
-            run_stages(
-                ctx,
-                plan,
-                observer,
-                &info,
-                &work,
-                &tables,
-                &mut reports,
-                &mut published,
-            )
-            .await
+    let result = async {
+        storage::configure(ctx, &plan.storage)?;
+        // One run at a time on an output (crate::lease).
+        let lease = tokio::select! {
+            lease = Lease::acquire(ctx, &plan.runs, &info.run_id, &options.lease) => lease?,
+            () = options.cancel.cancelled() => return Err(Error::Cancelled),
+        };
+        let stages = run_stages(
+            ctx,
+            plan,
+            observer,
+            &info,
+            &work,
+            &tables,
+            &lease,
+            &mut reports,
+            &mut published,
+        )
+        .instrument(span.clone());
+        // Dropping the stages' future stops the running stage where it waits; what it wrote
+        // stays under the run's work prefix, deleted below.
+        let result = tokio::select! {
+            result = stages => result,
+            () = options.cancel.cancelled() => Err(Error::Cancelled),
+        };
+        // Every table is committed: point readers at this run's versions, while the lease
+        // still keeps other runs out.
+        let result = match result {
+            Ok(()) => match lease.check() {
+                Ok(()) => pointer::write(ctx, &plan.runs, &info.run_id, &plan.name, &published)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        lease.release().await;
+        result
+    }
+    .await;
+    // Stages never reached are listed too, so the manifest shows the whole plan; the one an
+    // interruption stopped says so.
+    let interrupted = matches!(result, Err(Error::Cancelled));
+    for (i, s) in plan.stages.iter().skip(reports.len()).enumerate() {
+        let mut report = StageReport::skipped(&s.spec.id, &s.spec.kind);
+        if interrupted && i == 0 {
+            report.status = Status::Interrupted;
+            report.error_class = Some(crate::ErrorClass::Interrupted);
         }
-    };
-    // Stages never reached are listed too, so the manifest shows the whole plan.
-    for s in plan.stages.iter().skip(reports.len()) {
-        reports.push(StageReport::skipped(&s.spec.id, &s.spec.kind));
+        reports.push(report);
     }
     if !options.keep_work
         && let Err(e) = storage::delete_prefix(ctx, &run_dir).await
@@ -102,12 +146,13 @@ pub async fn run(
         pipeline_file: plan.file.display().to_string(),
         segflow_version: env!("CARGO_PKG_VERSION").to_string(),
         engine: crate::session::engine(ctx).name.clone(),
-        status: if result.is_ok() {
-            Status::Succeeded
-        } else {
-            Status::Failed
+        status: match &result {
+            Ok(()) => Status::Succeeded,
+            Err(Error::Cancelled) => Status::Interrupted,
+            Err(_) => Status::Failed,
         },
-        error: result.as_ref().err().map(error_chain),
+        error: result.as_ref().err().map(|e| crate::error::chain(e)),
+        error_class: result.as_ref().err().map(Error::class),
         vars: plan.vars.clone(),
         started_at,
         finished_at,
@@ -145,6 +190,7 @@ async fn run_stages(
     info: &RunInfo,
     work: &Url,
     tables: &Mutex<BTreeMap<String, TableInfo>>,
+    lease: &Lease,
     reports: &mut Vec<StageReport>,
     published: &mut Vec<PublishReport>,
 ) -> Result<()> {
@@ -184,6 +230,8 @@ async fn run_stages(
         futures::stream::iter(queues.into_iter().map(|queue| async move {
             let mut reports = Vec::new();
             for (i, request) in queue {
+                // A run that lost its lease commits nothing more: another run is writing.
+                lease.check()?;
                 reports.push((
                     i,
                     publish_one(ctx, request, observer, info, tables, written).await?,
@@ -290,6 +338,7 @@ async fn run_stage(
         }
         Ok(())
     }
+    .instrument(tracing::error_span!("stage", stage = %spec.id))
     .await;
 
     let outputs: BTreeMap<String, OutputReport> = {
@@ -337,7 +386,8 @@ async fn run_stage(
             .cloned()
             .collect(),
         engine_jobs: engine.take_jobs(),
-        error: result.as_ref().err().map(error_chain),
+        error: result.as_ref().err().map(|e| crate::error::chain(e)),
+        error_class: result.as_ref().err().map(Error::class),
     };
     match &result {
         Ok(()) => {
@@ -347,25 +397,6 @@ async fn run_stage(
     }
     let requests = cx.publishes.into_inner().expect("publishes lock");
     (report, result.map(|()| requests))
-}
-
-/// An error and its sources, as one line.
-pub fn error_chain(e: &Error) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        // A DataFusion error is already in the message as its root's text.
-        let shown = inner
-            .downcast_ref::<datafusion::error::DataFusionError>()
-            .is_some_and(|df| s.contains(&crate::error::df_message(df)));
-        if !shown && !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        source = inner.source();
-    }
-    s
 }
 
 async fn write_manifest(ctx: &SessionContext, url: &Url, manifest: &RunManifest) -> Result<()> {

@@ -86,7 +86,10 @@ pub fn engine(ctx: &SessionContext) -> Arc<EngineInfo> {
 /// override them.
 pub fn config(options: &SessionOptions) -> Result<SessionConfig> {
     let mut config = SessionConfig::from_env()
-        .map_err(|e| Error::Internal(format!("reading DATAFUSION_* settings: {e}")))?
+        .map_err(|source| Error::Config {
+            setting: "a DATAFUSION_* environment variable".into(),
+            source,
+        })?
         .with_information_schema(true)
         .with_option_extension(crate::storage::StorageOptions::default())
         .with_extension(Arc::new(EngineInfo::local()));

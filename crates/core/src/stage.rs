@@ -152,6 +152,8 @@ pub struct RunInfo {
 
 /// Receives progress while a run goes on; the CLI draws it.
 pub trait Observer: Send + Sync {
+    /// The run has its id; nothing has been read yet.
+    fn run_started(&self, _run: &RunInfo) {}
     fn stage_started(&self, _stage: &str, _kind: &str) {}
     /// Rows written so far by the stage's current output.
     fn rows(&self, _stage: &str, _rows: u64) {}

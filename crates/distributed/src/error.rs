@@ -1,5 +1,7 @@
 //! The errors of running on a cluster.
 
+use segflow_core::ErrorClass;
+
 /// What went wrong reaching, running or serving a cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -14,7 +16,7 @@ pub enum Error {
     Connect { cluster: String, message: String },
 
     /// A scheduler or executor could not listen where it was told to.
-    #[error("cannot listen on {address}: {source}; choose another address or port")]
+    #[error("cannot listen on {address}; choose another address or port")]
     Bind {
         address: String,
         #[source]
@@ -31,6 +33,20 @@ pub enum Error {
 
     #[error(transparent)]
     DataFusion(#[from] segflow_core::datafusion::error::DataFusionError),
+}
+
+impl Error {
+    /// The error's class (segflow's exit codes): an engine that does not parse is invalid, a
+    /// scheduler that does not answer may answer later.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Engine { .. } => ErrorClass::Invalid,
+            Error::Connect { .. } => ErrorClass::Transient,
+            Error::Bind { .. } | Error::Ballista(_) => ErrorClass::Failed,
+            Error::Segflow(e) => e.class(),
+            Error::DataFusion(e) => segflow_core::error::df_class(e),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
