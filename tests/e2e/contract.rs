@@ -31,6 +31,16 @@ fn assert_valid_manifest(manifest: &Value) {
     assert!(out.status.success(), "{}\n{manifest:#}", text(&out));
 }
 
+/// A text field of every stage in a manifest, in run order.
+fn stage_field<'a>(manifest: &'a Value, field: &str) -> Vec<&'a str> {
+    manifest["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[field].as_str().unwrap())
+        .collect()
+}
+
 /// Every stderr line of a JSON-mode command, parsed; a line that is not a JSON object with the
 /// schema's keys fails the test.
 fn json_lines(stderr: &[u8]) -> Vec<Value> {
@@ -81,13 +91,7 @@ fn json_log_tells_a_run_from_start_to_finish_and_runs_lists_it() {
         .filter(|l| l["event"] == "stage_finished")
         .map(|l| l["stage"].as_str().unwrap())
         .collect();
-    let planned: Vec<&str> = manifest["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(stages, planned);
+    assert_eq!(stages, stage_field(&manifest, "id"));
     for l in &lines {
         assert_eq!(l["run_id"], run_id, "{l}");
     }
@@ -226,12 +230,7 @@ fn sigterm_stops_the_run_writes_its_manifest_and_exits_130() {
     assert_valid_manifest(&manifest);
     assert_eq!(manifest["status"], "interrupted", "{manifest}");
     assert_eq!(manifest["error_class"], "interrupted");
-    let statuses: Vec<&str> = manifest["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["status"].as_str().unwrap())
-        .collect();
+    let statuses = stage_field(&manifest, "status");
     assert_eq!(
         statuses.iter().filter(|s| **s == "interrupted").count(),
         1,

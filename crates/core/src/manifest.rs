@@ -126,35 +126,36 @@ pub async fn succeeded_values(
     pipeline: &str,
     var: &str,
 ) -> crate::Result<std::collections::BTreeSet<String>> {
-    let mut values = std::collections::BTreeSet::new();
+    Ok(read_all(ctx, runs)
+        .await?
+        .into_iter()
+        .filter(|(_, m)| m["pipeline"] == pipeline && m["status"] == "succeeded")
+        .filter_map(|(_, m)| m["vars"][var].as_str().map(str::to_string))
+        .collect())
+}
+
+/// Every manifest under `runs` (`<run_id>.json`; not the publish pointer or the lease, whose
+/// names start with `_`), as JSON. One that is not JSON is an error that names it.
+async fn read_all(
+    ctx: &datafusion::prelude::SessionContext,
+    runs: &url::Url,
+) -> crate::Result<Vec<(url::Url, serde_json::Value)>> {
     let pattern = crate::storage::join(runs, "*.json");
+    let mut out = Vec::new();
     for file in crate::storage::list_files(ctx, &pattern).await? {
-        if !is_manifest(&file.url) {
+        let name = file.url.path_segments().and_then(|mut s| s.next_back());
+        if name.is_none_or(|n| n.starts_with('_')) {
             continue;
         }
         let bytes = crate::storage::read(ctx, &file.url).await?;
-        let m: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| crate::Error::Storage {
-                location: file.url.to_string(),
-                message: format!("run manifest is not JSON ({e}); move it aside if it is not one"),
-                source: None,
-            })?;
-        if m["pipeline"] == pipeline
-            && m["status"] == "succeeded"
-            && let Some(v) = m["vars"][var].as_str()
-        {
-            values.insert(v.to_string());
-        }
+        let m = serde_json::from_slice(&bytes).map_err(|e| crate::Error::Storage {
+            location: file.url.to_string(),
+            message: format!("run manifest is not JSON ({e}); move it aside if it is not one"),
+            source: None,
+        })?;
+        out.push((file.url, m));
     }
-    Ok(values)
-}
-
-/// Whether a file under the runs folder is a run's manifest (`<run_id>.json`), not the publish
-/// pointer or the lease (names starting with `_`).
-fn is_manifest(url: &url::Url) -> bool {
-    url.path_segments()
-        .and_then(|mut s| s.next_back())
-        .is_some_and(|name| name.ends_with(".json") && !name.starts_with('_'))
+    Ok(out)
 }
 
 /// One run, as `segflow runs` lists it: read from its manifest.
@@ -178,19 +179,8 @@ pub async fn list_runs(
     ctx: &datafusion::prelude::SessionContext,
     runs: &url::Url,
 ) -> crate::Result<Vec<RunSummary>> {
-    let pattern = crate::storage::join(runs, "*.json");
     let mut out = Vec::new();
-    for file in crate::storage::list_files(ctx, &pattern).await? {
-        if !is_manifest(&file.url) {
-            continue;
-        }
-        let bytes = crate::storage::read(ctx, &file.url).await?;
-        let m: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| crate::Error::Storage {
-                location: file.url.to_string(),
-                message: format!("run manifest is not JSON ({e}); move it aside if it is not one"),
-                source: None,
-            })?;
+    for (url, m) in read_all(ctx, runs).await? {
         let text = |key: &str| m[key].as_str().map(str::to_string);
         out.push(RunSummary {
             run_id: text("run_id").unwrap_or_default(),
@@ -201,7 +191,7 @@ pub async fn list_runs(
             duration_ms: m["duration_ms"].as_u64(),
             published: m["published"].as_array().map_or(0, Vec::len),
             error: text("error"),
-            manifest: file.url.to_string(),
+            manifest: url.to_string(),
         });
     }
     out.sort_by(|a, b| a.run_id.cmp(&b.run_id));
