@@ -187,33 +187,8 @@ fn sigterm_stops_the_run_writes_its_manifest_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in"), dir.path().join("out"));
     generate(&input, 2000, 5);
-    let mut child = segflow()
-        .arg("run")
-        .arg(default_pipeline())
-        .args(["--var", &format!("input={}", input.display())])
-        .args(["--var", &format!("output={}", output.display())])
-        .args(["--log-format", "json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for the first finished stage, then ask the run to stop.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = Vec::new();
-    let started = Instant::now();
-    loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "the run ended early:\n{}",
-            seen.join("")
-        );
-        seen.push(line.clone());
-        if line.contains("\"stage_finished\"") {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(120));
-    }
+    // Once the first stage has finished, ask the run to stop.
+    let (mut child, mut stderr) = start_run(&input, &output, &[]);
     let pid = child.id().to_string();
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -223,7 +198,7 @@ fn sigterm_stops_the_run_writes_its_manifest_and_exits_130() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{}{rest}", seen.join(""));
+    assert_eq!(status.code(), Some(130), "{rest}");
     let lines = json_lines(rest.as_bytes());
     assert!(lines.iter().any(|l| l["event"] == "interrupted"), "{rest}");
     let manifest = newest_manifest(&output);
