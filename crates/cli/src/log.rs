@@ -32,6 +32,49 @@ pub enum Format {
 
 static FORMAT: OnceLock<Format> = OnceLock::new();
 
+/// Secret values (credentials from the environment and the pipeline's `storage:` options):
+/// blanked out of every line segflow writes, whoever formatted it.
+static SECRETS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Adds secret values to blank out of everything printed from now on.
+pub fn redact(values: Vec<String>) {
+    let mut secrets = SECRETS.write().expect("secrets lock");
+    secrets.extend(values);
+    secrets.sort();
+    secrets.dedup();
+    // The longest first, so a secret that contains another is blanked whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// `text` with every secret value replaced by `******`.
+pub fn redacted(text: &str) -> std::borrow::Cow<'_, str> {
+    let secrets = SECRETS.read().expect("secrets lock");
+    if !secrets.iter().any(|s| text.contains(s.as_str())) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = text.to_string();
+    for s in secrets.iter() {
+        out = out.replace(s.as_str(), "******");
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Stderr for the text log: each event (one `write` of the formatter) blanked of secrets.
+struct RedactedStderr;
+
+impl std::io::Write for RedactedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr()
+            .lock()
+            .write_all(redacted(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// The run this process is running (one at a time; a backfill runs its periods in turn): the
 /// `run_id` of events from tasks that libraries spawn outside the run's span.
 static CURRENT_RUN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
@@ -50,6 +93,7 @@ pub fn format() -> Format {
 pub fn init(filter: &str, format: Format) {
     use tracing_subscriber::prelude::*;
     let _ = FORMAT.set(format);
+    redact(segflow_core::storage::secret_values(&[]));
     // Ballista logs every session setting it sends or receives, values included, at trace and
     // debug level: the pipeline's storage secrets among them. That module (which logs nothing
     // at warn or above) stays at warn whatever `--log` asks for.
@@ -63,7 +107,7 @@ pub fn init(filter: &str, format: Format) {
     match format {
         Format::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(|| RedactedStderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
             .init(),
@@ -95,7 +139,7 @@ pub fn json_line(
 
 fn write_line(line: &str) {
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{line}");
+    let _ = writeln!(err, "{}", redacted(line));
 }
 
 /// An event of segflow's own (progress, a result, an error): a JSON line in JSON mode, else
@@ -220,6 +264,23 @@ impl Visit for Fields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_blanked_whoever_formatted_them() {
+        redact(vec![
+            "hunter2-secret".into(),
+            "hunter2-secret-longer".into(),
+        ]);
+        let line = "AwsCredential { key_id: \"hunter2-secret-longer\" } and hunter2-secret";
+        assert_eq!(
+            redacted(line),
+            "AwsCredential { key_id: \"******\" } and ******"
+        );
+        assert!(matches!(
+            redacted("nothing here"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn a_line_has_every_key_of_the_schema() {

@@ -313,8 +313,11 @@ async fn dispatch(command: Command, cancel: CancellationToken) -> ExitCode {
     }
 }
 
+/// Loads a pipeline; its `storage:` secrets are blanked out of everything printed after.
 fn load(pipeline: &Path, vars: &[(String, String)]) -> Result<Plan, segflow_core::Error> {
-    Plan::load(pipeline, vars, &registry())
+    let plan = Plan::load(pipeline, vars, &registry())?;
+    log::redact(segflow_core::storage::secret_values(&plan.storage));
+    Ok(plan)
 }
 
 /// The stages in run order, with what they read and write.

@@ -12,6 +12,7 @@ use segflow_core::ErrorClass;
 
 /// Writes `text` to stdout. A closed pipe is not an error: whoever reads has what it wanted.
 pub fn emit(text: &str) -> std::io::Result<()> {
+    let text = crate::log::redacted(text);
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())

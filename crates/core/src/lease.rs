@@ -267,9 +267,10 @@ impl Lease {
                         tracing::warn!("waiting: {message}");
                         announced = true;
                     }
+                    // The holder may give the lease back before it expires: look again soon.
                     let left = (held.expires_at - now).to_std().unwrap_or_default();
                     tokio::time::sleep(
-                        left.clamp(Duration::from_millis(200), Duration::from_secs(5)),
+                        left.clamp(Duration::from_millis(100), Duration::from_secs(1)),
                     )
                     .await;
                 }

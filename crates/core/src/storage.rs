@@ -149,6 +149,28 @@ pub fn configure(ctx: &SessionContext, configs: &[StoreConfig]) -> Result<()> {
     Ok(())
 }
 
+/// The values of the secrets a process may hold: the pipeline's secret `storage:` options and
+/// the environment's variables whose names say they are secrets (`AWS_SECRET_ACCESS_KEY`,
+/// `AWS_ACCESS_KEY_ID`, `AZURE_STORAGE_ACCOUNT_KEY`, `..._TOKEN`, `..._PASSWORD`). The CLI
+/// blanks them out of everything it prints, whoever formatted it (a library's debug log of its
+/// client, an error with a URL). Values shorter than 8 characters are left out: blanking `true`
+/// everywhere would only garble the logs, and no credential is that short.
+pub fn secret_values(configs: &[StoreConfig]) -> Vec<String> {
+    let from_env = std::env::vars().filter(|(name, _)| is_secret(name));
+    let from_pipeline = configs
+        .iter()
+        .flat_map(|c| c.options.iter().cloned())
+        .filter(|(name, _)| is_secret(name));
+    let mut values: Vec<String> = from_env
+        .chain(from_pipeline)
+        .map(|(_, v)| v)
+        .filter(|v| v.len() >= 8)
+        .collect();
+    values.sort();
+    values.dedup();
+    values
+}
+
 /// Whether a storage option holds a secret (a key, a token, a password): such options travel
 /// to a cluster's executors only over a private channel.
 fn is_secret(option: &str) -> bool {
