@@ -20,6 +20,7 @@ the first violation.
 """
 
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -201,4 +202,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # deltalake's native threads can abort the interpreter's shutdown ("terminate called
+    # without an active exception"): leave without it.
+    os._exit(code)

@@ -12,13 +12,13 @@ every file the runs wrote, and greps all of it. Exits 1 naming where a sentinel 
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
+
+import s3server
 
 REPO = Path(__file__).resolve().parents[2]
 # Sentinels: unique strings that appear nowhere unless a secret leaked.
@@ -30,28 +30,14 @@ SENTINELS = [ENV_KEY_ID, ENV_SECRET, ENV_TOKEN, PIPELINE_SECRET]
 BUCKET = "secrets"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> int:
     bin_, moto, work = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    port = free_port()
-    server = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, port = s3server.start(moto)
     endpoint = f"http://127.0.0.1:{port}"
     pipeline = REPO / "pipelines" / f".secrets-check-{os.getpid()}.yaml"
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                           aws_access_key_id=ENV_KEY_ID, aws_secret_access_key=ENV_SECRET)
         s3.create_bucket(Bucket=BUCKET)

@@ -183,8 +183,25 @@ impl Inner {
                 *self.expires_at.lock().expect("lease lock") = expires_at;
                 Ok(true)
             }
+            // Refused: another run's record, or this one's own, written by a first try whose
+            // answer was lost (the retry then finds it). Only the record tells which.
             Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            | Err(object_store::Error::Precondition { .. }) => {
+                let there = match self.store.get(&self.path(generation)?).await {
+                    Ok(got) => got.bytes().await.ok(),
+                    Err(_) => None,
+                };
+                let ours = there
+                    .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+                    .is_some_and(|r| {
+                        r.run_id == record.run_id && r.written_at == record.written_at
+                    });
+                if ours {
+                    self.generation.store(generation, Ordering::SeqCst);
+                    *self.expires_at.lock().expect("lease lock") = expires_at;
+                }
+                Ok(ours)
+            }
             Err(e) => Err(self.storage_error("cannot write the lease", e)),
         }
     }

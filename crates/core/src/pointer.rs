@@ -135,6 +135,15 @@ pub async fn write(
     };
     match result {
         Ok(()) => Ok(pointer),
+        // Refused: maybe this very write, applied by a first try whose answer was lost.
+        Err(
+            object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. },
+        ) if read(ctx, runs)
+            .await?
+            .is_some_and(|(now, _)| now == pointer) =>
+        {
+            Ok(pointer)
+        }
         Err(
             e @ (object_store::Error::Precondition { .. }
             | object_store::Error::AlreadyExists { .. }),

@@ -27,12 +27,12 @@ use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::delta_datafusion::planner::DeltaPlanner;
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::table::builder::DeltaTableBuilder;
 use url::Url;
 
+mod reconcile;
 mod written;
 
 pub(crate) use written::{FileWriter, check_sink, commit as commit_written, delta_schema};
@@ -124,7 +124,7 @@ pub async fn publish(
     if let Some(report) = unchanged(request, before, rows) {
         return Ok(report);
     }
-    let metadata = commit_metadata(request, run);
+    let txn = reconcile::transaction(run, &request.table);
     let mut write = table
         .write(Vec::new())
         .with_input_plan(plan)
@@ -134,7 +134,7 @@ pub async fn publish(
             PublishMode::Append => SaveMode::Append,
         })
         .with_table_name(request.display_name().to_string())
-        .with_commit_properties(CommitProperties::default().with_metadata(metadata));
+        .with_commit_properties(reconcile::properties(request, run, &txn));
     if !request.partition_by.is_empty() {
         write = write.with_partition_columns(request.partition_by.clone());
     }
@@ -161,13 +161,22 @@ pub async fn publish(
     if request.allow_schema_change {
         write = write.with_schema_mode(SchemaMode::Overwrite);
     }
-    let table = write.await.map_err(fail)?;
-    let version = table.version().ok_or_else(|| {
-        Error::Internal(format!(
-            "Delta table {} has no version after a commit",
-            request.url
-        ))
-    })?;
+    let version = match write.await {
+        Ok(table) => table.version().ok_or_else(|| {
+            Error::Internal(format!(
+                "Delta table {} has no version after a commit",
+                request.url
+            ))
+        })?,
+        Err(e) => match reconcile::landed(ctx, &request.url, before, &txn.app_id).await? {
+            Some(v) => {
+                tracing::warn!(table = %request.url, version = v,
+                    "the commit's answer was lost; the Delta log shows it landed");
+                v
+            }
+            None => return Err(fail(e)),
+        },
+    };
     Ok(PublishReport {
         table: request.display_name().to_string(),
         url: request.url.to_string(),

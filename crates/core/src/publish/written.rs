@@ -32,7 +32,7 @@ use datafusion::prelude::SessionContext;
 use delta_kernel::table_properties::DataSkippingNumIndexedCols;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow as _, TryIntoKernel as _};
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Add, StructType};
 use deltalake::logstore::ObjectStoreRef;
 use deltalake::operations::create::CreateBuilder;
@@ -271,10 +271,10 @@ pub(crate) async fn commit(
         .as_ref()
         .try_into_kernel()
         .map_err(|e| fail(e.into()))?;
-    let properties =
-        CommitProperties::default().with_metadata(super::commit_metadata(request, run));
+    let txn = super::reconcile::transaction(run, &request.table);
+    let properties = super::reconcile::properties(request, run, &txn);
     let adds = written.adds.iter().cloned().map(Action::Add);
-    let version = match before {
+    let committed = match before {
         None => {
             let created = CreateBuilder::new()
                 .with_log_store(table.log_store())
@@ -283,9 +283,8 @@ pub(crate) async fn commit(
                 .with_table_name(request.display_name().to_string())
                 .with_actions(adds)
                 .with_commit_properties(properties)
-                .await
-                .map_err(fail)?;
-            created.version()
+                .await;
+            created.map(|t| t.version())
         }
         Some(_) => {
             let snapshot = table.snapshot().map_err(fail)?;
@@ -313,13 +312,23 @@ pub(crate) async fn commit(
                     .then(|| written.partition_by.clone()),
                 predicate: None,
             };
-            let committed = CommitBuilder::from(properties)
+            CommitBuilder::from(properties)
                 .with_actions(actions)
                 .build(Some(snapshot), table.log_store(), operation)
                 .await
-                .map_err(fail)?;
-            Some(committed.version())
+                .map(|c| Some(c.version()))
         }
+    };
+    let version = match committed {
+        Ok(v) => v,
+        Err(e) => match super::reconcile::landed(ctx, &request.url, before, &txn.app_id).await? {
+            Some(v) => {
+                tracing::warn!(table = %request.url, version = v,
+                    "the commit's answer was lost; the Delta log shows it landed");
+                Some(v)
+            }
+            None => return Err(fail(e)),
+        },
     };
     let version = version.ok_or_else(|| {
         Error::Internal(format!(
