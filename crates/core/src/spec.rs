@@ -476,4 +476,23 @@ mod tests {
         assert_eq!(again.stages[0].checks, p.stages[0].checks);
         assert_eq!(again.vars["a"].default, p.vars["a"].default);
     }
+
+    proptest::proptest! {
+        /// Arbitrary text, and the shipped pipeline with bytes changed, load or fail with a
+        /// typed error: never a panic.
+        #[test]
+        fn prop_yaml_loader_never_panics(
+            text in "\\PC{0,200}",
+            at in 0usize..4000,
+            with in "[ :\\-\\[\\]{}\"'#&*!|>%@`,\\n\\t]{1,3}",
+        ) {
+            let file = std::path::Path::new("p.yaml");
+            let _ = crate::yaml::from_str::<PipelineSpec>(file, &text);
+            let shipped = include_str!("../../../pipelines/customer_segmentation.yaml");
+            let at = shipped.char_indices().map(|(i, _)| i).find(|i| *i >= at % shipped.len()).unwrap_or(0);
+            let mut changed = shipped.to_string();
+            changed.insert_str(at, &with);
+            let _ = crate::yaml::from_str::<PipelineSpec>(file, &changed);
+        }
+    }
 }

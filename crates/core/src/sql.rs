@@ -431,4 +431,35 @@ mod tests {
         let err = yaml_params("{ n: { column: x } }").unwrap_err();
         assert!(err.contains("without `table`"), "{err}");
     }
+
+    proptest::proptest! {
+        /// A param's text, whatever it holds (quotes, `--`, `;`, `$other`), comes back as
+        /// the value it is: params are bound by DataFusion, never spliced into the SQL.
+        #[test]
+        fn prop_params_are_bound_as_values(value in "\\PC{0,24}") {
+            let sql = SqlFile::parse("t.sql", PathBuf::from("t.sql"), "select $p as v".into())
+                .unwrap();
+            let params = Params::from_yaml(&BTreeMap::from([(
+                "p".to_string(),
+                Value::String(value.clone()),
+            )]))
+            .unwrap();
+            params.check(Path::new("p.yaml"), "s", &sql).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let got = rt.block_on(async {
+                let ctx = SessionContext::new();
+                let values = params.values("s", &ctx).await.unwrap();
+                let df = ctx.sql(&sql.text).await.unwrap().with_param_values(values).unwrap();
+                df.collect().await.unwrap()
+            });
+            use datafusion::arrow::array::AsArray;
+            let col = got[0].column(0);
+            let text = match col.data_type() {
+                datafusion::arrow::datatypes::DataType::Utf8View => col.as_string_view().value(0).to_string(),
+                _ => col.as_string::<i32>().value(0).to_string(),
+            };
+            proptest::prop_assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+            proptest::prop_assert_eq!(text, value);
+        }
+    }
 }

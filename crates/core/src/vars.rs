@@ -318,4 +318,25 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("SEGFLOW_SURELY_UNSET"), "{err}");
     }
+
+    proptest::proptest! {
+        /// Any text, any values: `${...}` expansion never panics (a bad reference is a typed
+        /// error), a var's value is put in whole, and `$$` is a literal `$`.
+        #[test]
+        fn prop_expansion_never_panics_and_puts_values_in_whole(
+            text in "[a-z${}:.\\\\ ]{0,40}",
+            value in "[^$\\x00]{0,16}",
+        ) {
+            let vars = resolve(&[("a", var(&value, VarType::String))], &[]).unwrap();
+            match vars.expand(Path::new("/p/x.yaml"), &text) {
+                Ok(_) => {}
+                Err(e) => proptest::prop_assert!(
+                    matches!(e, Error::Invalid { .. } | Error::UnknownVar { .. }),
+                    "{e:?}"
+                ),
+            }
+            let expanded = vars.expand(Path::new("/p/x.yaml"), "$${a}<${a}>").unwrap();
+            proptest::prop_assert_eq!(expanded, format!("${{a}}<{value}>"));
+        }
+    }
 }

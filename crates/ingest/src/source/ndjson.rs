@@ -321,4 +321,29 @@ mod tests {
             "invalid_utf8"
         );
     }
+
+    proptest::proptest! {
+        /// Any line: an object, or a problem with its code; dotted lookups and key paths of
+        /// any object never panic.
+        #[test]
+        fn prop_any_line_is_an_object_or_a_problem(
+            line in proptest::collection::vec(proptest::num::u8::ANY, 0..120),
+            json in "\\{(\"[a-z.]{0,4}\":(\\{\"[a-z]\":[0-9]\\}|\"[^\"\\\\]{0,4}\"|[0-9.e-]{1,5}|null|true|\\[\\]),?){0,5}\\}",
+            name in "[a-z.]{0,6}",
+        ) {
+            for bytes in [&line[..], json.as_bytes()] {
+                match object(bytes) {
+                    Ok(obj) => {
+                        let _ = lookup(&obj, &name).and_then(text);
+                        let mut keys = Vec::new();
+                        paths(&obj, "", &mut keys);
+                    }
+                    Err(p) => proptest::prop_assert!(
+                        ["bad_json", "invalid_utf8"].contains(&p.code),
+                        "{}", p.code
+                    ),
+                }
+            }
+        }
+    }
 }

@@ -355,6 +355,33 @@ pub(crate) mod tests {
 
     /// A CSV file of `ids` cut into two pieces at the record `cut` starts.
     pub(crate) fn table(dir: &std::path::Path, ids: &[&str], cut: usize) -> IngestTable {
+        let mut text = String::from("id,n\n");
+        let mut start = 0;
+        for (i, id) in ids.iter().enumerate() {
+            if i == cut {
+                start = text.len() as u64;
+            }
+            text.push_str(&format!("{id},{i}\n"));
+        }
+        let size = text.len() as u64;
+        let pieces = vec![
+            Piece {
+                start: 0,
+                end: start,
+                first_line: 1,
+            },
+            Piece {
+                start,
+                end: size,
+                first_line: 2 + cut as u64,
+            },
+        ];
+        table_with(dir, text.as_bytes(), pieces)
+    }
+
+    /// The file `text` (a header `id,n` first) under a contract of a required string `id` and
+    /// an int `n`, read in `pieces`.
+    fn table_with(dir: &std::path::Path, text: &[u8], pieces: Vec<Piece>) -> IngestTable {
         std::fs::write(
             dir.join("t.yaml"),
             "table: t\ncolumns:\n  - { name: id, type: string, nullable: false }\n  \
@@ -368,36 +395,16 @@ pub(crate) mod tests {
             extra_keys_fail: false,
         };
         let checks = source.checks().unwrap();
-        let mut text = String::from("id,n\n");
-        let mut start = 0;
-        for (i, id) in ids.iter().enumerate() {
-            if i == cut {
-                start = text.len() as u64;
-            }
-            text.push_str(&format!("{id},{i}\n"));
-        }
         let path = dir.join("t.csv");
-        std::fs::write(&path, &text).unwrap();
-        let size = text.len() as u64;
+        std::fs::write(&path, text).unwrap();
         let file = FileSource {
             url: url::Url::from_file_path(&path).unwrap(),
-            size,
+            size: text.len() as u64,
             compression: segflow_core::datafusion::datasource::file_format::file_compression_type::FileCompressionType::UNCOMPRESSED,
             names: vec!["id".into(), "n".into()],
             positions: vec![Some(0), Some(1)],
             header: vec!["id".into(), "n".into()],
-            pieces: vec![
-                Piece {
-                    start: 0,
-                    end: start,
-                    first_line: 1,
-                },
-                Piece {
-                    start,
-                    end: size,
-                    first_line: 2 + cut as u64,
-                },
-            ],
+            pieces,
         };
         let dialect = Dialect {
             delimiter: b',',
@@ -411,6 +418,48 @@ pub(crate) mod tests {
             Arc::new(source),
             ExtraKeys::new(false),
         )
+    }
+
+    proptest::proptest! {
+        /// Any bytes after the header: the scan never panics, and either fails with an error
+        /// or accounts for every record the csv crate finds, each one a good row or a
+        /// quarantined one.
+        #[test]
+        fn prop_any_bytes_scan_to_good_rows_and_quarantine(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+            csvish in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    &b"a"[..], b"12", b",", b"\"", b"\n", b"\r\n", b"\xff", b"x,1\n",
+                ]),
+                0..80,
+            ),
+        ) {
+            for body in [body, csvish.concat()] {
+                let dir = tempfile::tempdir().unwrap();
+                let mut text = b"id,n\n".to_vec();
+                text.extend(&body);
+                let whole = vec![Piece {
+                    start: 0,
+                    end: text.len() as u64,
+                    first_line: 1,
+                }];
+                let table = table_with(dir.path(), &text, whole);
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                let read = rt.block_on(async {
+                    let ctx = SessionContext::new();
+                    let plan = table.scan(&ctx.state(), None, &[], None).await?;
+                    common::collect(plan.execute(0, ctx.task_ctx())?).await
+                });
+                let Ok(batches) = read else { continue };
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                let mut reader = csv::ReaderBuilder::new()
+                    .has_headers(true)
+                    .flexible(true)
+                    .from_reader(&text[..]);
+                let records = reader.byte_records().filter(Result::is_ok).count();
+                proptest::prop_assert_eq!(rows, records);
+            }
+        }
     }
 
     #[tokio::test]
