@@ -1,7 +1,7 @@
 -- customer_features: one row per customer_id in customers, every feature at the run's as_of.
 -- Reads customers, customer_rfm, orders, events and survey_responses. $as_of: the day, a date or
 -- 'YYYY-MM-DD' (the default pipeline reads it from run_as_of).
--- Every column is documented in README.md ("customer_features"). In short:
+-- Every column is documented in docs/output-contract.md ("customer_features"). In short:
 --   windows   a row counts when its date (UTC) is before as_of; "in the last N days" means
 --             1 <= as_of - date <= N, with N = $recent_days (the *_90d columns) or
 --             $year_days (the *_365d columns)

@@ -1,6 +1,6 @@
 //! The run manifest: one JSON document per run at `<runs>/<run_id>.json`, written when the run
 //! ends, whether it passed or failed. Its fields are part of segflow's documented output
-//! contract ("Output contract v1" in README.md); add fields, never rename or remove them.
+//! contract (docs/output-contract.md; its JSON Schema is docs/manifest.schema.json); add fields, never rename or remove them.
 
 use std::collections::BTreeMap;
 

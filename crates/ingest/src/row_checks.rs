@@ -12,7 +12,7 @@
 //! as its batch is typed: the ingest carries typed values, not text, from its first operator
 //! on. Only the rows found bad keep their fields' text, in their message.
 //!
-//! Reason codes (stable; documented in README.md, "Quarantine"): `missing_key`,
+//! Reason codes (stable; documented in docs/input-contract.md, "Quarantine"): `missing_key`,
 //! `missing_value`, `bad_number`, `bad_date`, `bad_timestamp`, `bad_boolean`, `not_accepted`,
 //! `out_of_range`, and the reader's own `column_count`, `bad_json`, `invalid_utf8`.
 

@@ -3,7 +3,7 @@
 //! ([`crate::row_checks`]) with `_reason`, `_column` and `_message` (null for a good row);
 //! these checks flag good rows only, so a row's first problem is the one reported.
 //!
-//! Reason codes (stable; documented in README.md, "Quarantine"): `duplicate_key`, and each
+//! Reason codes (stable; documented in docs/input-contract.md, "Quarantine"): `duplicate_key`, and each
 //! reference's own code (e.g. `unknown_customer`).
 
 use std::sync::Arc;

@@ -79,7 +79,7 @@ pub struct FileIngest {
     today: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// The schema of every quarantine table (documented in README.md, "Quarantine").
+/// The schema of every quarantine table (documented in docs/input-contract.md, "Quarantine").
 pub const QUARANTINE_COLUMNS: [&str; 8] = [
     "run_id",
     "table_name",
