@@ -311,3 +311,67 @@ fn one_run_at_a_time_and_a_pointer_to_the_last_published_run() {
     assert_eq!(pointer["run_id"], d_manifest["run_id"]);
     assert_ne!(pointer["run_id"], a_manifest["run_id"]);
 }
+
+#[test]
+fn vacuum_removes_what_runs_left_and_keeps_the_published_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    generate(&input, 200, 13);
+    for as_of in ["2025-03-01", "2025-06-01"] {
+        let out = crate::run(
+            &default_pipeline(),
+            &input,
+            &output,
+            &[&format!("as_of={as_of}")],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let cols = "customer_id, rfm_segment";
+    let before = crate::read_table(&output, "customer_segments", cols);
+    // What a killed run leaves: a data file never committed, and its work folder.
+    let segments = output.join("customer_segments");
+    let a_file = std::fs::read_dir(&segments)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .unwrap();
+    let stray = segments.join("part-00000-0000000000000000.parquet");
+    std::fs::copy(&a_file, &stray).unwrap();
+    let old_work = output.join("_runs/20200101T000000Z-deadbeef/work/t");
+    std::fs::create_dir_all(&old_work).unwrap();
+    std::fs::write(old_work.join("part-0.parquet"), b"x").unwrap();
+    let vacuum = |extra: &[&str]| {
+        segflow()
+            .args(["vacuum", output.to_str().unwrap(), "--older-than", "0s"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // A dry run lists, and deletes nothing.
+    let dry = vacuum(&[]);
+    assert!(dry.status.success(), "{}", text(&dry));
+    let listed = String::from_utf8_lossy(&dry.stdout).to_string();
+    assert!(listed.contains("dry run"), "{listed}");
+    assert!(listed.contains("20200101T000000Z-deadbeef"), "{listed}");
+    assert!(stray.exists() && old_work.exists());
+    // Deleting: the stray file, the replaced version's files and the old work folder go; the
+    // published run reads as before, and the manifests stay.
+    let done = vacuum(&["--yes"]);
+    assert!(done.status.success(), "{}", text(&done));
+    assert!(!stray.exists(), "{}", text(&done));
+    assert!(!output.join("_runs/20200101T000000Z-deadbeef").exists());
+    assert_eq!(
+        crate::read_table(&output, "customer_segments", cols).1,
+        before.1
+    );
+    let manifests = std::fs::read_dir(output.join("_runs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| crate::of_a_run(&e.path()) && e.path().extension().is_some_and(|x| x == "json"))
+        .count();
+    assert_eq!(manifests, 2);
+    // The next run works on the vacuumed output.
+    let again = crate::run(&default_pipeline(), &input, &output, &["as_of=2025-06-01"]);
+    assert!(again.status.success(), "{}", text(&again));
+}

@@ -103,6 +103,13 @@ pub fn init(filter: &str, format: Format) {
             "ballista_core::extension=warn"
                 .parse()
                 .expect("a valid directive"),
+        )
+        // delta-rs warns on every use of `with_keep_versions` (`segflow vacuum` keeps the
+        // published version's files with it), which says nothing to a user.
+        .add_directive(
+            "deltalake_core::operations::vacuum=error"
+                .parse()
+                .expect("a valid directive"),
         );
     match format {
         Format::Text => tracing_subscriber::fmt()

@@ -107,6 +107,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove what runs leave behind, older than --older-than: data files no version needs
+    /// (replaced, or written by failed runs and never committed; the version
+    /// `_published.json` names is always kept) and ended runs' work folders. A dry run that
+    /// lists them unless --yes.
+    Vacuum {
+        /// The pipeline's output (a path or a URL); its runs are under OUTPUT/_runs.
+        output: String,
+        /// Keep what is younger than this: 30m, 12h, 7d.
+        #[arg(long, value_parser = parse_duration, default_value = "7d")]
+        older_than: std::time::Duration,
+        /// Delete; without it, only list what would be deleted.
+        #[arg(long)]
+        yes: bool,
+    },
     /// List the stage kinds this binary knows.
     Stages,
     /// Write a realistic, seeded CRM export (the four input CSV files).
@@ -297,6 +311,11 @@ async fn dispatch(command: Command, cancel: CancellationToken) -> ExitCode {
         },
         Command::Backfill(args) => backfill::run(args, cancel).await,
         Command::Runs { output, last, json } => list_runs(&output, last, json).await,
+        Command::Vacuum {
+            output,
+            older_than,
+            yes,
+        } => vacuum(&output, older_than, !yes).await,
         Command::Stages => out::emit_result(
             &registry()
                 .factories()
@@ -342,6 +361,42 @@ fn describe_plan(plan: &Plan) -> String {
         }
     }
     s
+}
+
+/// `segflow vacuum`.
+async fn vacuum(output: &str, older_than: std::time::Duration, dry_run: bool) -> ExitCode {
+    use segflow_core::{publish, storage};
+    let runs = match storage::parse_location(output) {
+        Ok(u) => storage::join(&storage::as_dir(&u), "_runs"),
+        Err(e) => return out::fail(&e, ErrorClass::Invalid),
+    };
+    let done = async {
+        let ctx = session::new_session(&session::SessionOptions::default())?;
+        publish::vacuum::vacuum(&ctx, &runs, older_than, dry_run).await
+    };
+    let report = match done.await {
+        Ok(r) => r,
+        Err(e) => return out::fail(&e, e.class()),
+    };
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    let mut text = String::new();
+    for (table, files) in &report.tables {
+        text.push_str(&format!("{table:<24} {verb} {} data files\n", files.len()));
+        for f in files.iter().take(3) {
+            text.push_str(&format!("    {f}\n"));
+        }
+    }
+    text.push_str(&format!(
+        "work folders of ended runs: {verb} {}\n",
+        report.work_folders.len()
+    ));
+    for f in &report.work_folders {
+        text.push_str(&format!("    {f}\n"));
+    }
+    if dry_run {
+        text.push_str("dry run: nothing was deleted; pass --yes to delete\n");
+    }
+    out::emit_result(&text)
 }
 
 /// `segflow runs`.

@@ -33,6 +33,7 @@ use deltalake::table::builder::DeltaTableBuilder;
 use url::Url;
 
 mod reconcile;
+pub mod vacuum;
 mod written;
 
 pub(crate) use written::{FileWriter, check_sink, commit as commit_written, delta_schema};
