@@ -17,7 +17,7 @@ SETUPS = ["local", "1x", "2x"]
 
 
 def manifest(out: Path) -> dict:
-    return json.loads(sorted((out / "_runs").glob("*.json"))[-1].read_text())
+    return json.loads(sorted((out / "_runs").glob("[0-9]*.json"))[-1].read_text())
 
 
 def rss_gib(path: Path) -> float:

@@ -21,7 +21,7 @@ def rss_gib(path: Path) -> float:
 
 
 def manifest(out: Path) -> dict:
-    return json.loads(sorted((out / "_runs").glob("*.json"))[-1].read_text())
+    return json.loads(sorted((out / "_runs").glob("[0-9]*.json"))[-1].read_text())
 
 
 def record(d: Path) -> None:

@@ -39,7 +39,8 @@ def main(out: Path, record: Path | None) -> int:
     x = (x - x.mean(axis=0)) / x.std(axis=0)
     ours = {k: inertia for k, inertia in duckdb.sql("select k, inertia from scores").fetchall()}
 
-    manifests = sorted((out / "_runs").glob("*.json"))
+    # Run manifests are named by run id; `_published.json` beside them is the pointer.
+    manifests = sorted((out / "_runs").glob("[0-9]*.json"))
     seconds = {}
     for stage in json.loads(manifests[-1].read_text())["stages"]:
         for s in stage.get("metrics", {}).get("kmeans", {}).get("scores", []):

@@ -7,6 +7,8 @@
 //!       │
 //!  publish ──> Delta write: new data files under <url>/, then one commit to <url>/_delta_log/
 //!       │                     (files without a commit are invisible; vacuum removes them)
+//!  pointer  ──> <runs>/_published.json: this run's versions (crate::pointer)
+//!       │
 //!  manifest ──> <runs>/<run_id>.json, written last
 //! ```
 //!
@@ -17,9 +19,10 @@
 //! Object stores cannot rename a directory, so outputs are Delta Lake tables: a reader sees the
 //! previous version until the commit file appears, and then the whole new version. A run that
 //! fails or is killed before its commit leaves the table exactly as it was. Nothing is published
-//! until every stage and check of the run has passed. Each table commits on its own: the
-//! manifest lists the version each table got, which is what a reader needing several tables at
-//! one run should pin.
+//! until every stage and check of the run has passed. Each table commits on its own: a reader
+//! needing several tables of one run reads them at the versions `_published.json` names.
+//! Every commit carries the run's mark, so that one whose answer was lost is found in the log
+//! (`publish/reconcile.rs`).
 
 use std::sync::Arc;
 
