@@ -1,8 +1,8 @@
 //! What commands print on stdout, and how they end.
 //!
-//! Output is composed as text and written at once: a reader that closed the pipe early
-//! (`segflow plan | head`) ends the command quietly, as ripgrep does, instead of a panic in
-//! `println!`. Errors go to stderr as one line with their sources (`error::chain`) and leave
+//! Output is composed as text, blanked of secrets (`log::redacted`) and written at once: a
+//! reader that closed the pipe early (`segflow plan | head`) ends the command quietly, as
+//! ripgrep does, instead of a panic in `println!`. Errors go to stderr as one line with their sources (`error::chain`) and leave
 //! with their class's exit code.
 
 use std::io::Write;
