@@ -229,3 +229,76 @@ fn results_round_trip_and_name_a_bad_target() {
     let e = parse_results(&[batch], 1).unwrap_err().to_string();
     assert!(e.contains("target 1 of 1"), "{e}");
 }
+
+/// Rows whose partition column `part` holds `values`, one row each.
+fn partitioned(ctx: &SessionContext, values: &[String]) -> DataFrame {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("part", DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..values.len() as i64)),
+            Arc::new(arrow::array::StringArray::from_iter_values(values)),
+        ],
+    )
+    .unwrap();
+    let table = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
+    ctx.read_table(Arc::new(table)).unwrap()
+}
+
+proptest::proptest! {
+    /// Partition values with `/`, `..`, `=`, `#12`, `%`, spaces or any unicode: every file
+    /// lands inside the table's folder, and its Add action keeps the value as it was.
+    #[test]
+    fn prop_partition_values_never_escape_the_table(
+        values in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::sample::select(vec![
+                    "../..".to_string(), "..".to_string(), "/".to_string(), "a/../../b".to_string(),
+                    "x=y".to_string(), "#12".to_string(), "%2F..%2F".to_string(), " ".to_string(),
+                    "ü/ß".to_string(), "日本/..".to_string(),
+                ]),
+                "\\PC{1,12}",
+            ],
+            1..6,
+        ),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().canonicalize().unwrap();
+            let url = Url::from_directory_path(&root).unwrap();
+            let table = url.join("out/t/").unwrap();
+            let ctx = crate::session::new_session(&Default::default()).unwrap();
+            let spec = WriteSpec {
+                targets: vec![WriteTarget {
+                    table: "t".into(),
+                    columns: vec!["id".into(), "part".into()],
+                    sink: SinkSpec::Delta {
+                        table: table.clone(),
+                        partition_by: vec!["part".into()],
+                    },
+                }],
+                split_by: None,
+            };
+            let (files, _) = write(partitioned(&ctx, &values), spec, LocalHooks::default()).await;
+            let table_dir = root.join("out/t");
+            let mut seen: Vec<String> = Vec::new();
+            for f in &files[0] {
+                let path = std::path::Path::new(f.url.path());
+                let on_disk = path.canonicalize().expect("the file exists where its URL says");
+                assert!(on_disk.starts_with(&table_dir), "{} escaped {}", on_disk.display(), table_dir.display());
+                let add = f.add.as_ref().expect("an Add action");
+                seen.push(add.partition_values["part"].clone().unwrap_or_default());
+            }
+            let mut want = values.clone();
+            want.sort();
+            want.dedup();
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen, want);
+        });
+    }
+}
