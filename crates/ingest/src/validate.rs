@@ -308,43 +308,20 @@ pub fn check_reference_by_join(
     reason: &str,
     table: &str,
 ) -> DfResult<DataFrame> {
-    let names: Vec<String> = df
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let alias = |c: &String| format!("__ref_{c}");
-    let keys = target
-        .select(
-            columns
-                .iter()
-                .map(|c| ident(c).alias(alias(c)))
-                .collect::<Vec<Expr>>(),
-        )?
-        .distinct()?;
-    let key_names: Vec<String> = columns.iter().map(alias).collect();
+    let names = column_names(&df);
+    let (keys, key_names) = distinct_keys(target, columns)?;
     let left: Vec<&str> = key_names.iter().map(String::as_str).collect();
     let right: Vec<&str> = columns.iter().map(String::as_str).collect();
     let joined = keys.join(df, JoinType::Right, &left, &right, None)?;
-    let every_key_set = columns
-        .iter()
-        .map(|c| ident(c).is_not_null())
-        .reduce(|a, b| a.and(b))
-        .expect("references have columns");
     let unmatched = ident(&key_names[0]).is_null();
-    let flagged = replace_problem(
+    flag_joined(
         joined,
-        ident(REASON).is_null().and(every_key_set).and(unmatched),
-        lit(reason.to_string()),
-        lit(columns[0].clone()),
-        concat(vec![
-            lit(format!("{} '", columns.join(", "))),
-            key_text(columns),
-            lit(format!("' has no match in `{table}`")),
-        ]),
-    )?;
-    flagged.select(names.iter().map(ident).collect::<Vec<Expr>>())
+        &names,
+        columns,
+        reason,
+        unmatched,
+        &format!("' has no match in `{table}`"),
+    )
 }
 
 /// Flags good rows whose key is already in `loaded` (rows an earlier run published to
@@ -373,14 +350,29 @@ fn flag_by_lookup(
     reason: &str,
     message_end: &str,
 ) -> DfResult<DataFrame> {
-    let names: Vec<String> = df
-        .schema()
+    let names = column_names(&df);
+    let (right, right_names) = distinct_keys(target, columns)?;
+    let left_keys: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let right_keys: Vec<&str> = right_names.iter().map(String::as_str).collect();
+    // DataFusion builds its hash table from the join's left input: the rows.
+    let joined = df.join(right, JoinType::Left, &left_keys, &right_keys, None)?;
+    let matched = ident(&right_names[0]).is_not_null();
+    flag_joined(joined, &names, columns, reason, matched, message_end)
+}
+
+fn column_names(df: &DataFrame) -> Vec<String> {
+    df.schema()
         .fields()
         .iter()
         .map(|f| f.name().clone())
-        .collect();
+        .collect()
+}
+
+/// The distinct values of `columns` in `target`, renamed `__ref_<column>` so that they can
+/// be joined to rows with the same column names, and those names.
+fn distinct_keys(target: DataFrame, columns: &[String]) -> DfResult<(DataFrame, Vec<String>)> {
     let alias = |c: &String| format!("__ref_{c}");
-    let right = target
+    let keys = target
         .select(
             columns
                 .iter()
@@ -388,20 +380,28 @@ fn flag_by_lookup(
                 .collect::<Vec<Expr>>(),
         )?
         .distinct()?;
-    let left_keys: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let right_names: Vec<String> = columns.iter().map(alias).collect();
-    let right_keys: Vec<&str> = right_names.iter().map(String::as_str).collect();
-    // DataFusion builds its hash table from the join's left input: the rows.
-    let joined = df.join(right, JoinType::Left, &left_keys, &right_keys, None)?;
-    let some_key_set = columns
+    Ok((keys, columns.iter().map(alias).collect()))
+}
+
+/// In the rows of a join to [`distinct_keys`], flags good rows with every key column set
+/// where `when` holds, with the message `<columns> '<key>` + `message_end`, and keeps the
+/// rows' own columns `names`.
+fn flag_joined(
+    joined: DataFrame,
+    names: &[String],
+    columns: &[String],
+    reason: &str,
+    when: Expr,
+    message_end: &str,
+) -> DfResult<DataFrame> {
+    let every_key_set = columns
         .iter()
         .map(|c| ident(c).is_not_null())
         .reduce(|a, b| a.and(b))
-        .expect("lookups have columns");
-    let matched = ident(&right_names[0]).is_not_null();
+        .expect("key checks have columns");
     let flagged = replace_problem(
         joined,
-        ident(REASON).is_null().and(some_key_set).and(matched),
+        ident(REASON).is_null().and(every_key_set).and(when),
         lit(reason.to_string()),
         lit(columns[0].clone()),
         concat(vec![
