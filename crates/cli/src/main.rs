@@ -363,12 +363,20 @@ fn describe_plan(plan: &Plan) -> String {
     s
 }
 
+/// The runs folder of the default layout under an output given on the command line:
+/// `OUTPUT/_runs`.
+fn runs_of(output: &str) -> Result<url::Url, ExitCode> {
+    segflow_core::storage::parse_location(output)
+        .map(|u| segflow_core::storage::join(&segflow_core::storage::as_dir(&u), "_runs"))
+        .map_err(|e| out::fail(&e, ErrorClass::Invalid))
+}
+
 /// `segflow vacuum`.
 async fn vacuum(output: &str, older_than: std::time::Duration, dry_run: bool) -> ExitCode {
-    use segflow_core::{publish, storage};
-    let runs = match storage::parse_location(output) {
-        Ok(u) => storage::join(&storage::as_dir(&u), "_runs"),
-        Err(e) => return out::fail(&e, ErrorClass::Invalid),
+    use segflow_core::publish;
+    let runs = match runs_of(output) {
+        Ok(u) => u,
+        Err(code) => return code,
     };
     let done = async {
         let ctx = session::new_session(&session::SessionOptions::default())?;
@@ -401,10 +409,10 @@ async fn vacuum(output: &str, older_than: std::time::Duration, dry_run: bool) ->
 
 /// `segflow runs`.
 async fn list_runs(output: &str, last: usize, json: bool) -> ExitCode {
-    use segflow_core::{manifest, storage};
-    let runs = match storage::parse_location(output) {
-        Ok(u) => storage::join(&storage::as_dir(&u), "_runs"),
-        Err(e) => return out::fail(&e, ErrorClass::Invalid),
+    use segflow_core::manifest;
+    let runs = match runs_of(output) {
+        Ok(u) => u,
+        Err(code) => return code,
     };
     let listed = async {
         let ctx = session::new_session(&session::SessionOptions::default())?;

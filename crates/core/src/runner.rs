@@ -108,15 +108,13 @@ pub async fn run(
         };
         // Every table is committed: point readers at this run's versions, while the lease
         // still keeps other runs out.
-        let result = match result {
-            Ok(()) => match lease.check() {
-                Ok(()) => pointer::write(ctx, &plan.runs, &info.run_id, &plan.name, &published)
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
+        let result = async {
+            result?;
+            lease.check()?;
+            pointer::write(ctx, &plan.runs, &info.run_id, &plan.name, &published).await?;
+            Ok(())
+        }
+        .await;
         lease.release().await;
         result
     }
