@@ -211,9 +211,22 @@ fn sigterm_stops_the_run_writes_its_manifest_and_exits_130() {
         1,
         "{statuses:?}"
     );
-    // Nothing was published, and the run's work folder is gone.
+    // Nothing was published; the run's folder stays for a resume, which reuses the stage
+    // that finished, publishes, and deletes the folder.
     assert!(!output.join("customer_segments").exists());
     let run_id = manifest["run_id"].as_str().unwrap();
+    assert!(output.join("_runs").join(run_id).join("run.json").exists());
+    let resumed = run_with(&default_pipeline(), &input, &output, &["--resume", run_id]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    let manifest = manifest_of(&output, run_id);
+    assert_valid_manifest(&manifest);
+    assert_eq!(manifest["attempt"], 2);
+    assert_eq!(manifest["previous_attempts"][0]["status"], "interrupted");
+    // The stage that had finished when the signal came (and any the run finished while it
+    // stopped).
+    let reused = stages_where(&manifest, "reused");
+    assert_eq!(reused.first(), Some(&"ingest_customers"), "{reused:?}");
+    assert!(output.join("customer_segments").exists());
     assert!(!output.join("_runs").join(run_id).exists());
 }
 
@@ -374,4 +387,119 @@ fn vacuum_removes_what_runs_left_and_keeps_the_published_run() {
     // The next run works on the vacuumed output.
     let again = crate::run(&default_pipeline(), &input, &output, &["as_of=2025-06-01"]);
     assert!(again.status.success(), "{}", text(&again));
+}
+
+/// The manifest of run `run_id` under `output`.
+fn manifest_of(output: &std::path::Path, run_id: &str) -> Value {
+    let file = output.join("_runs").join(format!("{run_id}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap()
+}
+
+/// The ids of a manifest's stages that have `field` true.
+fn stages_where<'a>(manifest: &'a Value, field: &str) -> Vec<&'a str> {
+    manifest["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s[field] == true)
+        .map(|s| s["id"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_failed_run_resumes_reusing_unchanged_stages_and_publishes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    generate(&input, 200, 5);
+    let surveys_file = input.join("survey_responses.csv");
+    let good_surveys = std::fs::read_to_string(&surveys_file).unwrap();
+    // A fresh run on a copy of the good input: what the resumed run must publish.
+    let reference = dir.path().join("reference");
+    let fresh = run_with(&default_pipeline(), &input, &reference, &[]);
+    assert!(fresh.status.success(), "{}", text(&fresh));
+
+    // The survey export arrives broken: the survey ingest fails its contract (exit 3) after
+    // the three ingests before it passed.
+    std::fs::write(&surveys_file, good_surveys.replace(",5\n", ",9\n")).unwrap();
+    let failed = run_with(&default_pipeline(), &input, &output, &[]);
+    assert_eq!(failed.status.code(), Some(3), "{}", text(&failed));
+    let first = newest_manifest(&output);
+    let run_id = first["run_id"].as_str().unwrap().to_string();
+    assert_eq!(first["attempt"], 1);
+    // Its folder stays, with a checkpoint per stage that passed.
+    let run_dir = output.join("_runs").join(&run_id);
+    for stage in ["ingest_customers", "ingest_orders", "ingest_events"] {
+        assert!(
+            run_dir.join(format!("stages/{stage}.json")).exists(),
+            "{stage}"
+        );
+    }
+
+    // Resumed on the same broken input: the passed stages are reused, the ingest fails again.
+    let again = run_with(&default_pipeline(), &input, &output, &["--resume", &run_id]);
+    assert_eq!(again.status.code(), Some(3), "{}", text(&again));
+    let second = manifest_of(&output, &run_id);
+    assert_valid_manifest(&second);
+    assert_eq!(second["attempt"], 2);
+    assert_eq!(
+        stages_where(&second, "reused"),
+        ["ingest_customers", "ingest_orders", "ingest_events"]
+    );
+
+    // The export is fixed: the third attempt reruns the survey ingest (its input changed) and
+    // everything after it, publishes, and leaves no folder behind.
+    std::fs::write(&surveys_file, &good_surveys).unwrap();
+    let third = run_with(&default_pipeline(), &input, &output, &["--resume", &run_id]);
+    assert!(third.status.success(), "{}", text(&third));
+    let manifest = manifest_of(&output, &run_id);
+    assert_valid_manifest(&manifest);
+    assert_eq!(manifest["status"], "succeeded");
+    assert_eq!(manifest["attempt"], 3);
+    let previous: Vec<&str> = manifest["previous_attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(previous, ["failed", "failed"]);
+    assert_eq!(
+        stages_where(&manifest, "reused"),
+        ["ingest_customers", "ingest_orders", "ingest_events"]
+    );
+    let ran = stage_field(&manifest, "status");
+    assert!(ran.iter().all(|s| *s == "succeeded"), "{ran:?}");
+    assert!(!run_dir.exists(), "the succeeded run's folder is deleted");
+    let pointer: Value = serde_json::from_str(
+        &std::fs::read_to_string(output.join("_runs/_published.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(pointer["run_id"], run_id.as_str());
+    // Exactly what a run without the failure publishes, each table in one commit.
+    for (table, cols) in [
+        (
+            "customer_segments",
+            "customer_id, rfm_segment, cluster_label",
+        ),
+        ("customer_features", "*"),
+        // Written into its Delta table by the first attempt, committed by the third.
+        ("staging/orders", "count(*)"),
+        ("quarantine", "table_name, source_file, line_number, reason"),
+    ] {
+        let got = crate::read_table(&output, table, cols);
+        let want = crate::read_table(&reference, table, cols);
+        assert_eq!(got.1, want.1, "{table}");
+        assert_eq!(got.0, 0, "{table}: one commit, version 0");
+    }
+
+    // A succeeded run, or one that never was, cannot be resumed: exit 2, nothing run.
+    let done = run_with(&default_pipeline(), &input, &output, &["--resume", &run_id]);
+    assert_eq!(done.status.code(), Some(2), "{}", text(&done));
+    assert!(text(&done).contains("does not exist"), "{}", text(&done));
+    let unknown = run_with(
+        &default_pipeline(),
+        &input,
+        &output,
+        &["--resume", "20200101T000000Z-00000000"],
+    );
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
 }

@@ -13,7 +13,9 @@ when a random table starts publishing or has just published (a third). Then:
 - `_runs/_published.json` names the run before or the killed run, and every table read at the
   version it names equals that run's table;
 - the next run (with --wait, for the killed run's lease to expire) succeeds, and publishes
-  exactly the completed run's tables.
+  exactly the completed run's tables. Every other time it is `--resume` of the killed run
+  (docs/scheduling.md, "Resume"): it reuses the stages the killed run finished, commits what
+  the killed run had not committed, and nothing twice.
 
 It prints how many kills fell in each phase and how the tables stood after them, and exits 1 at
 the first violation.
@@ -129,6 +131,7 @@ def main() -> int:
     phases: dict[str, int] = {}
     outcomes = {"unchanged": 0, "before": 0, "after": 0, "absent": 0}
     pointer_moved = 0
+    resumes = {"resumed": 0, "stages reused": 0, "mid-publish": 0, "not started": 0}
     t0 = time.monotonic()
     for i in range(kills):
         as_of = DATES[i % 2]
@@ -178,10 +181,25 @@ def main() -> int:
                       f"({entry['version']}) is not that run's table")
                 return 1
         # The next run succeeds, once the killed run's lease has expired, and publishes
-        # exactly what the completed run did.
-        again = run(bin_, inp, out, as_of, "--wait")
+        # exactly what the completed run did; every other one resumes the killed run.
+        resumed = i % 2 == 1 and run_id is not None and phase != "finished"
+        if resumed:
+            again = run(bin_, inp, out, as_of, "--wait", "--resume", run_id)
+            if again.returncode == 2 and "does not exist" in again.stderr:
+                # Killed before it had written its record: there is nothing to resume.
+                resumes["not started"] += 1
+                again = run(bin_, inp, out, as_of, "--wait")
+            elif again.returncode == 0:
+                m = json.loads((out / "_runs" / f"{run_id}.json").read_text())
+                reused = sum(st["reused"] for st in m["stages"])
+                resumes["resumed"] += 1
+                resumes["stages reused"] += reused
+                resumes["mid-publish"] += phase in ("publish_started", "published")
+        else:
+            again = run(bin_, inp, out, as_of, "--wait")
         if again.returncode != 0:
-            print(f"kill {i}: the run after the kill failed:\n{again.stderr}")
+            print(f"kill {i}: the run after the kill ({'resumed' if resumed else 'new'}) "
+                  f"failed:\n{again.stderr}")
             return 1
         if state(out) != after:
             differ = [t for t in after if state(out).get(t) != after[t]]
@@ -197,7 +215,10 @@ def main() -> int:
           f"{outcomes['absent']} not yet created; 0 mixed or partial")
     print(f"  _published.json: moved to the killed run {pointer_moved} times, otherwise named "
           f"the run before; every table at its versions was that run's")
-    print(f"  the run after every kill succeeded and published what a run without a kill does")
+    print(f"  the run after every kill succeeded and published what a run without a kill does; "
+          f"{resumes['resumed']} of them resumed the killed run ({resumes['stages reused']} "
+          f"stages reused, {resumes['mid-publish']} after a kill mid-publish), "
+          f"{resumes['not started']} found nothing to resume (killed before it started)")
     return 0
 
 

@@ -67,6 +67,11 @@ enum Command {
         /// files earlier runs ingested.
         #[arg(long)]
         full_refresh: bool,
+        /// Another attempt of run RUN_ID, which did not succeed: stages whose fingerprint
+        /// (inputs, SQL, params) is unchanged reuse its tables, the others run; then the run
+        /// publishes as usual, committing nothing twice (docs/scheduling.md, "Resume").
+        #[arg(long, value_name = "RUN_ID")]
+        resume: Option<String>,
         /// Partitions (threads) per query; default: the number of cores.
         #[arg(long)]
         target_partitions: Option<usize>,
@@ -109,8 +114,8 @@ enum Command {
     },
     /// Remove what runs leave behind, older than --older-than: data files no version needs
     /// (replaced, or written by failed runs and never committed; the version
-    /// `_published.json` names is always kept) and ended runs' work folders. A dry run that
-    /// lists them unless --yes.
+    /// `_published.json` names is always kept) and the folders that runs which did not
+    /// succeed keep for --resume. A dry run that lists them unless --yes.
     Vacuum {
         /// The pipeline's output (a path or a URL); its runs are under OUTPUT/_runs.
         output: String,
@@ -276,6 +281,7 @@ async fn dispatch(command: Command, cancel: CancellationToken) -> ExitCode {
             vars,
             keep_work,
             full_refresh,
+            resume,
             target_partitions,
             memory_limit,
             engine,
@@ -290,8 +296,10 @@ async fn dispatch(command: Command, cancel: CancellationToken) -> ExitCode {
                 full_refresh,
                 cancel,
                 lease: lease.options(),
+                resume: None,
             };
-            run(&pipeline, &vars, &run_options, &options, engine.as_deref()).await
+            let engine = engine.as_deref();
+            run(&pipeline, &vars, run_options, resume, &options, engine).await
         }
         Command::Scheduler(args) => cluster::scheduler(args).await,
         Command::Executor(args) => cluster::executor(args).await,
@@ -464,7 +472,8 @@ async fn list_runs(output: &str, last: usize, json: bool) -> ExitCode {
 async fn run(
     pipeline: &Path,
     vars: &[(String, String)],
-    run_options: &runner::RunOptions,
+    mut run_options: runner::RunOptions,
+    resume: Option<String>,
     options: &session::SessionOptions,
     engine: Option<&str>,
 ) -> ExitCode {
@@ -480,11 +489,17 @@ async fn run(
         Ok(c) => c,
         Err(e) => return out::fail(&e, e.class()),
     };
+    if let Some(run_id) = resume {
+        match segflow_core::resume::open(&ctx, &plan, &run_id).await {
+            Ok(r) => run_options.resume = Some(r),
+            Err(e) => return out::fail(&e, e.class()),
+        }
+    }
     let observer: Box<dyn segflow_core::stage::Observer> = match log::format() {
         log::Format::Text => Box::new(progress::Progress::new(plan.stages.len())),
         log::Format::Json => Box::new(progress::JsonProgress::new()),
     };
-    let outcome = runner::run(&ctx, &plan, observer.as_ref(), run_options).await;
+    let outcome = runner::run(&ctx, &plan, observer.as_ref(), &run_options).await;
     progress::print_summary(&outcome);
     match &outcome.error {
         None => {

@@ -15,7 +15,7 @@ use crate::stage::StageContext;
 const SAMPLE: usize = 5;
 
 /// Outcome of one check, for the manifest.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CheckReport {
     pub check: String,
     pub passed: bool,

@@ -176,6 +176,10 @@ pub enum Error {
     #[error("run cancelled")]
     Cancelled,
 
+    /// `run --resume RUN_ID` names a run that cannot be resumed.
+    #[error("cannot resume run {run_id}: {message}")]
+    Resume { run_id: String, message: String },
+
     /// A broken invariant inside segflow: not the user's fault.
     #[error(
         "internal error: {0}. This is a bug in segflow; please report it with the pipeline file"
@@ -229,7 +233,8 @@ impl Error {
             | Error::BadVar { .. }
             | Error::MissingParam { .. }
             | Error::UnusedParam { .. }
-            | Error::Config { .. } => ErrorClass::Invalid,
+            | Error::Config { .. }
+            | Error::Resume { .. } => ErrorClass::Invalid,
             // SQL that DataFusion cannot plan (a stage's file, a `where:`) is a pipeline
             // error; a query that fails while running is classed by what failed.
             Error::Sql { source, .. } | Error::DataFusion { source, .. } => {

@@ -20,12 +20,14 @@
 pub mod checks;
 pub mod error;
 pub mod files;
+pub mod fingerprint;
 pub mod lease;
 pub mod manifest;
 pub mod plan;
 pub mod pointer;
 pub mod publish;
 pub mod resident;
+pub mod resume;
 pub mod runner;
 pub mod session;
 pub mod spec;

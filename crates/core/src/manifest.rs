@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::checks::CheckReport;
 use crate::error::ErrorClass;
 use crate::vars::Vars;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Succeeded,
@@ -38,6 +38,11 @@ pub struct RunManifest {
     /// What kind of failure (the exit code's class), when the run failed.
     pub error_class: Option<ErrorClass>,
     pub vars: Vars,
+    /// This attempt of the run: 1, or more for `run --resume RUN_ID` ([`crate::resume`]).
+    pub attempt: u32,
+    /// The run's earlier attempts, oldest first.
+    pub previous_attempts: Vec<crate::resume::AttemptSummary>,
+    /// When this attempt started and ended.
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub duration_ms: u64,
@@ -48,7 +53,7 @@ pub struct RunManifest {
     pub published: Vec<PublishReport>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageReport {
     pub id: String,
     pub kind: String,
@@ -76,15 +81,23 @@ pub struct StageReport {
     pub error: Option<String>,
     /// What kind of failure, when the stage failed.
     pub error_class: Option<ErrorClass>,
+    /// What the stage's tables are a function of ([`crate::fingerprint`]); absent for a
+    /// stage that did not start.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// The stage did not run in this attempt: an earlier attempt's tables, with an unchanged
+    /// fingerprint, were reused (the report is that attempt's).
+    #[serde(default)]
+    pub reused: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutputReport {
     pub rows: u64,
     pub path: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PublishReport {
     pub table: String,
     pub url: String,
@@ -113,6 +126,8 @@ impl StageReport {
             engine_jobs: Vec::new(),
             error: None,
             error_class: None,
+            fingerprint: None,
+            reused: false,
         }
     }
 }

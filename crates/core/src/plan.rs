@@ -292,6 +292,14 @@ mod tests {
         async fn run(&self, _cx: &StageContext<'_>) -> Result<()> {
             Ok(())
         }
+        async fn fingerprint(
+            &self,
+            _ctx: &datafusion::prelude::SessionContext,
+            _run: &crate::stage::RunInfo,
+            _f: &mut crate::fingerprint::Fingerprint,
+        ) -> Result<()> {
+            Ok(())
+        }
     }
     impl StageFactory for Fake {
         fn kind(&self) -> &'static str {

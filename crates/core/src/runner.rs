@@ -15,15 +15,16 @@ use url::Url;
 
 use crate::checks;
 use crate::error::{Error, Result};
+use crate::fingerprint::Fingerprint;
 use crate::lease::{Lease, LeaseOptions};
 use crate::manifest::{OutputReport, PublishReport, RunManifest, StageReport, Status};
 use crate::plan::{Plan, PlannedStage};
 use crate::pointer;
 use crate::publish::{self, PublishRequest};
+use crate::resume::{self, Resume};
 use crate::stage::{Observer, RunInfo, StageContext};
 use crate::storage;
 use crate::table::TableInfo;
-use object_store::ObjectStoreExt as _;
 
 /// Knobs of one run.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +38,8 @@ pub struct RunOptions {
     pub cancel: CancellationToken,
     /// How the run takes its output's lease.
     pub lease: LeaseOptions,
+    /// Another attempt of a run that did not succeed ([`crate::resume::open`]).
+    pub resume: Option<Resume>,
 }
 
 /// The result of a run: its manifest, and the error when it failed.
@@ -60,25 +63,31 @@ pub async fn run(
 ) -> RunOutcome {
     let started_at = Utc::now();
     let clock = Instant::now();
+    let resume = options.resume.as_ref();
     let info = RunInfo {
-        run_id: new_run_id(started_at),
+        run_id: resume.map_or_else(|| new_run_id(started_at), |r| r.run_id.clone()),
         pipeline: plan.name.clone(),
         pipeline_file: plan.file.clone(),
-        started_at,
+        started_at: resume.map_or(started_at, |r| r.started_at),
         vars: plan.vars.clone(),
         full_refresh: options.full_refresh,
     };
+    let attempt = resume.map_or(1, |r| r.attempt);
     // Everything the run writes besides its published tables and its manifest lives under
-    // <runs>/<run_id>/, deleted when the run ends.
-    let run_dir = storage::as_dir(&storage::join(&plan.runs, &info.run_id));
+    // <runs>/<run_id>/: deleted when the run succeeds, kept for `run --resume` otherwise.
+    let run_dir = resume::run_dir(&plan.runs, &info.run_id);
     let work = storage::as_dir(&storage::join(&run_dir, "work"));
-    tracing::info!(run_id = %info.run_id, pipeline = %plan.name, "run started");
+    tracing::info!(run_id = %info.run_id, pipeline = %plan.name, attempt, "run started");
     observer.run_started(&info);
     // Every event inside the run carries its id (the JSON log's `run_id`). At error level so
     // that the span exists whatever the log filter lets through.
     let span = tracing::error_span!("run", run_id = %info.run_id);
 
     let tables = Mutex::new(BTreeMap::new());
+    // Whether this attempt may write under the run id: a new run always; a resumed one once it
+    // holds the lease and has found the run still unfinished. Until then the manifest there is
+    // another attempt's.
+    let owns_run = std::sync::atomic::AtomicBool::new(resume.is_none());
     let mut reports = Vec::new();
     let mut published = Vec::new();
     let result = async {
@@ -88,18 +97,44 @@ pub async fn run(
             lease = Lease::acquire(ctx, &plan.runs, &info.run_id, &options.lease) => lease?,
             () = options.cancel.cancelled() => return Err(Error::Cancelled),
         };
-        let stages = run_stages(
+        // A resumed run reads what the earlier attempt left again, now that the lease keeps it
+        // out: it may have gone on (even succeeded, or begun publishing) since the first read.
+        let refreshed = match resume {
+            Some(r) => match resume::open(ctx, plan, &r.run_id).await {
+                Ok(fresh) => Some(fresh),
+                Err(e) => {
+                    lease.release().await;
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        owns_run.store(true, std::sync::atomic::Ordering::Relaxed);
+        // What a later attempt needs, written once the lease keeps an earlier attempt out.
+        let record = resume::RunRecord {
+            run_id: info.run_id.clone(),
+            pipeline: plan.name.clone(),
+            started_at: info.started_at,
+            attempt,
+            attempt_started_at: started_at,
+        };
+        let record_url = storage::join(&run_dir, "run.json");
+        if let Err(e) = storage::put_json(ctx, &record_url, &record, "run record").await {
+            lease.release().await;
+            return Err(e);
+        }
+        let scope = Scope {
             ctx,
-            plan,
             observer,
-            &info,
-            &work,
-            &tables,
-            &lease,
-            &mut reports,
-            &mut published,
-        )
-        .instrument(span.clone());
+            info: &info,
+            work: &work,
+            run_dir: &run_dir,
+            tables: &tables,
+            lease: &lease,
+            resume: refreshed.as_ref(),
+        };
+        let stages =
+            run_stages(&scope, plan, &mut reports, &mut published).instrument(span.clone());
         // Dropping the stages' future stops the running stage where it waits; what it wrote
         // stays under the run's work prefix, deleted below.
         let result = tokio::select! {
@@ -130,7 +165,9 @@ pub async fn run(
         }
         reports.push(report);
     }
-    if !options.keep_work
+    // A run that did not succeed keeps its folder for `run --resume` (until `segflow vacuum`).
+    if result.is_ok()
+        && !options.keep_work
         && let Err(e) = storage::delete_prefix(ctx, &run_dir).await
     {
         tracing::warn!("could not delete the run's work tables at {run_dir}: {e}");
@@ -152,6 +189,10 @@ pub async fn run(
         error: result.as_ref().err().map(|e| crate::error::chain(e)),
         error_class: result.as_ref().err().map(Error::class),
         vars: plan.vars.clone(),
+        attempt,
+        previous_attempts: resume
+            .map(|r| r.previous_attempts.clone())
+            .unwrap_or_default(),
         started_at,
         finished_at,
         duration_ms: clock.elapsed().as_millis() as u64,
@@ -164,11 +205,16 @@ pub async fn run(
         published,
     };
     let manifest_url = storage::join(&plan.runs, &format!("{}.json", info.run_id));
-    let written = write_manifest(ctx, &manifest_url, &manifest).await;
+    let written = if owns_run.load(std::sync::atomic::Ordering::Relaxed) {
+        Some(storage::put_json(ctx, &manifest_url, &manifest, "run manifest").await)
+    } else {
+        None
+    };
     let (manifest_url, error) = match (written, result) {
-        (Ok(()), r) => (Some(manifest_url), r.err()),
-        (Err(e), Ok(())) => (None, Some(e)),
-        (Err(e), Err(run_err)) => {
+        (Some(Ok(())), r) => (Some(manifest_url), r.err()),
+        (None, r) => (None, r.err()),
+        (Some(Err(e)), Ok(())) => (None, Some(e)),
+        (Some(Err(e)), Err(run_err)) => {
             tracing::error!("could not write the run manifest: {e}");
             (None, Some(run_err))
         }
@@ -180,15 +226,23 @@ pub async fn run(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What every stage of one run shares.
+struct Scope<'a> {
+    ctx: &'a SessionContext,
+    observer: &'a dyn Observer,
+    info: &'a RunInfo,
+    /// `<runs>/<run_id>/work/`: the run tables.
+    work: &'a Url,
+    /// `<runs>/<run_id>/`: the run's folder (checkpoints, `publishing.json`).
+    run_dir: &'a Url,
+    tables: &'a Mutex<BTreeMap<String, TableInfo>>,
+    lease: &'a Lease,
+    resume: Option<&'a Resume>,
+}
+
 async fn run_stages(
-    ctx: &SessionContext,
+    scope: &Scope<'_>,
     plan: &Plan,
-    observer: &dyn Observer,
-    info: &RunInfo,
-    work: &Url,
-    tables: &Mutex<BTreeMap<String, TableInfo>>,
-    lease: &Lease,
     reports: &mut Vec<StageReport>,
     published: &mut Vec<PublishReport>,
 ) -> Result<()> {
@@ -201,18 +255,43 @@ async fn run_stages(
         }
     }
     let written = Mutex::new(BTreeMap::new());
+    // Each run table's fingerprint: its stage's, which the stages reading it build on.
+    let mut prints: BTreeMap<String, String> = BTreeMap::new();
     let mut requests: Vec<PublishRequest> = Vec::new();
     for planned in &plan.stages {
-        let (report, result) = run_stage(
-            ctx, planned, observer, info, work, tables, &targets, &written,
-        )
-        .await;
-        observer.stage_finished(&report);
+        let (report, result) = run_stage(scope, planned, &targets, &written, &prints).await;
+        scope.observer.stage_finished(&report);
+        if let Some(print) = &report.fingerprint {
+            for output in &planned.outputs {
+                prints.insert(output.clone(), print.clone());
+            }
+        }
         reports.push(report);
         requests.extend(result?);
     }
     let written = written.into_inner().expect("written lock");
     let written = &written;
+    // Where each table stood before this run's first commit, for a later attempt to find the
+    // commits this one made (crate::resume); an earlier attempt's record stands.
+    let mut before = scope
+        .resume
+        .map(|r| r.publishing.clone())
+        .unwrap_or_default();
+    for request in &requests {
+        if !before.contains_key(request.url.as_str()) {
+            let version = publish::latest_version(scope.ctx, &request.url).await?;
+            before.insert(request.url.to_string(), version);
+        }
+    }
+    let publishing = storage::join(scope.run_dir, "publishing.json");
+    storage::put_json(
+        scope.ctx,
+        &publishing,
+        &before,
+        "record of versions before publishing",
+    )
+    .await?;
+    let before = &before;
     // Tables are published side by side: delta-rs encodes each table's files on one thread.
     // Requests for the same table (several stages appending to one quarantine) stay in order
     // in one queue, as each is a commit on top of the last.
@@ -223,17 +302,14 @@ async fn run_stages(
             None => queues.push(vec![(i, request)]),
         }
     }
-    let concurrency = ctx.copied_config().target_partitions().max(1);
+    let concurrency = scope.ctx.copied_config().target_partitions().max(1);
     let mut reports: Vec<(usize, PublishReport)> =
         futures::stream::iter(queues.into_iter().map(|queue| async move {
             let mut reports = Vec::new();
             for (i, request) in queue {
                 // A run that lost its lease commits nothing more: another run is writing.
-                lease.check()?;
-                reports.push((
-                    i,
-                    publish_one(ctx, request, observer, info, tables, written).await?,
-                ));
+                scope.lease.check()?;
+                reports.push((i, publish_one(scope, request, written, before).await?));
             }
             Ok::<_, Error>(reports)
         }))
@@ -246,14 +322,14 @@ async fn run_stages(
 }
 
 async fn publish_one(
-    ctx: &SessionContext,
+    scope: &Scope<'_>,
     request: &PublishRequest,
-    observer: &dyn Observer,
-    info: &RunInfo,
-    tables: &Mutex<BTreeMap<String, TableInfo>>,
     written: &BTreeMap<String, publish::WrittenFiles>,
+    before: &BTreeMap<String, Option<u64>>,
 ) -> Result<PublishReport> {
-    let rows = tables
+    let (ctx, info) = (scope.ctx, scope.info);
+    let rows = scope
+        .tables
         .lock()
         .expect("tables lock")
         .get(&request.table)
@@ -264,8 +340,33 @@ async fn publish_one(
                 request.table
             ))
         })?;
-    observer.publish_started(request.display_name(), &request.url);
+    scope
+        .observer
+        .publish_started(request.display_name(), &request.url);
     tracing::info!(table = %request.display_name(), url = %request.url, "publishing");
+    // An earlier attempt of this run that failed while publishing may have committed this
+    // request: its commit carries the run's mark. Committing again would add its rows twice.
+    if scope
+        .resume
+        .is_some_and(|r| r.publishing.contains_key(request.url.as_str()))
+    {
+        let previous = before.get(request.url.as_str()).copied().flatten();
+        let mark = publish::reconcile::app_id(info, &request.table);
+        if let Some(version) =
+            publish::reconcile::landed(ctx, &request.url, previous, &mark).await?
+        {
+            tracing::info!(table = %request.display_name(), version, "committed by an earlier attempt");
+            let report = PublishReport {
+                table: request.display_name().to_string(),
+                url: request.url.to_string(),
+                previous_version: version.checked_sub(1),
+                version,
+                rows,
+            };
+            scope.observer.published(&report);
+            return Ok(report);
+        }
+    }
     // Files written into this very table are committed as they are; any other request (or
     // a table whose schema would change) goes through delta-rs's write.
     let direct = match written.get(&request.table) {
@@ -278,32 +379,89 @@ async fn publish_one(
         Some(report) => report,
         None => publish::publish(ctx, request, info, rows).await?,
     };
-    observer.published(&report);
+    scope.observer.published(&report);
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_stage(
-    ctx: &SessionContext,
+/// What a stage's tables are a function of ([`crate::fingerprint`]): its kind and resolved
+/// keys, where its tables are written, its input tables' fingerprints (`prints`), and what the
+/// stage itself adds (files it was built from, what it reads outside the run).
+async fn fingerprint(
+    scope: &Scope<'_>,
     planned: &PlannedStage,
-    observer: &dyn Observer,
-    info: &RunInfo,
-    work: &Url,
-    tables: &Mutex<BTreeMap<String, TableInfo>>,
+    targets: &BTreeMap<String, PublishRequest>,
+    prints: &BTreeMap<String, String>,
+) -> Result<String> {
+    let spec = &planned.spec;
+    let mut f = Fingerprint::new();
+    f.add("kind", &spec.kind);
+    f.add("id", &spec.id);
+    // The keys in file order, vars expanded.
+    let keys = serde_yaml::to_string(&spec.config)
+        .map_err(|e| Error::Internal(format!("stage `{}` keys to YAML: {e}", spec.id)))?;
+    f.add("keys", keys);
+    f.add_json("checks", &spec.checks)?;
+    f.add_json("output", &spec.output)?;
+    f.add_json("full_refresh", &scope.info.full_refresh)?;
+    for output in &planned.outputs {
+        if let Some(t) = targets.get(output) {
+            f.add_json(
+                "written into",
+                &(output, t.url.as_str(), &t.partition_by, t.mode),
+            )?;
+        }
+    }
+    for input in &planned.inputs {
+        f.add("input", input);
+        f.add(
+            "input fingerprint",
+            prints.get(input).map_or("", String::as_str),
+        );
+    }
+    planned
+        .stage
+        .fingerprint(scope.ctx, scope.info, &mut f)
+        .await?;
+    Ok(f.finish())
+}
+
+async fn run_stage(
+    scope: &Scope<'_>,
+    planned: &PlannedStage,
     targets: &BTreeMap<String, PublishRequest>,
     written: &Mutex<BTreeMap<String, publish::WrittenFiles>>,
+    prints: &BTreeMap<String, String>,
 ) -> (StageReport, Result<Vec<PublishRequest>>) {
+    let (ctx, observer, tables) = (scope.ctx, scope.observer, scope.tables);
     let spec = &planned.spec;
     let started_at = Utc::now();
     let clock = Instant::now();
     let resident = crate::resident::track();
     observer.stage_started(&spec.id, &spec.kind);
+    let print = fingerprint(scope, planned, targets, prints).await;
+    if let (Ok(print), Some(resume)) = (&print, scope.resume)
+        && let Some(checkpoint) = resume.checkpoints.get(&spec.id)
+        && checkpoint.fingerprint == *print
+    {
+        match reuse(scope, checkpoint, written).await {
+            Ok(Some(report)) => return (report, Ok(checkpoint.publishes.clone())),
+            Ok(None) => {}
+            Err(e) => {
+                let mut report = StageReport::skipped(&spec.id, &spec.kind);
+                report.status = Status::Failed;
+                report.started_at = Some(started_at);
+                report.error = Some(crate::error::chain(&e));
+                report.error_class = Some(e.class());
+                return (report, Err(e));
+            }
+        }
+    }
     tracing::info!(stage = %spec.id, kind = %spec.kind, "stage started");
     let cx = StageContext {
         ctx,
         stage_id: &spec.id,
-        run: info,
-        work,
+        run: scope.info,
+        work: scope.work,
         observer,
         tables,
         publishes: Mutex::new(Vec::new()),
@@ -323,6 +481,7 @@ async fn run_stage(
 
     let mut check_reports = Vec::new();
     let result = async {
+        let print = print?;
         planned.stage.run(&cx).await?;
         for output in &planned.outputs {
             if cx.rows_of(output).is_none() {
@@ -334,7 +493,7 @@ async fn run_stage(
         if let Some(main) = spec.output.as_ref().or(planned.outputs.first()) {
             check_reports = checks::run_checks(&cx, main, &spec.checks).await?;
         }
-        Ok(())
+        Ok(print)
     }
     .instrument(tracing::error_span!("stage", stage = %spec.id))
     .await;
@@ -386,28 +545,99 @@ async fn run_stage(
         engine_jobs: engine.take_jobs(),
         error: result.as_ref().err().map(|e| crate::error::chain(e)),
         error_class: result.as_ref().err().map(Error::class),
+        fingerprint: result.as_ref().ok().cloned(),
+        reused: false,
     };
     match &result {
-        Ok(()) => {
+        Ok(_) => {
             tracing::info!(stage = %spec.id, rows_out, ms = report.duration_ms, "stage finished")
         }
         Err(e) => tracing::error!(stage = %spec.id, "stage failed: {e}"),
     }
     let requests = cx.publishes.into_inner().expect("publishes lock");
-    (report, result.map(|()| requests))
+    if result.is_ok() {
+        checkpoint(scope, planned, &report, &requests, written).await;
+    }
+    (report, result.map(|_| requests))
 }
 
-async fn write_manifest(ctx: &SessionContext, url: &Url, manifest: &RunManifest) -> Result<()> {
-    let body = serde_json::to_vec_pretty(manifest)
-        .map_err(|e| Error::Internal(format!("manifest to JSON: {e}")))?;
-    let store = storage::store_for(ctx, url)?;
-    store
-        .put(&storage::store_path(url)?, body.into())
-        .await
-        .map_err(|e| Error::Storage {
-            location: url.to_string(),
-            message: "cannot write the run manifest".into(),
-            source: Some(e),
-        })?;
-    Ok(())
+/// Registers the tables an earlier attempt's stage wrote, as the stage would have: its report
+/// (marked reused), or `None` when some of its files are gone and the stage must run again.
+async fn reuse(
+    scope: &Scope<'_>,
+    checkpoint: &resume::Checkpoint,
+    written: &Mutex<BTreeMap<String, publish::WrittenFiles>>,
+) -> Result<Option<StageReport>> {
+    let Some(restored) = resume::restore(scope.ctx, checkpoint).await? else {
+        return Ok(None);
+    };
+    for (info, files) in restored {
+        let name = info.name.clone();
+        match files {
+            Some(w) => written
+                .lock()
+                .expect("written lock")
+                .insert(name.clone(), w),
+            None => written.lock().expect("written lock").remove(&name),
+        };
+        scope.tables.lock().expect("tables lock").insert(name, info);
+    }
+    let mut report = checkpoint.report.clone();
+    report.reused = true;
+    tracing::info!(stage = %report.id, "stage reused: an earlier attempt's tables, fingerprint unchanged");
+    // This attempt's checkpoint is the earlier one's: a later attempt may reuse it too.
+    write_checkpoint(scope, &report.id, checkpoint).await;
+    Ok(Some(report))
+}
+
+/// Saves what a later attempt needs to reuse a stage that passed: its tables (its outputs and
+/// any table it asked to publish), its publish requests and its report. A stage with a table
+/// held in memory is not saved (a later attempt runs it again), nor is failing to save one
+/// the run's failure.
+async fn checkpoint(
+    scope: &Scope<'_>,
+    planned: &PlannedStage,
+    report: &StageReport,
+    requests: &[PublishRequest],
+    written: &Mutex<BTreeMap<String, publish::WrittenFiles>>,
+) {
+    let Some(fingerprint) = report.fingerprint.clone() else {
+        return;
+    };
+    let mut names: Vec<&String> = planned.outputs.iter().collect();
+    names.extend(requests.iter().map(|r| &r.table));
+    names.sort();
+    names.dedup();
+    let saved: Option<Vec<_>> = {
+        let tables = scope.tables.lock().expect("tables lock");
+        let written = written.lock().expect("written lock");
+        names
+            .iter()
+            .map(|n| resume::save_table(tables.get(*n)?, written.get(*n)))
+            .collect()
+    };
+    let Some(tables) = saved else {
+        tracing::debug!(stage = %report.id, "not checkpointed: a table is held in memory");
+        return;
+    };
+    let checkpoint = resume::Checkpoint {
+        fingerprint,
+        tables,
+        publishes: requests.to_vec(),
+        report: report.clone(),
+    };
+    write_checkpoint(scope, &report.id, &checkpoint).await;
+}
+
+async fn write_checkpoint(scope: &Scope<'_>, stage: &str, checkpoint: &resume::Checkpoint) {
+    let url = storage::join(
+        &storage::as_dir(&storage::join(scope.run_dir, "stages")),
+        &format!("{stage}.json"),
+    );
+    if let Err(e) = storage::put_json(scope.ctx, &url, checkpoint, "stage checkpoint").await {
+        tracing::warn!(
+            stage,
+            "could not save the stage's checkpoint (a resumed run will run it again): {e}"
+        );
+    }
 }

@@ -30,6 +30,18 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
         Vec::new()
     }
     async fn run(&self, cx: &StageContext<'_>) -> Result<()>;
+    /// Adds to `f` what the stage's tables depend on besides its YAML keys (vars expanded) and
+    /// its input tables, which the runner adds itself: the text of the files it was built
+    /// from (a SQL file, a contract), and the state of what it reads outside the run (its
+    /// input files' listing, a Delta table's version). `segflow run --resume` reuses a failed
+    /// run's tables only where the fingerprint is unchanged ([`crate::fingerprint`]), so a
+    /// part left out here is a stale table reused.
+    async fn fingerprint(
+        &self,
+        ctx: &SessionContext,
+        run: &RunInfo,
+        f: &mut crate::fingerprint::Fingerprint,
+    ) -> Result<()>;
     /// What the stage will ask to publish, when that is known before the run (an export's
     /// tables): such a run table is written straight into its Delta table (write once).
     fn publish_targets(&self) -> Vec<PublishRequest> {

@@ -475,6 +475,27 @@ pub struct FileEntry {
     pub e_tag: Option<String>,
 }
 
+/// Writes `value` as JSON at `url` (`what` names it in errors).
+pub async fn put_json(
+    ctx: &SessionContext,
+    url: &Url,
+    value: &impl serde::Serialize,
+    what: &str,
+) -> Result<()> {
+    let body = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::Internal(format!("{what} to JSON: {e}")))?;
+    let store = store_for(ctx, url)?;
+    store
+        .put(&store_path(url)?, body.into())
+        .await
+        .map_err(|e| Error::Storage {
+            location: url.to_string(),
+            message: format!("cannot write the {what}"),
+            source: Some(e),
+        })?;
+    Ok(())
+}
+
 /// The files a location stands for, sorted by URL: the object itself; the objects a glob
 /// (`*`, `?`, `[...]` in the last segments) matches; or, for a directory or prefix, every
 /// object under it whose name does not start with `_` or `.` (markers such as `_SUCCESS`).

@@ -21,7 +21,7 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream_partitioned};
-use datafusion::prelude::DataFrame;
+use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
 use url::Url;
 
@@ -43,6 +43,10 @@ pub struct TableInfo {
     pub url: Url,
     pub rows: u64,
     pub schema: SchemaRef,
+    /// The files it was written as, under the run's work prefix or (with their Add actions
+    /// in [`WrittenFiles`]) in a Delta table; `None` for a table held in memory. A resumed run
+    /// registers a failed run's table over them ([`crate::resume`]).
+    pub(crate) files: Option<Vec<TableFile>>,
 }
 
 /// Where a stage's output is written.
@@ -186,6 +190,7 @@ pub(crate) async fn materialize_batches(
             url: storage::as_dir(&storage::join(cx.work_dir(), name)),
             rows,
             schema,
+            files: None,
         });
     }
     let started = std::time::Instant::now();
@@ -426,9 +431,9 @@ impl<'a> Output<'a> {
         files: Vec<WrittenFile>,
     ) -> Result<(TableInfo, Option<WrittenFiles>)> {
         let name = self.name.as_str();
-        let written = match self.destination {
+        let (written, table_files) = match self.destination {
             Destination::Work => {
-                let files = files
+                let files: Vec<TableFile> = files
                     .iter()
                     .map(|f| TableFile {
                         url: f.url.clone(),
@@ -436,8 +441,9 @@ impl<'a> Output<'a> {
                         partition_values: Vec::new(),
                     })
                     .collect();
-                register(cx, name, files, self.schema.clone()).await?;
-                None
+                register(cx.ctx, name, files.clone(), self.schema.clone())
+                    .map_err(cx.df_err(format!("registering table `{name}`")))?;
+                (None, files)
             }
             Destination::Delta(url, partition_by) => {
                 let adds = files
@@ -454,8 +460,10 @@ impl<'a> Output<'a> {
                     partition_by: partition_by.to_vec(),
                     schema: self.schema.clone(),
                 };
-                register_written(cx, name, &written).await?;
-                Some(written)
+                register_written(cx.ctx, name, &written)
+                    .map_err(cx.df_err(format!("registering table `{name}`")))?;
+                let files = written.table_files()?;
+                (Some(written), files)
             }
         };
         Ok((
@@ -464,47 +472,58 @@ impl<'a> Output<'a> {
                 url: self.dir,
                 rows: self.rows.load(Ordering::Relaxed),
                 schema: self.schema,
+                files: Some(table_files),
             },
             written,
         ))
     }
 }
 
-/// Registers run table `name` over `locations`: the files written for it (under the run's
-/// work prefix, or into a Delta table whose directory holds other versions' files too); no
+/// Registers run table `name` over `files`, written for it under a run's work prefix; no
 /// files at all is an empty table.
-async fn register(
-    cx: &StageContext<'_>,
+pub(crate) fn register(
+    ctx: &SessionContext,
     name: &str,
     files: Vec<TableFile>,
     schema: SchemaRef,
-) -> Result<()> {
-    let table = files_table(&schema, &[], files)
-        .map_err(cx.df_err(format!("registering table `{name}`")))?;
-    register_provider(cx, name, table)
+) -> std::result::Result<(), DataFusionError> {
+    replace_table(ctx, name, files_table(&schema, &[], files)?)
 }
 
-/// Registers `table` as run table `name`, replacing an earlier table of that name.
+/// Registers `table` as run table `name` in `cx`, replacing an earlier table of that name.
 fn register_provider(
     cx: &StageContext<'_>,
     name: &str,
     table: Arc<dyn TableProvider>,
 ) -> Result<()> {
-    let err = || cx.df_err(format!("registering table `{name}`"));
-    cx.ctx.deregister_table(name).map_err(err())?;
-    cx.ctx.register_table(name, table).map_err(err())?;
+    replace_table(cx.ctx, name, table).map_err(cx.df_err(format!("registering table `{name}`")))
+}
+
+fn replace_table(
+    ctx: &SessionContext,
+    name: &str,
+    table: Arc<dyn TableProvider>,
+) -> std::result::Result<(), DataFusionError> {
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, table)?;
     Ok(())
 }
 
-/// Registers run table `name` over the files written for it into a Delta table.
-async fn register_written(cx: &StageContext<'_>, name: &str, written: &WrittenFiles) -> Result<()> {
-    let table = files_table(
-        &written.schema,
-        &written.partition_by,
-        written.table_files()?,
+/// Registers run table `name` over the files written for it into a Delta table (whose
+/// directory holds other versions' files too).
+pub(crate) fn register_written(
+    ctx: &SessionContext,
+    name: &str,
+    written: &WrittenFiles,
+) -> std::result::Result<(), DataFusionError> {
+    let files = written
+        .table_files()
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    replace_table(
+        ctx,
+        name,
+        files_table(&written.schema, &written.partition_by, files)?,
     )
-    .map_err(cx.df_err(format!("registering table `{name}`")))?;
-    register_provider(cx, name, table)
 }
 
 impl TableInfo {

@@ -138,6 +138,16 @@ impl Stage for DeltaExport {
         Vec::new()
     }
 
+    async fn fingerprint(
+        &self,
+        _ctx: &segflow_core::datafusion::prelude::SessionContext,
+        _run: &segflow_core::stage::RunInfo,
+        _f: &mut segflow_core::fingerprint::Fingerprint,
+    ) -> Result<()> {
+        // Its publish requests are all YAML keys; it produces no table.
+        Ok(())
+    }
+
     fn describe(&self) -> Vec<String> {
         self.requests
             .iter()

@@ -111,6 +111,17 @@ impl Stage for SqlStage {
         vec![format!("sql: {}", self.file.path.display())]
     }
 
+    async fn fingerprint(
+        &self,
+        _ctx: &segflow_core::datafusion::prelude::SessionContext,
+        _run: &segflow_core::stage::RunInfo,
+        f: &mut segflow_core::fingerprint::Fingerprint,
+    ) -> Result<()> {
+        // The params are YAML keys; the query is the file's text.
+        f.add("sql", &self.file.text);
+        Ok(())
+    }
+
     async fn run(&self, cx: &StageContext<'_>) -> Result<()> {
         let sql_err = |source| Error::Sql {
             stage: self.id.clone(),

@@ -89,6 +89,16 @@ impl Stage for DeltaSource {
         )]
     }
 
+    async fn fingerprint(
+        &self,
+        ctx: &segflow_core::datafusion::prelude::SessionContext,
+        _run: &segflow_core::stage::RunInfo,
+        f: &mut segflow_core::fingerprint::Fingerprint,
+    ) -> Result<()> {
+        // The table's current version is what the stage reads.
+        f.add_json("version", &publish::latest_version(ctx, &self.url).await?)
+    }
+
     async fn run(&self, cx: &StageContext<'_>) -> Result<()> {
         let df = match publish::read_published(cx.ctx, &self.url).await? {
             Some(df) => df,

@@ -220,6 +220,16 @@ impl Stage for Rules {
         vec![self.output.clone()]
     }
 
+    async fn fingerprint(
+        &self,
+        _ctx: &segflow_core::datafusion::prelude::SessionContext,
+        _run: &segflow_core::stage::RunInfo,
+        _f: &mut segflow_core::fingerprint::Fingerprint,
+    ) -> Result<()> {
+        // The rules are all YAML keys.
+        Ok(())
+    }
+
     fn describe(&self) -> Vec<String> {
         let several = self.segmentations.len() > 1;
         let mut lines = Vec::new();

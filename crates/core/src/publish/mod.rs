@@ -35,7 +35,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::table::builder::DeltaTableBuilder;
 use url::Url;
 
-mod reconcile;
+pub(crate) mod reconcile;
 pub mod vacuum;
 mod written;
 
@@ -48,7 +48,7 @@ use crate::stage::RunInfo;
 use crate::storage;
 
 /// A request, made by a stage, to publish one of the run's tables once the run has passed.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PublishRequest {
     /// The run table to publish.
     pub table: String,
@@ -227,6 +227,32 @@ fn commit_metadata(request: &PublishRequest, run: &RunInfo) -> Vec<(String, serd
 /// Whether a Delta table exists at `url` (its log has entries).
 pub async fn is_table(ctx: &SessionContext, url: &Url) -> Result<bool> {
     storage::has_objects(ctx, &storage::join(url, "_delta_log/")).await
+}
+
+/// The latest version of the Delta table at `url` (the newest commit file in its log, one
+/// listing); `None` while there is none.
+pub async fn latest_version(ctx: &SessionContext, url: &Url) -> Result<Option<u64>> {
+    let log = storage::as_dir(&storage::join(url, "_delta_log"));
+    let store = storage::store_for(ctx, &log)?;
+    let prefix = storage::store_path(&log)?;
+    let mut latest = None;
+    let mut listing = store.list(Some(&prefix));
+    while let Some(meta) = futures::TryStreamExt::try_next(&mut listing)
+        .await
+        .map_err(|e| Error::Storage {
+            location: log.to_string(),
+            message: "cannot list the Delta log".into(),
+            source: Some(e),
+        })?
+    {
+        let version = meta
+            .location
+            .filename()
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|v| v.parse::<u64>().ok());
+        latest = latest.max(version);
+    }
+    Ok(latest)
 }
 
 /// The current version of the published Delta table at `url`, read through `ctx`'s object

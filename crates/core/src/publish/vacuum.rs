@@ -4,8 +4,8 @@
 //!   or killed runs wrote into a table's location but never committed (Delta's `full` vacuum),
 //!   older than the retention. Files of the version `_published.json` names are always kept,
 //!   so readers of the last consistent run are never broken.
-//! - Work folders of runs that ended without cleaning up (`<runs>/<run_id>/`, a killed run's),
-//!   whose run started before the retention.
+//! - The folders of runs that did not succeed (`<runs>/<run_id>/`: failed, interrupted or
+//!   killed runs keep theirs for `run --resume`), whose run started before the retention.
 //!
 //! A vacuum takes the output's lease like a run, so nothing it removes belongs to a run going
 //! on. It is a dry run unless asked to delete.

@@ -211,6 +211,33 @@ impl Stage for FileIngest {
         lines
     }
 
+    async fn fingerprint(
+        &self,
+        ctx: &segflow_core::datafusion::prelude::SessionContext,
+        run: &segflow_core::stage::RunInfo,
+        f: &mut segflow_core::fingerprint::Fingerprint,
+    ) -> Result<()> {
+        f.add("contract", &self.contract.text);
+        // Each input file by its URL, size and version tag (an object's ETag; a local file's
+        // inode, size and modification time): a file replaced since is read again.
+        for file in storage::list_files(ctx, &self.url).await? {
+            f.add("file", file.url.as_str());
+            f.add_json("size and tag", &(file.size, &file.e_tag))?;
+        }
+        // An incremental ingest adds to what staging holds at its current version.
+        if let Some(url) = &self.staging {
+            f.add_json(
+                "staging version",
+                &segflow_core::publish::latest_version(ctx, url).await?,
+            )?;
+        }
+        // Bounds such as `max: today` are checked against the run's day unless `today:` fixes it.
+        if self.today.is_none() {
+            f.add("today", run.started_at.date_naive().to_string());
+        }
+        Ok(())
+    }
+
     async fn run(&self, cx: &StageContext<'_>) -> Result<()> {
         let files = storage::list_files(cx.ctx, &self.url).await?;
         if files.is_empty() {

@@ -323,6 +323,23 @@ impl Stage for KMeans {
         out
     }
 
+    async fn fingerprint(
+        &self,
+        ctx: &segflow_core::datafusion::prelude::SessionContext,
+        _run: &segflow_core::stage::RunInfo,
+        f: &mut segflow_core::fingerprint::Fingerprint,
+    ) -> Result<()> {
+        // Everything but the centers of an earlier run (`previous_centers`, which number the
+        // clusters) is YAML keys.
+        if let Some(url) = &self.previous_centers {
+            f.add_json(
+                "previous_centers version",
+                &segflow_core::publish::latest_version(ctx, url).await?,
+            )?;
+        }
+        Ok(())
+    }
+
     fn describe(&self) -> Vec<String> {
         let c = &self.config;
         let mut lines: Vec<String> = c
