@@ -1,5 +1,5 @@
-"""Secrets never leave the process: sentinel credentials in AWS_* and in the pipeline's
-`storage:` options must appear in no stdout, stderr (text or JSON log, at every log level), run
+"""Secrets never leave the process: sentinel credentials in AWS_*, in the pipeline's `storage:`
+options and in the password of a PostgreSQL URL var must appear in no stdout, stderr (text or JSON log, at every log level), run
 manifest, publish pointer, lease record, Delta log or error message.
 
     secrets.py SEGFLOW_BIN MOTO_SERVER_BIN WORK_DIR
@@ -26,7 +26,8 @@ ENV_KEY_ID = "SNTLENVKEYID7Q2"
 ENV_SECRET = "sntl-env-secret-9XK3"
 ENV_TOKEN = "sntl-env-session-token-4ZP8"
 PIPELINE_SECRET = "sntl-pipeline-secret-2MV6"
-SENTINELS = [ENV_KEY_ID, ENV_SECRET, ENV_TOKEN, PIPELINE_SECRET]
+PG_PASSWORD = "sntl-pg-password-8RW1"
+SENTINELS = [ENV_KEY_ID, ENV_SECRET, ENV_TOKEN, PIPELINE_SECRET, PG_PASSWORD]
 BUCKET = "secrets"
 
 
@@ -52,7 +53,11 @@ def main() -> int:
         storage = (f"storage:\n  s3://{BUCKET}:\n    endpoint: {endpoint}\n    allow_http: \"true\"\n"
                    f"    access_key_id: {ENV_KEY_ID}\n"
                    f"    secret_access_key: ${{env:SEGFLOW_TEST_PIPELINE_SECRET}}\n")
-        pipeline.write_text(text.replace("\nstages:\n", f"\n{storage}\nstages:\n", 1))
+        text = text.replace("\nstages:\n", f"\n{storage}\nstages:\n", 1)
+        # A database URL var, as a sync stage takes one (issue 17): its password must not reach
+        # the manifest's vars or any log.
+        text = text.replace("\nvars:\n", "\nvars:\n  postgres_url: \"\"\n", 1)
+        pipeline.write_text(text)
         env = dict(os.environ, AWS_ACCESS_KEY_ID=ENV_KEY_ID, AWS_SECRET_ACCESS_KEY=ENV_SECRET,
                    AWS_SESSION_TOKEN=ENV_TOKEN, AWS_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint,
                    AWS_ALLOW_HTTP="true", SEGFLOW_TEST_PIPELINE_SECRET=PIPELINE_SECRET)
@@ -65,7 +70,9 @@ def main() -> int:
         for name, extra, out, expected in runs:
             r = subprocess.run(
                 [bin_, "run", str(pipeline), "--var", f"input=s3://{BUCKET}/in",
-                 "--var", f"output={out}", *extra],
+                 "--var", f"output={out}",
+                 "--var", f"postgres_url=postgresql://sync:{PG_PASSWORD}@127.0.0.1:5432/crm",
+                 *extra],
                 capture_output=True, text=True, env=env, cwd=REPO)
             if expected is not None and r.returncode != expected:
                 print(f"run `{name}` exited {r.returncode}:\n{r.stderr[-3000:]}")
@@ -90,8 +97,9 @@ def main() -> int:
                     line = next(l for l in content.splitlines() if s in l)
                     print(f"secret {s!r} leaked into {where}: {line[:300]}")
                     return 1
-        print(f"secrets: 4 sentinels (AWS key id, secret and session token in the environment, a "
-              f"secret key in the pipeline's storage: options) found in none of {log_bytes:,} "
+        print(f"secrets: 5 sentinels (AWS key id, secret and session token in the environment, a "
+              f"secret key in the pipeline's storage: options, the password of a PostgreSQL URL "
+              f"var) found in none of {log_bytes:,} "
               f"bytes of stdout and stderr (text and JSON logs at trace level, a failed run's "
               f"error) and none of the {objects} objects the runs wrote (manifests, "
               f"_published.json, lease records, Delta logs, data files)")

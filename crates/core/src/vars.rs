@@ -17,9 +17,56 @@ pub const BUILTIN_VARS: &[(&str, &str)] = &[(
     "absolute directory of the pipeline file, for paths that must not depend on the working directory",
 )];
 
-/// Resolved vars: name -> value, every `${...}` expanded.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+/// Resolved vars: name -> value, every `${...}` expanded. Written out (the manifest, commit
+/// info, logs) with secrets blanked ([`Vars::redacted`]).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Vars(BTreeMap<String, String>);
+
+/// What stands for a secret where vars are written out.
+pub const REDACTED: &str = "***";
+
+impl Vars {
+    /// The vars as they may be written out: the password of a URL (`postgresql://user:pw@host/db`
+    /// becomes `postgresql://user:***@host/db`) and the whole value of a var whose name says it
+    /// is a secret (`..password..`, `..secret..`, `..token..`) blanked. A var is how a pipeline
+    /// gets a database URL or a credential from the command line or `${env:...}`, and the
+    /// manifest and logs are read by people who should not see them.
+    pub fn redacted(&self) -> BTreeMap<String, String> {
+        self.0
+            .iter()
+            .map(|(k, v)| (k.clone(), redact(k, v)))
+            .collect()
+    }
+}
+
+fn redact(name: &str, value: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    if ["password", "secret", "token"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        return REDACTED.to_string();
+    }
+    match url::Url::parse(value) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some(REDACTED));
+            url.to_string()
+        }
+        _ => value.to_string(),
+    }
+}
+
+impl serde::Serialize for Vars {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.redacted().serialize(s)
+    }
+}
+
+impl std::fmt::Debug for Vars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Vars").field(&self.redacted()).finish()
+    }
+}
 
 impl Vars {
     /// Resolves declared vars against command-line overrides.
@@ -231,6 +278,30 @@ fn check_type(name: &str, ty: VarType, value: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secrets_in_vars_are_blanked_where_vars_are_written() {
+        let vars = Vars(BTreeMap::from([
+            (
+                "postgres_url".into(),
+                "postgresql://sync:pw-7Q@db.internal:5432/crm".into(),
+            ),
+            ("api_token".into(), "tok-123".into()),
+            ("output".into(), "s3://bucket/segments".into()),
+        ]));
+        let json = serde_json::to_string(&vars).unwrap();
+        assert_eq!(
+            json,
+            r#"{"api_token":"***","output":"s3://bucket/segments","postgres_url":"postgresql://sync:***@db.internal:5432/crm"}"#
+        );
+        let debug = format!("{vars:?}");
+        assert!(
+            !debug.contains("pw-7Q") && !debug.contains("tok-123"),
+            "{debug}"
+        );
+        // The run itself sees the values.
+        assert_eq!(vars.get("api_token"), Some("tok-123"));
+    }
+
     use super::*;
 
     fn var(default: &str, var_type: VarType) -> VarSpec {
