@@ -45,6 +45,9 @@ pub(crate) struct RunRecord {
     /// The attempt that wrote this record (1 for the first).
     pub attempt: u32,
     pub attempt_started_at: DateTime<Utc>,
+    /// The attempts before it, as its manifest will list them.
+    #[serde(default)]
+    pub previous_attempts: Vec<AttemptSummary>,
 }
 
 /// One earlier attempt of a run, as the manifest lists it.
@@ -133,50 +136,24 @@ pub async fn open(ctx: &SessionContext, plan: &Plan, run_id: &str) -> Result<Res
             record.pipeline, plan.name
         )));
     }
+    // The last attempt's outcome is its manifest when it wrote one; an attempt killed before
+    // it could left only its record (and maybe an earlier attempt's manifest).
     let manifest_url = storage::join(&plan.runs, &format!("{run_id}.json"));
     let manifest: Option<serde_json::Value> = read_json(ctx, &manifest_url).await?;
-    let mut previous_attempts = Vec::new();
-    match &manifest {
-        Some(m) if m["attempt"].as_u64().unwrap_or(1) == u64::from(record.attempt) => {
-            if m["status"] == "succeeded" {
-                return Err(refuse("it succeeded; there is nothing to resume".into()));
-            }
-            if let Some(earlier) = m.get("previous_attempts") {
-                previous_attempts = serde_json::from_value(earlier.clone()).unwrap_or_default();
-            }
-            previous_attempts.push(AttemptSummary {
-                attempt: record.attempt,
-                started_at: record.attempt_started_at,
-                status: serde_json::from_value(m["status"].clone()).ok(),
-                error_class: serde_json::from_value(m["error_class"].clone()).ok(),
-                error: m["error"].as_str().map(str::to_string),
-            });
-        }
-        // The last attempt was killed before it wrote its manifest; the one there (if any)
-        // is an earlier attempt's, whose own history it holds.
-        other => {
-            if let Some(earlier) = other.as_ref().and_then(|m| m.get("previous_attempts")) {
-                previous_attempts = serde_json::from_value(earlier.clone()).unwrap_or_default();
-            }
-            if let Some(m) = other {
-                previous_attempts.push(AttemptSummary {
-                    attempt: m["attempt"].as_u64().unwrap_or(1) as u32,
-                    started_at: serde_json::from_value(m["started_at"].clone())
-                        .unwrap_or(record.started_at),
-                    status: serde_json::from_value(m["status"].clone()).ok(),
-                    error_class: serde_json::from_value(m["error_class"].clone()).ok(),
-                    error: m["error"].as_str().map(str::to_string),
-                });
-            }
-            previous_attempts.push(AttemptSummary {
-                attempt: record.attempt,
-                started_at: record.attempt_started_at,
-                status: None,
-                error_class: None,
-                error: None,
-            });
-        }
+    let last = manifest
+        .as_ref()
+        .filter(|m| m["attempt"].as_u64().unwrap_or(1) == u64::from(record.attempt));
+    if last.is_some_and(|m| m["status"] == "succeeded") {
+        return Err(refuse("it succeeded; there is nothing to resume".into()));
     }
+    let mut previous_attempts = record.previous_attempts.clone();
+    previous_attempts.push(AttemptSummary {
+        attempt: record.attempt,
+        started_at: record.attempt_started_at,
+        status: last.and_then(|m| serde_json::from_value(m["status"].clone()).ok()),
+        error_class: last.and_then(|m| serde_json::from_value(m["error_class"].clone()).ok()),
+        error: last.and_then(|m| m["error"].as_str().map(str::to_string)),
+    });
 
     let mut checkpoints = BTreeMap::new();
     let pattern = storage::join(&storage::as_dir(&storage::join(&dir, "stages")), "*.json");

@@ -117,6 +117,9 @@ pub async fn run(
             started_at: info.started_at,
             attempt,
             attempt_started_at: started_at,
+            previous_attempts: resume
+                .map(|r| r.previous_attempts.clone())
+                .unwrap_or_default(),
         };
         let record_url = storage::join(&run_dir, "run.json");
         if let Err(e) = storage::put_json(ctx, &record_url, &record, "run record").await {
