@@ -123,29 +123,51 @@ impl Stage for SqlStage {
     }
 
     async fn run(&self, cx: &StageContext<'_>) -> Result<()> {
-        let sql_err = |source| Error::Sql {
-            stage: self.id.clone(),
-            sql: self.file.path.clone(),
-            source,
-        };
-        // A SQL file is a query: no DDL or DML may change the session behind the runner's back.
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let mut df = cx
-            .ctx
-            .sql_with_options(&self.file.text, options)
-            .await
-            .map_err(sql_err)?;
-        if !self.params.is_empty() {
-            let values = self.params.values(&self.id, cx.ctx).await?;
-            df = df.with_param_values(values).map_err(sql_err)?;
-        }
+        let df = query(cx, &self.id, &self.file, &self.params).await?;
         match cx.materialize(&self.output, df).await {
-            Err(Error::DataFusion { source, .. }) => Err(sql_err(source)),
+            Err(Error::DataFusion { source, .. }) => Err(sql_error(&self.id, &self.file)(source)),
             other => other.map(|_| ()),
         }
+    }
+}
+
+/// The plan of SQL file `file` with `params` bound, for stage `stage`: a `features.sql`
+/// stage's table, a `features.clv` stage's summary.
+pub(crate) async fn query(
+    cx: &StageContext<'_>,
+    stage: &str,
+    file: &SqlFile,
+    params: &Params,
+) -> Result<segflow_core::datafusion::prelude::DataFrame> {
+    // A SQL file is a query: no DDL or DML may change the session behind the runner's back.
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let mut df = cx
+        .ctx
+        .sql_with_options(&file.text, options)
+        .await
+        .map_err(sql_error(stage, file))?;
+    if !params.is_empty() {
+        let values = params.values(stage, cx.ctx).await?;
+        df = df
+            .with_param_values(values)
+            .map_err(sql_error(stage, file))?;
+    }
+    Ok(df)
+}
+
+/// A DataFusion error of SQL file `file`, in stage `stage`.
+pub(crate) fn sql_error(
+    stage: &str,
+    file: &SqlFile,
+) -> impl Fn(segflow_core::datafusion::error::DataFusionError) -> Error {
+    let (stage, sql) = (stage.to_string(), file.path.clone());
+    move |source| Error::Sql {
+        stage: stage.clone(),
+        sql: sql.clone(),
+        source,
     }
 }
 
