@@ -6,6 +6,7 @@ mod backfill;
 mod cli;
 mod cluster;
 mod clusters;
+mod clv;
 mod contract;
 mod errors;
 mod formats;
