@@ -5,7 +5,7 @@
 //! themselves (`sql/features/*.sql`) are the feature library. SQL keeps features reviewable by
 //! analysts, testable as golden files, and runnable by any DataFusion engine, Ballista included.
 //! Predicted value is the exception SQL cannot express: the `features.clv` kind fits the BG/NBD
-//! and Gamma-Gamma models to a SQL summary of each customer's purchases ([`clv`]).
+//! and Gamma-Gamma models to a SQL summary of each customer's purchases (`src/clv/`).
 #![warn(missing_docs)]
 
 mod clv;

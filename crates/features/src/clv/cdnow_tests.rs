@@ -75,7 +75,8 @@ fn cdnow_fits_reproduce_fader_hardie_lee() {
     let end = NaiveDate::from_ymd_opt(1997, 9, 30).unwrap();
     let rows = summary(end);
     assert_eq!(rows.len(), 2357);
-    let data = BgNbdData(rows.iter().map(|(h, _)| *h).collect());
+    let histories: Vec<History> = rows.iter().map(|(h, _)| *h).collect();
+    let data = BgNbdData(&histories);
     let bg = fit(&data, 0.0, 1000).unwrap();
     assert!(bg.converged, "{}", bg.reason);
     let p = bgnbd::Params::from_slice(&bg.params);

@@ -16,9 +16,9 @@ mod cdnow_tests;
 use fit::{Likelihood, par_sum};
 
 /// Every customer's history, for the BG/NBD likelihood.
-pub struct BgNbdData(pub Vec<bgnbd::History>);
+pub struct BgNbdData<'a>(pub &'a [bgnbd::History]);
 
-impl Likelihood for BgNbdData {
+impl Likelihood for BgNbdData<'_> {
     fn params(&self) -> usize {
         4
     }
@@ -27,7 +27,7 @@ impl Likelihood for BgNbdData {
     }
     fn total(&self, theta: &[f64]) -> (f64, Vec<f64>) {
         let p = bgnbd::Params::from_slice(theta);
-        par_sum(&self.0, 4, |h| {
+        par_sum(self.0, 4, |h| {
             let (ll, g) = bgnbd::log_likelihood(&p, h);
             (ll, g.to_vec())
         })

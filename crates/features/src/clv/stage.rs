@@ -343,7 +343,7 @@ impl Stage for Clv {
         // The fits and predictions keep every core busy for seconds at millions of customers:
         // off the async runtime, whose threads also renew the output's lease.
         let data = histories.clone();
-        let bg_fit = blocking(move || fit(&BgNbdData(data.to_vec()), penalizer, iterations))
+        let bg_fit = blocking(move || fit(&BgNbdData(&data), penalizer, iterations))
             .await?
             .map_err(|m| self.bad(m))?;
         self.check_converged(cx, "BG/NBD", &bg_fit)?;
