@@ -15,10 +15,11 @@
 -- customer_segments and segment_history_before; $as_of: the day, a date or 'YYYY-MM-DD' (the
 -- default pipeline reads it from run_as_of).
 --
--- Shape, for speed: each campaign customer is joined once to its snapshot's wide row (not six
--- times to a long one), and only then fanned out to the six segmentations by unnesting arrays
+-- Shape, for speed: each campaign customer is joined once to its snapshot's wide row (not seven
+-- times to a long one), and only then fanned out to the seven segmentations by unnesting arrays
 -- (a cross join with their names came out in batches of a few rows), so no join's build side
--- is six times the customers.
+-- is seven times the customers. A history snapshot published before the clv segmentation
+-- existed has no clv segment: its customers are in segment `new` there.
 with campaigns as (
     select
         a.campaign_id,
@@ -53,7 +54,8 @@ snapshots as (
         h.geographic_segment,
         h.psychographic_segment,
         h.engagement_segment,
-        coalesce(cast(h.cluster_id as varchar), 'unclustered') as cluster_segment
+        coalesce(cast(h.cluster_id as varchar), 'unclustered') as cluster_segment,
+        h.clv_segment
     from segment_history_before as h
     where h.as_of in (select k.snapshot_as_of from keyed as k)
     union all
@@ -65,7 +67,8 @@ snapshots as (
         s.geographic_segment,
         s.psychographic_segment,
         s.engagement_segment,
-        coalesce(cast(s.cluster_id as varchar), 'unclustered')
+        coalesce(cast(s.cluster_id as varchar), 'unclustered'),
+        s.clv_segment
     from customer_segments as s
 ),
 
@@ -85,7 +88,8 @@ placed as (
         s.geographic_segment,
         s.psychographic_segment,
         s.engagement_segment,
-        s.cluster_segment
+        s.cluster_segment,
+        s.clv_segment
     from campaign_activity as a
     inner join keyed as k
         on k.campaign_id = a.campaign_id
@@ -93,13 +97,13 @@ placed as (
         on s.customer_id = a.customer_id and s.snapshot_key = k.snapshot_key
 ),
 
--- Fanned out to the six segmentations by unnesting arrays of names and segments (zipped).
+-- Fanned out to the seven segmentations by unnesting arrays of names and segments (zipped).
 fanned as (
     select
         p.campaign_id,
         p.snapshot_as_of,
         unnest([
-            'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster'
+            'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster', 'clv'
         ]) as segmentation,
         unnest([
             p.rfm_segment,
@@ -107,7 +111,8 @@ fanned as (
             p.geographic_segment,
             p.psychographic_segment,
             p.engagement_segment,
-            p.cluster_segment
+            p.cluster_segment,
+            p.clv_segment
         ]) as segment,
         p.sent,
         p.opened,

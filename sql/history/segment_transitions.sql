@@ -6,9 +6,11 @@
 -- default pipeline reads it from run_as_of). The `cluster` segmentation's segments are
 -- cluster ids (as text; `unclustered` for customers without one): the clusters stage matches
 -- each run's clusters to the previous centers, so an id names the same group from run to run.
+-- A snapshot published before a segmentation existed (clv) has no segment there: its customers'
+-- from_segment is null, as for a customer it lacks.
 --
 -- Shape, for speed: the two snapshots are joined once, wide (one row per customer), and the
--- joined rows are then fanned out to the six segmentations by unnesting arrays (zipped).
+-- joined rows are then fanned out to the seven segmentations by unnesting arrays (zipped).
 with previous as (
     select max(p.as_of) as as_of
     from previous_segments as p
@@ -31,7 +33,9 @@ joined as (
             when p.customer_id is not null
                 then coalesce(cast(p.cluster_id as varchar), 'unclustered')
         end as cluster_from,
-        coalesce(cast(c.cluster_id as varchar), 'unclustered') as cluster_to
+        coalesce(cast(c.cluster_id as varchar), 'unclustered') as cluster_to,
+        p.clv_segment as clv_from,
+        c.clv_segment as clv_to
     from customer_segments as c
     left join previous_segments as p
         on p.customer_id = c.customer_id
@@ -40,7 +44,7 @@ joined as (
 select
     j.customer_id,
     unnest([
-        'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster'
+        'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster', 'clv'
     ]) as segmentation,
     prev.as_of as from_as_of,
     cast($as_of as date) as to_as_of,
@@ -50,7 +54,8 @@ select
         j.geographic_from,
         j.psychographic_from,
         j.engagement_from,
-        j.cluster_from
+        j.cluster_from,
+        j.clv_from
     ]) as from_segment,
     unnest([
         j.rfm_to,
@@ -58,7 +63,8 @@ select
         j.geographic_to,
         j.psychographic_to,
         j.engagement_to,
-        j.cluster_to
+        j.cluster_to,
+        j.clv_to
     ]) as to_segment
 from previous as prev
 cross join joined as j

@@ -9,9 +9,11 @@
 --   top_category, top_channel   most counted orders (before as_of) among members; ties alphabetical
 --   top_interest                most common top_interest among members; ties alphabetical
 --   email_open_rate_90d         members' opens over members' sends in 90 days (null: none sent)
+--   mean_predicted_clv          over members with a prediction (a counted order), as is
+--   mean_p_alive                the mean probability of being alive
 --
 -- Shape, for speed: every join is between per-customer rows (one wide row of segments per
--- customer), and a row is fanned out to the six segmentations (unnest of arrays, not a cross
+-- customer), and a row is fanned out to the seven segmentations (unnest of arrays, not a cross
 -- join, whose output here came in batches of a few rows) only after it is joined, and orders
 -- only after they are counted per combination of segments.
 -- One row per customer: the segment in each segmentation (clusters by label; customers outside
@@ -24,7 +26,10 @@ with segment_rows as (
         s.geographic_segment,
         s.psychographic_segment,
         s.engagement_segment,
-        coalesce(s.cluster_label, 'unclustered') as cluster_segment
+        coalesce(s.cluster_label, 'unclustered') as cluster_segment,
+        s.clv_segment,
+        s.predicted_clv,
+        s.p_alive
     from customer_segments as s
 ),
 
@@ -44,12 +49,12 @@ members as (
         on f.customer_id = sr.customer_id
 ),
 
--- Each member once per segmentation, with its segment there: an unnest of two arrays of six
+-- Each member once per segmentation, with its segment there: an unnest of two arrays of seven
 -- (names and segments, zipped), which keeps the input's batches whole.
 membership as (
     select
         unnest([
-            'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster'
+            'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster', 'clv'
         ]) as segmentation,
         unnest([
             m.rfm_segment,
@@ -57,8 +62,11 @@ membership as (
             m.geographic_segment,
             m.psychographic_segment,
             m.engagement_segment,
-            m.cluster_segment
+            m.cluster_segment,
+            m.clv_segment
         ]) as segment,
+        m.predicted_clv,
+        m.p_alive,
         m.recency_days,
         m.frequency,
         m.monetary,
@@ -98,14 +106,17 @@ sizes as (
         median(cast(m.monetary as double)) as median_monetary,
         median(cast(m.avg_order_value as double)) as median_avg_order_value,
         sum(m.emails_opened_90d) as opened,
-        sum(m.emails_sent_90d) as sent
+        sum(m.emails_sent_90d) as sent,
+        -- As decimals for the same reason (predicted_clv to 1e-6, p_alive to 1e-12).
+        cast(avg(cast(m.predicted_clv as decimal(38, 6))) as double) as mean_predicted_clv,
+        cast(avg(cast(m.p_alive as decimal(38, 12))) as double) as mean_p_alive
     from membership as m
     group by m.segmentation, m.segment
 ),
 
 -- Every combination of segments that some customer has, numbered: orders are counted per
--- combination number (a few thousand), not per six segment names, so the 8.5M-row join and
--- aggregate below carry one integer instead of six strings.
+-- combination number (some thousands), not per seven segment names, so the 8.5M-row join and
+-- aggregate below carry one integer instead of seven strings.
 combinations as (
     select
         sr.rfm_segment,
@@ -114,13 +125,15 @@ combinations as (
         sr.psychographic_segment,
         sr.engagement_segment,
         sr.cluster_segment,
+        sr.clv_segment,
         row_number() over (
             order by
                 sr.rfm_segment, sr.demographic_segment, sr.geographic_segment,
-                sr.psychographic_segment, sr.engagement_segment, sr.cluster_segment
+                sr.psychographic_segment, sr.engagement_segment, sr.cluster_segment,
+                sr.clv_segment
         ) as combination
     from segment_rows as sr
-    group by 1, 2, 3, 4, 5, 6
+    group by 1, 2, 3, 4, 5, 6, 7
 ),
 
 member_combinations as (
@@ -133,10 +146,11 @@ member_combinations as (
         and (sr.psychographic_segment is not distinct from c.psychographic_segment)
         and (sr.engagement_segment is not distinct from c.engagement_segment)
         and (sr.cluster_segment is not distinct from c.cluster_segment)
+        and (sr.clv_segment is not distinct from c.clv_segment)
 ),
 
 -- Counted orders per combination of segments and (category, channel): far fewer rows than
--- orders, so the fan-out to six segmentations below stays small.
+-- orders, so the fan-out to seven segmentations below stays small.
 combination_mix as (
     select mc.combination, o.category, o.channel, count(*) as n
     from member_combinations as mc
@@ -155,6 +169,7 @@ order_mix as (
         c.psychographic_segment,
         c.engagement_segment,
         c.cluster_segment,
+        c.clv_segment,
         cm.category,
         cm.channel,
         cm.n
@@ -168,22 +183,23 @@ order_mix as (
 member_values as (
     select
         unnest([
-            'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster',
-            'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster'
+            'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster', 'clv',
+            'rfm', 'demographic', 'geographic', 'psychographic', 'engagement', 'cluster', 'clv'
         ]) as segmentation,
         unnest([
             om.rfm_segment, om.demographic_segment, om.geographic_segment,
-            om.psychographic_segment, om.engagement_segment, om.cluster_segment,
+            om.psychographic_segment, om.engagement_segment, om.cluster_segment, om.clv_segment,
             om.rfm_segment, om.demographic_segment, om.geographic_segment,
-            om.psychographic_segment, om.engagement_segment, om.cluster_segment
+            om.psychographic_segment, om.engagement_segment, om.cluster_segment, om.clv_segment
         ]) as segment,
         unnest([
-            'category', 'category', 'category', 'category', 'category', 'category',
-            'channel', 'channel', 'channel', 'channel', 'channel', 'channel'
+            'category', 'category', 'category', 'category', 'category', 'category', 'category',
+            'channel', 'channel', 'channel', 'channel', 'channel', 'channel', 'channel'
         ]) as attribute,
         unnest([
             om.category, om.category, om.category, om.category, om.category, om.category,
-            om.channel, om.channel, om.channel, om.channel, om.channel, om.channel
+            om.category,
+            om.channel, om.channel, om.channel, om.channel, om.channel, om.channel, om.channel
         ]) as value,
         om.n
     from order_mix as om
@@ -238,7 +254,9 @@ select
     tv.top_category,
     tv.top_channel,
     tv.top_interest,
-    case when s.sent > 0 then cast(s.opened as double) / s.sent end as email_open_rate_90d
+    case when s.sent > 0 then cast(s.opened as double) / s.sent end as email_open_rate_90d,
+    s.mean_predicted_clv,
+    s.mean_p_alive
 from sizes as s
 cross join totals as t
 left join top_values as tv

@@ -11,7 +11,7 @@ fn validate_and_plan_describe_the_default_pipeline() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("valid: 21 stages"),
+        String::from_utf8_lossy(&out.stdout).contains("valid: 23 stages"),
         "{}",
         text(&out)
     );

@@ -145,12 +145,14 @@ impl Drop for Cluster {
 }
 
 /// Every table the default pipeline publishes, by its path under the output.
-pub const PUBLISHED: [&str; 14] = [
+pub const PUBLISHED: [&str; 16] = [
     "customer_segments",
     "customer_features",
     "segment_profiles",
     "cluster_centers",
     "cluster_scores",
+    "customer_clv",
+    "clv_model",
     "segment_migrations",
     "segment_changes",
     "campaign_performance",
@@ -294,8 +296,12 @@ fn default_pipeline_on_a_loopback_cluster_publishes_what_a_local_run_does() {
         ["client", "executor-0", "executor-1"],
         "both executors wrote files"
     );
-    // The client writes only what it computed itself: k-means' fitted rows.
-    for s in stages.iter().filter(|s| s["id"] != "clusters") {
+    // The client writes only what it computed itself: k-means' fitted rows and the CLV
+    // predictions (both models are fitted in the segflow process).
+    for s in stages
+        .iter()
+        .filter(|s| s["id"] != "clusters" && s["id"] != "clv")
+    {
         assert!(!workers(s).contains(&"client".to_string()), "{}", s["id"]);
     }
     let kmeans = &stages.iter().find(|s| s["id"] == "clusters").unwrap()["metrics"]["kmeans"];

@@ -86,3 +86,79 @@ fn clv_stage_fits_and_publishes_values_and_models() {
     );
     assert_eq!(value, [["true", "true", "true"]], "{value:?}");
 }
+
+/// In the default pipeline: customer_clv has a row for exactly the customers with a counted
+/// order, customer_segments carries the same predictions and clv segment, every clv segment is
+/// where the pipeline's rules put it (recomputed here from the published columns, with
+/// clv_score recomputed as a quintile of predicted_clv), and the fits are reported converged.
+#[test]
+fn default_pipeline_publishes_clv_and_the_clv_segmentation() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    generate(&input, 800, 17);
+    let output = dir.path().join("out");
+    let out = run(&crate::default_pipeline(), &input, &output, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let tables = ["customer_clv", "customer_segments"];
+    let matched = query_tables(
+        &output,
+        &tables,
+        "select count(*) filter (where c.customer_id is null and s.frequency is not null), \
+                count(*) filter (where c.customer_id is not null and s.frequency is null), \
+                count(*) filter (where c.customer_id is not null and \
+                    ((c.p_alive is distinct from s.p_alive) \
+                     or (c.predicted_clv is distinct from s.predicted_clv) \
+                     or (c.clv_segment is distinct from s.clv_segment))), \
+                count(*) filter (where (s.clv_segment = 'no_purchase') <> (c.customer_id is null)), \
+                count(c.customer_id) \
+         from customer_segments s left join customer_clv c on c.customer_id = s.customer_id",
+    );
+    let [missing, extra, differ, no_purchase, with_clv] = &matched[0][..] else {
+        panic!("{matched:?}")
+    };
+    assert_eq!(
+        [missing, extra, differ, no_purchase],
+        ["0", "0", "0", "0"],
+        "{matched:?}"
+    );
+    assert!(with_clv.parse::<u64>().unwrap() > 500, "{matched:?}");
+
+    let wrong = query_tables(
+        &output,
+        &tables,
+        "with scored as ( \
+             select c.*, s.m_score, \
+                 cast(1 + (5 * (rank() over (order by c.predicted_clv) - 1)) / count(*) over () as int) \
+                     as score \
+             from customer_clv c join customer_segments s on s.customer_id = c.customer_id) \
+         select customer_id, clv_score, score, clv_segment, p_alive, m_score from scored \
+         where clv_score <> score or clv_segment <> case \
+             when p_alive >= 0.5 and score >= 4 then 'high_value' \
+             when p_alive >= 0.5 and score > m_score then 'growing' \
+             when p_alive < 0.5 and m_score >= 4 then 'at_risk_high_value' \
+             when p_alive < 0.5 then 'likely_churned' \
+             else 'low_value' end",
+    );
+    assert!(wrong.is_empty(), "{wrong:?}");
+    let segments = query_tables(
+        &output,
+        &["customer_segments"],
+        "select clv_segment from customer_segments group by 1 order by 1",
+    );
+    assert_eq!(
+        segments.concat(),
+        [
+            "at_risk_high_value",
+            "growing",
+            "high_value",
+            "likely_churned",
+            "low_value",
+            "no_purchase"
+        ]
+    );
+    for model in ["bgnbd", "gamma_gamma"] {
+        let key = format!("clv_{model}_converged");
+        assert_eq!(crate::manifest_metric(&output, "clv", &key), true, "{key}");
+    }
+}

@@ -27,6 +27,10 @@ const JOINED_MIGRATIONS: &str = "
     select 'engagement', coalesce(p.engagement_segment, 'new'), c.engagement_segment, count(*)
     from cur c left join prev p on p.customer_id = c.customer_id
     group by 1, 2, 3
+    union all
+    select 'clv', coalesce(p.clv_segment, 'new'), c.clv_segment, count(*)
+    from cur c left join prev p on p.customer_id = c.customer_id
+    group by 1, 2, 3
     order by 1, 2, 3";
 
 #[test]
@@ -59,7 +63,7 @@ fn history_migrations_changes_and_campaigns_follow_the_snapshots() {
         &output,
         &["segment_migrations"],
         "select segmentation, from_segment, to_segment, customers from segment_migrations \
-         where segmentation in ('rfm', 'engagement') and from_as_of = DATE '2026-08-01' \
+         where segmentation in ('rfm', 'engagement', 'clv') and from_as_of = DATE '2026-08-01' \
          and to_as_of = DATE '2026-10-01' order by 1, 2, 3",
     );
     assert!(migrations.len() > 5, "{migrations:?}");
@@ -250,4 +254,113 @@ stages:
     // A run without rows has no partition to replace: no new version, nothing lost.
     run("2026-01-02", "4", "0");
     assert_eq!(table(all), (2, rows));
+}
+
+/// Output contract v1 only adds columns. An output published before some of them existed
+/// (here: without the clv columns of customer_segments, segment_history and segment_profiles,
+/// as segflow published them before CLV) takes them on the next run: the tables gain the
+/// columns, the earlier snapshot reads null in them, and its customers are `new` to the clv
+/// segmentation while the other segmentations compare as before.
+#[test]
+fn an_output_published_before_columns_were_added_takes_them_on_the_next_run() {
+    use segflow_core::datafusion::prelude::SessionContext;
+    use segflow_core::deltalake::operations::write::SchemaMode;
+    use segflow_core::deltalake::protocol::SaveMode;
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    crate::generate(&input, 300, 12);
+    let output = dir.path().join("out");
+    run_at(&input, &output, "2026-08-01");
+
+    let clv_columns = ["p_alive", "predicted_clv", "clv_segment"];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for (table, drop, partition) in [
+            ("customer_segments", &clv_columns[..], None),
+            ("segment_history", &clv_columns[..], Some("as_of")),
+            (
+                "segment_profiles",
+                &["mean_predicted_clv", "mean_p_alive"][..],
+                None,
+            ),
+        ] {
+            let ctx = SessionContext::new();
+            let url = table_url(&output, table);
+            segflow_testkit::delta::register(&ctx, "t", &url).await;
+            let batches = ctx
+                .table("t")
+                .await
+                .unwrap()
+                .drop_columns(drop)
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let delta = segflow_core::publish::open_table(&ctx, &url).await.unwrap();
+            let mut write = delta
+                .write(batches)
+                .with_save_mode(SaveMode::Overwrite)
+                .with_schema_mode(SchemaMode::Overwrite);
+            if let Some(column) = partition {
+                write = write.with_partition_columns([column]);
+            }
+            write.await.unwrap();
+        }
+    });
+    let old = query(
+        &output,
+        &["segment_history"],
+        "select count(*) from segment_history",
+    );
+    assert_eq!(old, [["300"]]);
+    assert!(
+        std::panic::catch_unwind(|| query(
+            &output,
+            &["segment_history"],
+            "select clv_segment from segment_history"
+        ))
+        .is_err(),
+        "the history was rewritten without the clv columns"
+    );
+
+    run_at(&input, &output, "2026-10-01");
+    let history = query(
+        &output,
+        &["segment_history"],
+        "select cast(as_of as varchar), count(*), count(clv_segment), count(rfm_segment) \
+         from segment_history group by 1 order by 1",
+    );
+    assert_eq!(
+        history,
+        [
+            ["2026-08-01", "300", "0", "300"],
+            ["2026-10-01", "300", "300", "300"]
+        ]
+    );
+    let migrations = query(
+        &output,
+        &["segment_migrations"],
+        "select segmentation, count(*) filter (where from_segment = 'new'), sum(customers) \
+         from segment_migrations where to_as_of = DATE '2026-10-01' \
+         and segmentation in ('clv', 'rfm') group by 1 order by 1",
+    );
+    assert_eq!(migrations[0][0], "clv");
+    assert_eq!(migrations[0][2], "300");
+    let clv_segments = query(
+        &output,
+        &["customer_segments"],
+        "select count(distinct clv_segment) from customer_segments",
+    );
+    assert_eq!(
+        migrations[0][1], clv_segments[0][0],
+        "every clv segment from `new`"
+    );
+    assert_eq!(migrations[1], ["rfm", "0", "300"], "rfm compares as before");
+    let profiles = query(
+        &output,
+        &["segment_profiles"],
+        "select count(*), count(mean_p_alive) from segment_profiles where segmentation = 'clv'",
+    );
+    assert_eq!(profiles[0][0], clv_segments[0][0]);
 }

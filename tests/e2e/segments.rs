@@ -6,12 +6,13 @@ use std::path::Path;
 
 use crate::{default_pipeline, read_table, run, table_url, text};
 
-const SEGMENTATIONS: [&str; 5] = [
+const SEGMENTATIONS: [&str; 6] = [
     "rfm",
     "demographic",
     "geographic",
     "psychographic",
     "engagement",
+    "clv",
 ];
 
 fn query(output: &Path, table: &str, sql: &str) -> Vec<Vec<String>> {
@@ -142,20 +143,21 @@ fn rules_that_leave_their_segment_empty_are_named_with_the_reason() {
 /// pipelines/customer_segmentation.yaml as they are) must put each where the README says.
 /// Columns: id, r, f, frequency, age, income_band, country, region, top_interest, score,
 /// opt_in, clicked, open_rate, opened, sent, then the expected rfm, demographic, geographic,
-/// psychographic and engagement segments.
+/// psychographic and engagement segments; then m_score, the CLV predictions p_alive and
+/// clv_score (null: no counted order, so no prediction), and the expected clv segment.
 const HAND_MADE: &str = "
-  ('h01', 5, 4, 9, 22, 'middle', 'US', 'California', 'sustainability', 5, true, 1, 0.1, 1, 10, 'champions', 'young_adults', 'us_west', 'eco_conscious', 'email_engaged'),
-  ('h02', 3, 5, 12, 30, 'high', 'US', 'New York', 'technology', 4, true, 0, 0.25, 1, 4, 'loyal_customers', 'young_professionals', 'us_east', 'tech_enthusiasts', 'email_engaged'),
-  ('h03', 5, 1, 1, 30, 'middle', 'US', 'Texas', 'fitness', 4, true, 0, 0.2, 2, 10, 'new_customers', 'early_career', 'us_central', 'active_lifestyle', 'email_casual'),
-  ('h04', 4, 1, 1, 45, 'upper_middle', 'CA', 'Ontario', 'luxury', 5, true, 0, 0.0, 0, 3, 'promising', 'affluent_midlife', 'canada', 'luxury_seekers', 'email_lapsed'),
-  ('h05', 4, 2, 2, 45, 'low', 'IE', 'Dublin', 'family', 4, true, 0, null, 0, 0, 'potential_loyalists', 'midlife', 'uk_ireland', 'family_focused', 'not_emailed'),
-  ('h06', 3, 3, 3, 60, 'high', 'AT', 'Wien', 'travel', 4, false, 2, 0.5, 2, 4, 'need_attention', 'affluent_seniors', 'dach', 'travelers', 'not_opted_in'),
-  ('h07', 3, 1, 1, 70, null, 'FR', 'Paris', 'value', 5, null, 0, null, 0, 0, 'about_to_sleep', 'seniors', 'western_europe', 'value_seekers', 'not_opted_in'),
-  ('h08', 1, 5, 20, null, 'high', 'ES', 'Madrid', 'travel', 3, true, 0, 0.0, 0, 1, 'cant_lose_them', 'age_unknown', 'southern_europe', 'undeclared', 'email_lapsed'),
-  ('h09', 2, 3, 3, 24, 'high', 'SE', 'Stockholm', null, null, true, 1, 1.0, 1, 1, 'at_risk', 'young_adults', 'nordics', 'undeclared', 'email_engaged'),
-  ('h10', 2, 2, 2, 35, 'middle', 'BR', 'Sao Paulo', 'sustainability', 3, true, 0, null, 0, 0, 'hibernating', 'midlife', 'latin_america', 'undeclared', 'not_emailed'),
-  ('h11', null, null, null, 55, 'upper_middle', 'JP', 'Tokyo', 'technology', 5, true, 0, null, 0, 0, 'no_purchase', 'affluent_seniors', 'asia_pacific', 'tech_enthusiasts', 'not_emailed'),
-  ('h12', 1, 1, 1, 34, 'upper_middle', 'ZA', 'Gauteng', 'luxury', 4, true, 0, 0.1, 1, 10, 'hibernating', 'young_professionals', 'rest_of_world', 'luxury_seekers', 'email_casual')";
+  ('h01', 5, 4, 9, 22, 'middle', 'US', 'California', 'sustainability', 5, true, 1, 0.1, 1, 10, 'champions', 'young_adults', 'us_west', 'eco_conscious', 'email_engaged', 4, 0.9, 5, 'high_value'),
+  ('h02', 3, 5, 12, 30, 'high', 'US', 'New York', 'technology', 4, true, 0, 0.25, 1, 4, 'loyal_customers', 'young_professionals', 'us_east', 'tech_enthusiasts', 'email_engaged', 5, 0.8, 4, 'high_value'),
+  ('h03', 5, 1, 1, 30, 'middle', 'US', 'Texas', 'fitness', 4, true, 0, 0.2, 2, 10, 'new_customers', 'early_career', 'us_central', 'active_lifestyle', 'email_casual', 1, 1.0, 3, 'growing'),
+  ('h04', 4, 1, 1, 45, 'upper_middle', 'CA', 'Ontario', 'luxury', 5, true, 0, 0.0, 0, 3, 'promising', 'affluent_midlife', 'canada', 'luxury_seekers', 'email_lapsed', 2, 0.7, 2, 'low_value'),
+  ('h05', 4, 2, 2, 45, 'low', 'IE', 'Dublin', 'family', 4, true, 0, null, 0, 0, 'potential_loyalists', 'midlife', 'uk_ireland', 'family_focused', 'not_emailed', 2, 0.5, 3, 'growing'),
+  ('h06', 3, 3, 3, 60, 'high', 'AT', 'Wien', 'travel', 4, false, 2, 0.5, 2, 4, 'need_attention', 'affluent_seniors', 'dach', 'travelers', 'not_opted_in', 4, 0.45, 2, 'at_risk_high_value'),
+  ('h07', 3, 1, 1, 70, null, 'FR', 'Paris', 'value', 5, null, 0, null, 0, 0, 'about_to_sleep', 'seniors', 'western_europe', 'value_seekers', 'not_opted_in', 1, 0.2, 1, 'likely_churned'),
+  ('h08', 1, 5, 20, null, 'high', 'ES', 'Madrid', 'travel', 3, true, 0, 0.0, 0, 1, 'cant_lose_them', 'age_unknown', 'southern_europe', 'undeclared', 'email_lapsed', 5, 0.1, 1, 'at_risk_high_value'),
+  ('h09', 2, 3, 3, 24, 'high', 'SE', 'Stockholm', null, null, true, 1, 1.0, 1, 1, 'at_risk', 'young_adults', 'nordics', 'undeclared', 'email_engaged', 3, 0.3, 2, 'likely_churned'),
+  ('h10', 2, 2, 2, 35, 'middle', 'BR', 'Sao Paulo', 'sustainability', 3, true, 0, null, 0, 0, 'hibernating', 'midlife', 'latin_america', 'undeclared', 'not_emailed', 2, 0.55, 1, 'low_value'),
+  ('h11', null, null, null, 55, 'upper_middle', 'JP', 'Tokyo', 'technology', 5, true, 0, null, 0, 0, 'no_purchase', 'affluent_seniors', 'asia_pacific', 'tech_enthusiasts', 'not_emailed', null, null, null, 'no_purchase'),
+  ('h12', 1, 1, 1, 34, 'upper_middle', 'ZA', 'Gauteng', 'luxury', 4, true, 0, 0.1, 1, 10, 'hibernating', 'young_professionals', 'rest_of_world', 'luxury_seekers', 'email_casual', 1, 0.49, 5, 'likely_churned')";
 
 #[test]
 fn default_rules_put_hand_made_customers_where_the_readme_says() {
@@ -175,8 +177,20 @@ fn default_rules_put_hand_made_customers_where_the_readme_says() {
              cast(column13 as double) as email_open_rate_90d, cast(column14 as int) as emails_opened_90d, \
              cast(column15 as int) as emails_sent_90d, column16 as expected_rfm, \
              column17 as expected_demographic, column18 as expected_geographic, \
-             column19 as expected_psychographic, column20 as expected_engagement \
+             column19 as expected_psychographic, column20 as expected_engagement, \
+             cast(column21 as int) as m_score, column24 as expected_clv \
              from (values {HAND_MADE}) as t"
+        ),
+    )
+    .unwrap();
+    // The predictions are a table of their own, of the customers with a counted order, as the
+    // clv stage makes them: the rule stage joins them to the features.
+    std::fs::write(
+        sql.join("clv_values.sql"),
+        format!(
+            "select column1 as customer_id, cast(column22 as double) as p_alive, \
+             cast(column23 as int) as clv_score \
+             from (values {HAND_MADE}) as t where column22 is not null"
         ),
     )
     .unwrap();
@@ -184,9 +198,14 @@ fn default_rules_put_hand_made_customers_where_the_readme_says() {
     // The default pipeline's rule stages, verbatim, after a stage that makes the rows.
     let default = std::fs::read_to_string(crate::default_pipeline()).unwrap();
     let default: Value = serde_yaml_value(&default);
-    let mut stages = vec![serde_yaml_value(
-        "{ id: rows, kind: features.sql, sql: hand_made.sql, output: customer_features }",
-    )];
+    let mut stages = vec![
+        serde_yaml_value(
+            "{ id: rows, kind: features.sql, sql: hand_made.sql, output: customer_features }",
+        ),
+        serde_yaml_value(
+            "{ id: clv, kind: features.sql, sql: clv_values.sql, output: clv_values }",
+        ),
+    ];
     let rules: Vec<Value> = default["stages"]
         .as_sequence()
         .unwrap()
@@ -197,8 +216,8 @@ fn default_rules_put_hand_made_customers_where_the_readme_says() {
     assert_eq!(rules.len(), 1, "one stage for the rule segmentations");
     assert_eq!(
         rules[0]["segmentations"].as_sequence().map(Vec::len),
-        Some(5),
-        "the five rule segmentations"
+        Some(6),
+        "the six rule segmentations"
     );
     let last = rules.last().unwrap()["output"]
         .as_str()
@@ -235,7 +254,7 @@ fn default_rules_put_hand_made_customers_where_the_readme_says() {
         assert!(wrong.is_empty(), "{s}: got, expected: {wrong:?}");
         checked += 1;
     }
-    assert_eq!(checked, 5);
+    assert_eq!(checked, 6);
     // Every rule and default of every segmentation is reached by some hand-made row.
     for s in SEGMENTATIONS {
         let reached = query(

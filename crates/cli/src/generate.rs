@@ -1,9 +1,10 @@
 //! `segflow generate`: a realistic, seeded CRM export in the input contract v1 shape.
 //!
 //! The model, per customer: skewed geography (country weights, region and city within it);
-//! age, gender and lognormal income; a purchase rate drawn from a gamma distribution and a
-//! churn time from an exponential one, so order counts are gamma-Poisson (a few heavy buyers,
-//! many light ones, some who never buy); lognormal spend scaled by a per-customer level;
+//! age, gender and lognormal income; a purchase rate and a churn rate each drawn from a gamma
+//! distribution, and a churn time from an exponential one at that rate (the Pareto/NBD story),
+//! so order counts are gamma-Poisson (a few heavy buyers, many light ones, some who never buy)
+//! and customers lapse at different speeds; lognormal spend scaled by a per-customer level;
 //! preferred categories and channels; refunds as negative orders; monthly email campaigns with
 //! per-customer engagement; page views and cart adds around orders; survey interests that
 //! correlate with the categories the customer buys.
@@ -372,7 +373,10 @@ fn generate_chunk(
     let age: Normal<f64> = Normal::new(42.0, 14.0).expect("valid normal");
     let spend_level = LogNormal::new(0.0, 0.6).expect("valid lognormal");
     let rate = Gamma::new(1.5, 4.0).expect("valid gamma");
-    let lifetime_days = Exp::new(1.0 / (4.0 * 365.0)).expect("valid exp");
+    // Churn per year: mean 0.25 (a 4-year lifetime), spread so that some lapse within months
+    // and many stay for a decade. Customers differ in how fast they lapse, as real ones do (the
+    // BG/NBD model's dropout heterogeneity has something to measure).
+    let churn: Gamma<f64> = Gamma::new(0.8, 0.25 / 0.8).expect("valid gamma");
     let price_noise = LogNormal::new(0.0, 0.45).expect("valid lognormal");
     let span = world.end_day - world.start_day;
     for i in customers {
@@ -425,7 +429,10 @@ fn generate_chunk(
         let buys = rng.random_bool(0.92);
         let level = spend_level.sample(&mut rng);
         let yearly = if buys { rate.sample(&mut rng) } else { 0.0 };
-        let active_end = (signup_day + lifetime_days.sample(&mut rng) as i64).min(world.end_day);
+        let lifetime_days = Exp::new(churn.sample(&mut rng).max(1e-6) / 365.0)
+            .expect("positive rate")
+            .sample(&mut rng);
+        let active_end = (signup_day + lifetime_days.min(1e6) as i64).min(world.end_day);
         let active_years = (active_end - signup_day).max(0) as f64 / 365.0;
         let n_orders = if yearly * active_years > 0.0 {
             (Poisson::new(yearly * active_years)

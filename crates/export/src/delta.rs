@@ -38,7 +38,8 @@ pub struct TargetOptions {
     /// Columns to partition the table by.
     #[serde(default)]
     pub partition_by: Vec<String>,
-    /// Let a run replace the table's schema. Off by default: readers rely on the schema.
+    /// Let a run replace the table's schema. Off by default: readers rely on the schema, and a
+    /// run may only add columns to it (older rows read null there).
     #[serde(default)]
     pub allow_schema_change: bool,
     /// `overwrite` (default: the new version holds this run's rows), `append` (the run's

@@ -4,8 +4,14 @@
 //! A table that does not exist yet (the first run) is not an error: the stage yields an empty
 //! table shaped like `empty_like`, a table of this run with the columns the Delta table will
 //! have, so the SQL that reads it runs unchanged and finds no rows.
+//!
+//! Output tables only gain columns (output contract v1), so a table published by an earlier
+//! segflow can lack some of `empty_like`'s: those read as nulls, as Delta's own schema
+//! evolution reads them in files written before a column was added.
 
 use async_trait::async_trait;
+use segflow_core::datafusion::common::ScalarValue;
+use segflow_core::datafusion::logical_expr::{cast, lit};
 use segflow_core::spec::StageSpec;
 use segflow_core::stage::{BuildContext, Stage, StageContext, StageFactory};
 use segflow_core::{Result, publish, storage};
@@ -100,11 +106,27 @@ impl Stage for DeltaSource {
     }
 
     async fn run(&self, cx: &StageContext<'_>) -> Result<()> {
+        let like = cx.table(&self.empty_like).await?;
         let df = match publish::read_published(cx.ctx, &self.url).await? {
-            Some(df) => df,
-            None => cx
-                .table(&self.empty_like)
-                .await?
+            Some(mut df) => {
+                for field in like.schema().fields() {
+                    if df
+                        .schema()
+                        .index_of_column_by_name(None, field.name())
+                        .is_none()
+                    {
+                        let null = cast(lit(ScalarValue::Null), field.data_type().clone());
+                        df = df
+                            .with_column(field.name(), null)
+                            .map_err(cx.df_err(format!(
+                                "adding `{}`, which the published table lacks",
+                                field.name()
+                            )))?;
+                    }
+                }
+                df
+            }
+            None => like
                 .limit(0, Some(0))
                 .map_err(cx.df_err(format!("an empty copy of `{}`", self.empty_like)))?,
         };

@@ -4,6 +4,11 @@
 //! Several segmentations in one stage (`segmentations:`) are one projection over the input,
 //! materialized once: every rule of every segmentation is evaluated in the same pass, instead of
 //! one stage per segmentation each rewriting the whole (wide) table to add one column.
+//!
+//! Rules may read the columns of several per-customer tables: with more than one input and a
+//! `key`, each later input is left-joined to the first on the key in that same pass (a row
+//! without a match reads nulls), so a table computed apart, such as the CLV predictions, needs
+//! no stage of its own to be joined to the features first.
 
 use async_trait::async_trait;
 use segflow_core::datafusion::arrow::array::{Array, Int64Array};
@@ -34,6 +39,11 @@ pub struct RulesConfig {
     /// Several segmentations, each `{ segmentation, rules, default }`, added in one pass.
     #[serde(default)]
     pub segmentations: Vec<Segmentation>,
+    /// With several `inputs`: the column they share, unique in every input after the first.
+    /// The output has the first input's rows and columns, then the columns of each later input
+    /// that no earlier one has, matched on the key.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 /// One segmentation: `<segmentation>_segment` from its rules, first match wins, else `default`.
@@ -65,11 +75,12 @@ pub struct Rule {
     pub when: String,
 }
 
-/// A built rule stage: one or more segmentations over one input.
+/// A built rule stage: one or more segmentations over one input, or several joined on a key.
 #[derive(Debug)]
 pub struct Rules {
     id: String,
-    input: String,
+    inputs: Vec<String>,
+    key: Option<String>,
     output: String,
     segmentations: Vec<Segmentation>,
 }
@@ -135,9 +146,26 @@ checks: [{ not_null: [value_tier_segment] }]
 
     fn build(&self, spec: &StageSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>> {
         let config: RulesConfig = spec.config(cx.source)?;
-        let [input] = spec.inputs.as_slice() else {
-            return Err(spec.error(cx.source, "needs exactly one table under `inputs`"));
-        };
+        let key = config.key.clone();
+        match (spec.inputs.len(), &key) {
+            (0, _) => {
+                return Err(spec.error(cx.source, "needs a table under `inputs`"));
+            }
+            (1, Some(_)) => {
+                return Err(spec.error(
+                    cx.source,
+                    "has a `key` but one input; `key` joins several `inputs`, so drop it",
+                ));
+            }
+            (2.., None) => {
+                return Err(spec.error(
+                    cx.source,
+                    "has several `inputs` but no `key`; name the column they are joined on, \
+                     e.g. `key: customer_id`",
+                ));
+            }
+            _ => {}
+        }
         let Some(output) = spec.output.clone() else {
             return Err(spec.error(cx.source, "has no `output`; name the table it produces"));
         };
@@ -157,7 +185,8 @@ checks: [{ not_null: [value_tier_segment] }]
         }
         Ok(Box::new(Rules {
             id: spec.id.clone(),
-            input: input.clone(),
+            inputs: spec.inputs.clone(),
+            key,
             output,
             segmentations,
         }))
@@ -213,7 +242,7 @@ pub(crate) fn is_name(s: &str) -> bool {
 #[async_trait]
 impl Stage for Rules {
     fn inputs(&self) -> Vec<String> {
-        vec![self.input.clone()]
+        self.inputs.clone()
     }
 
     fn outputs(&self) -> Vec<String> {
@@ -250,7 +279,8 @@ impl Stage for Rules {
     }
 
     async fn run(&self, cx: &StageContext<'_>) -> Result<()> {
-        let mut df = cx.table(&self.input).await?;
+        let mut df = self.joined(cx).await?;
+        let input = self.inputs.join(" + ");
         let mut predicates: Vec<Vec<Expr>> = Vec::with_capacity(self.segmentations.len());
         for s in &self.segmentations {
             let column = s.column();
@@ -258,8 +288,7 @@ impl Stage for Rules {
                 return Err(Error::BadData {
                     stage: self.id.clone(),
                     message: format!(
-                        "input `{}` already has a column `{column}`; rename the segmentation",
-                        self.input
+                        "input `{input}` already has a column `{column}`; rename the segmentation"
                     ),
                 });
             }
@@ -270,12 +299,11 @@ impl Stage for Rules {
                     .map_err(|source| Error::DataFusion {
                         stage: self.id.clone(),
                         context: format!(
-                            "segmentation `{}`: rule {} (segment `{}`): `{}` does not compile against `{}`",
+                            "segmentation `{}`: rule {} (segment `{}`): `{}` does not compile against `{input}`",
                             s.segmentation,
                             i + 1,
                             rule.segment,
                             rule.when,
-                            self.input
                         ),
                         source,
                     })?;
@@ -325,6 +353,54 @@ impl Stage for Rules {
 }
 
 impl Rules {
+    /// The first input, with each later one's new columns left-joined on the key.
+    async fn joined(
+        &self,
+        cx: &StageContext<'_>,
+    ) -> Result<segflow_core::datafusion::dataframe::DataFrame> {
+        use segflow_core::datafusion::common::JoinType;
+        const JOIN_KEY: &str = "__segflow_rules_key";
+        let (first, rest) = self.inputs.split_first().expect("inputs checked at build");
+        let mut df = cx.table(first).await?;
+        let Some(key) = &self.key else {
+            return Ok(df);
+        };
+        for name in rest {
+            let other = cx.table(name).await?;
+            for (table, schema) in [(first, df.schema()), (name, other.schema())] {
+                if schema.index_of_column_by_name(None, key).is_none() {
+                    return Err(Error::BadData {
+                        stage: self.id.clone(),
+                        message: format!(
+                            "input `{table}` has no column `{key}` (the `key` the inputs are joined on)"
+                        ),
+                    });
+                }
+            }
+            let mut columns = vec![ident(key).alias(JOIN_KEY)];
+            columns.extend(
+                other
+                    .schema()
+                    .fields()
+                    .iter()
+                    .filter(|f| {
+                        df.schema()
+                            .index_of_column_by_name(None, f.name())
+                            .is_none()
+                    })
+                    .map(|f| ident(f.name())),
+            );
+            let other = other
+                .select(columns)
+                .map_err(cx.df_err(format!("the columns of `{name}`")))?;
+            df = df
+                .join(other, JoinType::Left, &[key.as_str()], &[JOIN_KEY], None)
+                .and_then(|df| df.drop_columns(&[JOIN_KEY]))
+                .map_err(cx.df_err(format!("joining `{name}` on `{key}`")))?;
+        }
+        Ok(df)
+    }
+
     /// How many rows each rule matches on its own, first match or not, for every rule of
     /// every segmentation in one aggregate over the input: a rule whose segment ends up empty
     /// either matches nothing or is shadowed by earlier rules.

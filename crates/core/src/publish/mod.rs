@@ -60,7 +60,8 @@ pub struct PublishRequest {
     /// Columns to partition the Delta table by (Hive style directories).
     pub partition_by: Vec<String>,
     /// Whether a different schema may replace the table's current one. Off by default: a
-    /// changed output schema breaks readers, so it should be a deliberate choice.
+    /// changed output schema breaks readers, so it should be a deliberate choice. Without it,
+    /// the run's table may still add columns (they are merged into the table's schema).
     pub allow_schema_change: bool,
     /// Replace the table's rows (`overwrite`, the default), add to them (`append`, for logs
     /// such as the quarantine, where each run adds its rows in one commit), or replace only the
@@ -162,9 +163,14 @@ pub async fn publish(
         let values = values.iter().map(|v| lit(v.clone())).collect();
         write = write.with_replace_where(col(column.as_str()).in_list(values, false));
     }
-    if request.allow_schema_change {
-        write = write.with_schema_mode(SchemaMode::Overwrite);
-    }
+    // Columns may be added to a published table (output contract v1: columns are only ever
+    // added), and old rows read null in them; replacing the schema otherwise takes
+    // `allow_schema_change`. A retyped column fails the commit in either mode.
+    write = write.with_schema_mode(if request.allow_schema_change {
+        SchemaMode::Overwrite
+    } else {
+        SchemaMode::Merge
+    });
     let version = match write.await {
         Ok(table) => table.version().ok_or_else(|| {
             Error::Internal(format!(

@@ -15,13 +15,15 @@ pub trait Likelihood: Sync {
     fn total(&self, theta: &[f64]) -> (f64, Vec<f64>);
 }
 
-/// Sums `f` over `items` on all cores: the log-likelihood and its gradient.
+/// Sums `f` over `items` on all cores: the log-likelihood and its gradient. Chunks are summed
+/// in parallel and their sums added in chunk order, so the result is the same bits whatever
+/// the threads (reruns and a cluster's run publish identical predictions).
 pub fn par_sum<T: Sync>(
     items: &[T],
     n: usize,
     f: impl Fn(&T) -> (f64, Vec<f64>) + Sync,
 ) -> (f64, Vec<f64>) {
-    items
+    let partials: Vec<(f64, Vec<f64>)> = items
         .par_chunks(4096)
         .map(|chunk| {
             let (mut ll, mut g) = (0.0, vec![0.0; n]);
@@ -34,15 +36,15 @@ pub fn par_sum<T: Sync>(
             }
             (ll, g)
         })
-        .reduce(
-            || (0.0, vec![0.0; n]),
-            |(la, mut ga), (lb, gb)| {
-                for (a, b) in ga.iter_mut().zip(gb) {
-                    *a += b;
-                }
-                (la + lb, ga)
-            },
-        )
+        .collect();
+    partials
+        .into_iter()
+        .fold((0.0, vec![0.0; n]), |(la, mut ga), (lb, gb)| {
+            for (a, b) in ga.iter_mut().zip(gb) {
+                *a += b;
+            }
+            (la + lb, ga)
+        })
 }
 
 /// A fit's outcome.
@@ -100,44 +102,75 @@ impl<L: Likelihood> Gradient for Objective<'_, L> {
 }
 
 /// Fits `model` from all parameters 1 (lifetimes' start), with L2 `penalizer` (0: none).
+///
+/// L-BFGS's curvature memory can point uphill near the optimum, where rounding dominates the
+/// differences it is built from; the line search then stops with a gradient not yet flat (seen
+/// on a few hundred customers). Such a run is restarted from its best point with the memory
+/// cleared (a steepest-descent first step), up to [`RESTARTS`] times, within `max_iters` in all.
 pub fn fit<L: Likelihood>(model: &L, penalizer: f64, max_iters: u64) -> Result<Fit, String> {
     let objective = Objective { model, penalizer };
-    let start = vec![0.0; model.params()];
-    let line_search = MoreThuenteLineSearch::new();
-    let solver = LBFGS::new(line_search, 10)
-        .with_tolerance_grad(1e-10)
-        .and_then(|s| s.with_tolerance_cost(1e-14))
-        .map_err(|e| e.to_string())?;
-    let result = Executor::new(Objective { model, penalizer }, solver)
-        .configure(|state| state.param(start).max_iters(max_iters))
-        .run()
-        .map_err(|e| format!("the optimizer failed: {e}"))?;
-    let state = result.state();
-    let log_theta = state
-        .get_best_param()
-        .cloned()
-        .ok_or("the optimizer returned no parameters")?;
-    let (_, grad) = objective.eval(&log_theta);
-    let grad_norm = grad.iter().fold(0.0f64, |m, g| m.max(g.abs()));
-    let reason = state.get_termination_reason();
-    // Converged: the optimizer says so and the gradient is flat; running out of iterations,
-    // or a line search that cannot improve on a point with a steep gradient, is not.
-    let converged =
-        grad_norm < 1e-5 && !matches!(reason, Some(TerminationReason::MaxItersReached) | None);
+    let mut log_theta = vec![0.0; model.params()];
+    let mut cost = objective.eval(&log_theta).0;
+    let mut iterations = 0;
+    let mut restarts = 0;
+    let (grad_norm, reason, converged) = loop {
+        let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
+            .with_tolerance_grad(1e-10)
+            .and_then(|s| s.with_tolerance_cost(1e-14))
+            .map_err(|e| e.to_string())?;
+        let result = Executor::new(Objective { model, penalizer }, solver)
+            .configure(|state| {
+                state
+                    .param(log_theta.clone())
+                    .max_iters(max_iters - iterations)
+            })
+            .run()
+            .map_err(|e| format!("the optimizer failed: {e}"))?;
+        let state = result.state();
+        iterations += state.get_iter();
+        let best = state
+            .get_best_param()
+            .cloned()
+            .ok_or("the optimizer returned no parameters")?;
+        let (best_cost, grad) = objective.eval(&best);
+        let improved = best_cost < cost;
+        if improved || iterations == 0 {
+            (log_theta, cost) = (best, best_cost);
+        }
+        let grad_norm = grad.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+        let reason = state.get_termination_reason().cloned();
+        let out_of_iterations = matches!(reason, Some(TerminationReason::MaxItersReached) | None)
+            || iterations >= max_iters;
+        // Converged: the optimizer stopped on its own and the gradient is flat; running out of
+        // iterations, or a line search that cannot improve on a point with a steep gradient,
+        // is not.
+        let converged = grad_norm < 1e-5 && !out_of_iterations;
+        if converged || out_of_iterations || !improved || restarts == RESTARTS {
+            break (grad_norm, reason, converged);
+        }
+        restarts += 1;
+    };
     let theta: Vec<f64> = log_theta.iter().map(|v| v.exp()).collect();
     let (ll, _) = model.total(&theta);
+    let restarted = match restarts {
+        0 => String::new(),
+        n => format!(" after {n} restart{}", if n == 1 { "" } else { "s" }),
+    };
     Ok(Fit {
         std_errors: std_errors(model, &theta),
         params: theta,
         log_likelihood: ll,
-        iterations: state.get_iter(),
+        iterations,
         converged,
         reason: format!(
-            "{}; largest gradient component {grad_norm:.2e}",
+            "{}{restarted}; largest gradient component {grad_norm:.2e}",
             reason.map_or("no reason".to_string(), |r| r.text().to_string())
         ),
     })
 }
+
+/// Restarts of L-BFGS, with its memory cleared, after a line search gave up (see [`fit`]).
+const RESTARTS: u32 = 5;
 
 /// Standard errors from the observed information: the Hessian of the negative log-likelihood
 /// (its sum over customers) in the parameters, by central differences of the analytic

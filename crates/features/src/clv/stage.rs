@@ -8,7 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rayon::prelude::*;
 use segflow_core::datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array,
+    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    UInt64Array,
 };
 use segflow_core::datafusion::arrow::compute::{cast, concat};
 use segflow_core::datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -57,7 +58,7 @@ pub struct ClvConfig {
     #[serde(default = "default_iterations", deserialize_with = "number")]
     pub max_iterations: f64,
     /// Publish a fit that did not converge instead of failing the stage (exit 3).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "boolean")]
     pub allow_unconverged: bool,
     /// The run table of the models' parameters.
     pub model_output: String,
@@ -87,6 +88,26 @@ fn number<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D:
             .trim()
             .parse()
             .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a number"))),
+    }
+}
+
+/// `true` or `false`, written as such or as text (what a `${var}` expands to).
+fn boolean<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum B {
+        B(bool),
+        S(String),
+    }
+    match B::deserialize(d)? {
+        B::B(b) => Ok(b),
+        B::S(s) => match s.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(serde::de::Error::custom(format!(
+                "`{other}` is not true or false"
+            ))),
+        },
     }
 }
 
@@ -271,13 +292,27 @@ impl Clv {
     }
 
     /// Fails the stage on a fit that did not converge, unless the pipeline allows it.
-    fn check_converged(&self, cx: &StageContext<'_>, model: &str, f: &Fit) -> Result<()> {
+    fn check_converged(
+        &self,
+        cx: &StageContext<'_>,
+        model: &str,
+        f: &Fit,
+        why: Option<String>,
+    ) -> Result<()> {
+        let key = if model == "BG/NBD" {
+            "clv_bgnbd_converged"
+        } else {
+            "clv_gamma_gamma_converged"
+        };
+        cx.metric(key, serde_json::json!(f.converged));
         if f.converged {
             return Ok(());
         }
+        let why = why.map(|w| format!("; {w}")).unwrap_or_default();
         let message = format!(
-            "the {model} fit did not converge after {} iterations ({}); set \
-             `allow_unconverged: true` to publish it anyway, or a `penalizer` such as 0.001",
+            "the {model} fit did not converge after {} iterations ({}){why}; set \
+             `allow_unconverged: true` to publish it anyway (clv_model says converged = false), \
+             or a `penalizer` such as 0.001",
             f.iterations, f.reason
         );
         if self.config.allow_unconverged {
@@ -346,8 +381,18 @@ impl Stage for Clv {
         let bg_fit = blocking(move || fit(&BgNbdData(&data), penalizer, iterations))
             .await?
             .map_err(|m| self.bad(m))?;
-        self.check_converged(cx, "BG/NBD", &bg_fit)?;
         let bg = bgnbd::Params::from_slice(&bg_fit.params);
+        // The likelihood's supremum can lie at a, b -> infinity with a / (a + b) fixed: every
+        // customer then drops out after a purchase with the same probability, and the fit
+        // walks along that ridge until it gives up. Its predictions approach the limit's.
+        let ridge = (bg.a > 1e4 && bg.b > 1e4).then(|| {
+            format!(
+                "a and b grow without bound: the data show no spread in the customers' dropout \
+                 probability, which is close to a / (a + b) = {:.4} for all",
+                bg.a / (bg.a + bg.b)
+            )
+        });
+        self.check_converged(cx, "BG/NBD", &bg_fit, ridge)?;
 
         // Gamma-Gamma on the customers with repeat purchases and a positive mean amount.
         let repeaters: Vec<(f64, f64)> = histories
@@ -375,7 +420,7 @@ impl Stage for Clv {
         let gg_fit = blocking(move || fit(&GammaGammaData(repeaters), penalizer, iterations))
             .await?
             .map_err(|m| self.bad(m))?;
-        self.check_converged(cx, "Gamma-Gamma", &gg_fit)?;
+        self.check_converged(cx, "Gamma-Gamma", &gg_fit, None)?;
         let gg = gamma_gamma::Params::from_slice(&gg_fit.params);
         if gg.q <= 1.0 {
             return Err(self.bad(format!(
@@ -408,6 +453,8 @@ impl Stage for Clv {
             )));
         }
         let predictions: Vec<[f64; 4]> = predictions.into_iter().flatten().collect();
+        let clv: Vec<f64> = predictions.iter().map(|p| p[3]).collect();
+        let scores: ArrayRef = Arc::new(Int32Array::from(quintiles(&clv)));
         let column = |k: usize| -> ArrayRef {
             Arc::new(Float64Array::from_iter_values(
                 predictions.iter().map(|p| p[k]),
@@ -436,6 +483,7 @@ impl Stage for Clv {
             Field::new("expected_purchases", DataType::Float64, false),
             Field::new("expected_order_value", DataType::Float64, false),
             Field::new("predicted_clv", DataType::Float64, false),
+            Field::new("clv_score", DataType::Int32, false),
         ]));
         let batch = RecordBatch::try_new(
             schema.clone(),
@@ -450,6 +498,7 @@ impl Stage for Clv {
                 column(1),
                 column(2),
                 column(3),
+                scores,
             ],
         )
         .map_err(|e| Error::Internal(format!("customer_clv batch: {e}")))?;
@@ -493,6 +542,24 @@ pub fn predict(
         previous = cumulative;
     }
     Some([alive, previous, value, clv])
+}
+
+/// Each value's score from 1 to 5 as the RFM scores are given (customer_rfm.sql):
+/// `1 + floor(5 * (rank - 1) / n)`, `rank()` ascending over the n values, so equal values share
+/// a score and the top fifth of values scores 5.
+pub fn quintiles(values: &[f64]) -> Vec<i32> {
+    let n = values.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_unstable_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut scores = vec![0; n];
+    let mut rank = 1;
+    for (i, &row) in order.iter().enumerate() {
+        if i > 0 && values[row].total_cmp(&values[order[i - 1]]).is_ne() {
+            rank = i + 1;
+        }
+        scores[row] = (1 + 5 * (rank - 1) / n) as i32;
+    }
+    scores
 }
 
 /// Runs CPU-bound work on the runtime's blocking threads.
@@ -560,5 +627,15 @@ mod tests {
         let stage = segflow_core::stage::check_example(&ClvFactory, &root).unwrap();
         assert_eq!(stage.inputs(), ["orders"]);
         assert_eq!(stage.outputs(), ["customer_clv_values", "clv_model"]);
+    }
+
+    #[test]
+    fn quintiles_rank_like_the_rfm_scores() {
+        // rank() ascending: ties share the lowest rank of their group.
+        let values = [5.0, 1.0, 3.0, 3.0, 9.0, 2.0, 7.0, 3.0, 8.0, 0.0];
+        // ranks:     7    2    4    4    10   3    8    4    9    1
+        assert_eq!(quintiles(&values), [4, 1, 2, 2, 5, 2, 4, 2, 5, 1]);
+        assert_eq!(quintiles(&[]), Vec::<i32>::new());
+        assert_eq!(quintiles(&[4.0, 4.0, 4.0]), [1, 1, 1]);
     }
 }
