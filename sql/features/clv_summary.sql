@@ -32,7 +32,10 @@ select
     count(*) - 1 as repeat_purchases,
     cast(max(r.purchase_day) as bigint) - cast(min(r.first_day) as bigint) as repeat_recency_days,
     cast(cast($as_of as date) as bigint) - 1 - cast(min(r.first_day) as bigint) as observed_days,
-    cast(avg(case when r.purchase_day > r.first_day then r.amount end) as double)
+    -- The exact decimal sum over the count, divided once in double: avg() of a decimal keeps
+    -- 4 more digits, truncated, and a sum of doubles depends on the order rows arrive in.
+    cast(sum(case when r.purchase_day > r.first_day then r.amount end) as double)
+        / nullif(count(case when r.purchase_day > r.first_day then 1 end), 0)
         as avg_repeat_amount
 from ranked as r
 group by r.customer_id
