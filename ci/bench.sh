@@ -8,7 +8,9 @@
 # Parquet, RFM values and scores, k-means k=6 (k-means++, n_init=10), write customer_segments;
 # (2) the same work in DuckDB + scikit-learn (ci/bench/duckdb_sklearn.py); (3) segflow's full
 # default pipeline, for information, with scikit-learn's time for the k-means fits that
-# pipeline made (every k it tried, tests/reference/kmeans_sklearn.py). Peak RSS from
+# pipeline made (every k it tried, tests/reference/kmeans_sklearn.py), and Python lifetimes on
+# the CLV summary that pipeline published (ci/bench/clv_lifetimes.py: both fits and every
+# customer's predictions, stopped after $BENCH_LIFETIMES_TIMEOUT seconds, default 1800). Peak RSS from
 # /usr/bin/time -v. Checks that the RFM values and scores of (1) and (2) agree for every
 # customer. Then (1) once more under `--memory-limit $BENCH_MEMORY_LIMIT` (default 2GiB), which
 # must give the same customer_segments. Last, the targets against the measured
@@ -63,6 +65,12 @@ for i in 1 2 3; do
         rm -f "$dir/peer_k.jsonl"
         "$venv/bin/python" tests/reference/kmeans_sklearn.py "$dir/full" \
             --record "$dir/peer_k.jsonl" > "$dir/peer_k.log" || { cat "$dir/peer_k.log"; exit 1; }
+        # lifetimes on the same CLV summary (the full pipeline's customer_clv), timed as
+        # segflow's clv stage fits and predicts.
+        rm -f "$dir/peer_clv.jsonl"
+        "$venv/bin/python" ci/bench/clv_lifetimes.py "$dir/full" --record "$dir/peer_clv.jsonl" \
+            --timeout "${BENCH_LIFETIMES_TIMEOUT:-1800}" > "$dir/peer_clv.log" \
+            || { cat "$dir/peer_clv.log"; exit 1; }
     fi
     "$venv/bin/python" ci/bench/summarize.py record "$dir" >> "$records"
 done

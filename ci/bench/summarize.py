@@ -41,6 +41,23 @@ def record(d: Path) -> None:
     per_k = d / "peer_k.jsonl"
     per_k = [json.loads(line) for line in per_k.read_text().splitlines()] \
         if full and per_k.exists() else []
+    # The full pipeline's clv and clusters stages, and lifetimes on the same CLV summary
+    # (ci/bench/clv_lifetimes.py).
+    clv = None
+    if full:
+        st = {s["id"]: s for s in full["stages"]}
+        metrics = st["clv"]["metrics"]
+        peer_clv = d / "peer_clv.jsonl"
+        clv = {
+            "stage": st["clv"]["duration_ms"] / 1000,
+            "summary": metrics["clv_summary_seconds"],
+            "fit": metrics["clv_fit_seconds"],
+            "predict": metrics["clv_predict_seconds"],
+            "customers": metrics["clv_customers"],
+            "kmeans_stage": st["clusters"]["duration_ms"] / 1000,
+            "peer": json.loads(peer_clv.read_text().splitlines()[-1])
+            if peer_clv.exists() else None,
+        }
     print(json.dumps({
         "segflow": seg,
         "peer": peer["seconds"],
@@ -54,6 +71,7 @@ def record(d: Path) -> None:
         "peer_kmeans_k_range": sum(r["sklearn_s"] for r in per_k) if per_k else None,
         "full_kmeans_k_range": sum(r["segflow_s"] for r in per_k) if per_k else None,
         "k_range": [min(r["k"] for r in per_k), max(r["k"] for r in per_k)] if per_k else None,
+        "clv": clv,
     }))
 
 
@@ -142,6 +160,24 @@ def report(d: Path, records: Path, size: str, customers: str, limit: str) -> int
                   f"segflow's fits {ours:.2f} s = {ours / km:.2f} of it")
             print(f"{'  the peer: its ingest + that k-means':<46} {'(info)':>10}  "
                   f"{ingest + km:.2f} s = {(ingest + km) / peer:.2f} of its reference work")
+    if all(r.get("clv") for r in rows):
+        c = lambda key: med(r["clv"][key] for r in rows)  # noqa: E731
+        print(f"{'CLV stage / k-means stage (full pipeline)':<46} {'<= 1.00':>10}  "
+              f"{c('stage') / c('kmeans_stage'):.2f} ({c('stage'):.2f} / {c('kmeans_stage'):.2f} s;"
+              f" {rows[-1]['clv']['customers']} customers: summary {c('summary'):.2f} s, fits "
+              f"{c('fit'):.2f} s, predictions {c('predict'):.2f} s)")
+        peers = [r["clv"]["peer"] for r in rows if r["clv"]["peer"]]
+        done = [p for p in peers if p["seconds"]]
+        if done:
+            lt = med(p["seconds"]["total"] for p in done)
+            ours = c("fit") + c("predict")
+            fits = med(p["seconds"]["bgnbd_fit"] + p["seconds"]["gamma_gamma_fit"] for p in done)
+            print(f"{'  lifetimes on the same summary (fits + predictions)':<46} {'(info)':>10}  "
+                  f"{lt:.2f} s (fits {fits:.2f} s); segflow's {ours:.2f} s = {ours / lt:.2f} of it;"
+                  f" parameters within {max(p['max_param_rel_diff'] for p in done):.1e} relative"
+                  f" ({len(done)} of {len(rows)} rounds finished)")
+        elif peers:
+            print(f"{'  lifetimes on the same summary':<46} {'(info)':>10}  {peers[-1]['why']}")
     print(f"{'k-means, segflow / scikit-learn':<46} {'<= 0.50':>10}  {ratio('kmeans'):.2f}"
           f" (inertia ratio {i['segflow'] / i['peer']:.5f})")
     print(f"{'ingest of orders CSV -> Parquet':<46} {'>= 150 MB/s':>10}  "

@@ -3,7 +3,9 @@
 //! purchase (probability p, Beta(a, b) across customers). Time is in days, so alpha is in days
 //! (FHL's weekly alpha is alpha / 7). Formulas as lifetimes' `BetaGeoFitter`.
 
-use super::special::{digamma, ln_gamma, ln_hyp2f1};
+use super::special::ln_hyp2f1;
+#[cfg(test)]
+use super::special::{digamma, ln_gamma};
 
 /// One customer's purchase history: x repeat purchases (purchase days after the first),
 /// t_x days from the first to the last purchase day, T days from the first purchase day to
@@ -43,7 +45,9 @@ impl Params {
 }
 
 /// One customer's log-likelihood and its gradient with respect to (r, alpha, a, b), computed
-/// with log-sum-exp so that customers with long histories do not underflow.
+/// with log-sum-exp so that customers with long histories do not underflow: the reference that
+/// the fit's grouped form ([`super::data::BgNbdData`]) is tested against.
+#[cfg(test)]
 pub fn log_likelihood(p: &Params, h: &History) -> (f64, [f64; 4]) {
     let Params { r, alpha, a, b } = *p;
     let History { x, t_x, t } = *h;
@@ -76,36 +80,44 @@ pub fn log_likelihood(p: &Params, h: &History) -> (f64, [f64; 4]) {
     (a1 + a2 + l, g)
 }
 
-/// P(alive at T | x, t_x, T).
-pub fn p_alive(p: &Params, h: &History) -> f64 {
+/// The odds against being alive at T: P(dropped out after the last purchase) / P(alive),
+/// `a / (b + x - 1) ((alpha + T) / (alpha + t_x))^(r + x)`; 0 without repeat purchases.
+pub fn dropout_odds(p: &Params, h: &History) -> f64 {
     if h.x == 0.0 {
-        return 1.0;
+        return 0.0;
     }
-    let log_div =
+    let log_odds =
         (p.r + h.x) * ((p.alpha + h.t) / (p.alpha + h.t_x)).ln() + (p.a / (p.b + h.x - 1.0)).ln();
-    1.0 / (1.0 + log_div.exp())
+    log_odds.exp()
 }
 
-/// E[purchases in (T, T + horizon] | x, t_x, T]: lifetimes'
-/// `conditional_expected_number_of_purchases_up_to_time`. `None` where 2F1 cannot be evaluated.
-pub fn expected_purchases(p: &Params, h: &History, horizon: f64) -> Option<f64> {
+/// P(alive at T | x, t_x, T).
+pub fn p_alive(p: &Params, h: &History) -> f64 {
+    1.0 / (1.0 + dropout_odds(p, h))
+}
+
+/// E[purchases in (T, T + horizon] | alive at T, x, T]: the expectation below without the
+/// chance of having dropped out, which is all that depends on t_x. `None` where 2F1 cannot be
+/// evaluated.
+pub fn purchases_if_alive(p: &Params, x: f64, t: f64, horizon: f64) -> Option<f64> {
     if horizon <= 0.0 {
         return Some(0.0);
     }
     let Params { r, alpha, a, b } = *p;
-    let History { x, t_x, t } = *h;
     let (ha, hb, hc) = (r + x, b + x, a + b + x - 1.0);
     let z = horizon / (alpha + t + horizon);
     let ln_hyp = ln_hyp2f1(ha, hb, hc, z)?;
     let first = (a + b + x - 1.0) / (a - 1.0);
     let second = 1.0 - (ln_hyp + (r + x) * ((alpha + t) / (alpha + t + horizon)).ln()).exp();
-    let denominator = 1.0
-        + if x > 0.0 {
-            a / (b + x - 1.0) * ((alpha + t) / (alpha + t_x)).powf(r + x)
-        } else {
-            0.0
-        };
-    Some(first * second / denominator)
+    Some(first * second)
+}
+
+/// E[purchases in (T, T + horizon] | x, t_x, T]: lifetimes'
+/// `conditional_expected_number_of_purchases_up_to_time`. `None` where 2F1 cannot be evaluated.
+/// The one-customer reference of [`super::predict::predict_all`].
+#[cfg(test)]
+pub fn expected_purchases(p: &Params, h: &History, horizon: f64) -> Option<f64> {
+    Some(purchases_if_alive(p, h.x, h.t, horizon)? * p_alive(p, h))
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ fn cdnow_fits_reproduce_fader_hardie_lee() {
     let rows = summary(end);
     assert_eq!(rows.len(), 2357);
     let histories: Vec<History> = rows.iter().map(|(h, _)| *h).collect();
-    let data = BgNbdData(&histories);
+    let data = BgNbdData::new(&histories);
     let bg = fit(&data, 0.0, 1000).unwrap();
     assert!(bg.converged, "{}", bg.reason);
     let p = bgnbd::Params::from_slice(&bg.params);
@@ -95,7 +95,7 @@ fn cdnow_fits_reproduce_fader_hardie_lee() {
         .map(|(h, m)| (h.x, *m))
         .collect();
     assert_eq!(repeaters.len(), 946);
-    let gg = fit(&GammaGammaData(repeaters), 0.0, 1000).unwrap();
+    let gg = fit(&GammaGammaData::new(&repeaters), 0.0, 1000).unwrap();
     assert!(gg.converged, "{}", gg.reason);
     let g = gamma_gamma::Params::from_slice(&gg.params);
     // Published to two decimals (lifetimes' documentation).

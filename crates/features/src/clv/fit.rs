@@ -15,18 +15,17 @@ pub trait Likelihood: Sync {
     fn total(&self, theta: &[f64]) -> (f64, Vec<f64>);
 }
 
-/// Sums `f` over `items` on all cores: the log-likelihood and its gradient. Chunks are summed
-/// in parallel and their sums added in chunk order, so the result is the same bits whatever
-/// the threads (reruns and a cluster's run publish identical predictions).
-pub fn par_sum<T: Sync>(
+/// Sums `f` over `items` on all cores: the log-likelihood and its N gradient components.
+/// Chunks are summed in parallel and their sums added in chunk order, so the result is the
+/// same bits whatever the threads (reruns and a cluster's run publish identical predictions).
+pub fn par_sum<T: Sync, const N: usize>(
     items: &[T],
-    n: usize,
-    f: impl Fn(&T) -> (f64, Vec<f64>) + Sync,
-) -> (f64, Vec<f64>) {
-    let partials: Vec<(f64, Vec<f64>)> = items
+    f: impl Fn(&T) -> (f64, [f64; N]) + Sync,
+) -> (f64, [f64; N]) {
+    let partials: Vec<(f64, [f64; N])> = items
         .par_chunks(4096)
         .map(|chunk| {
-            let (mut ll, mut g) = (0.0, vec![0.0; n]);
+            let (mut ll, mut g) = (0.0, [0.0; N]);
             for item in chunk {
                 let (l, gi) = f(item);
                 ll += l;
@@ -39,7 +38,7 @@ pub fn par_sum<T: Sync>(
         .collect();
     partials
         .into_iter()
-        .fold((0.0, vec![0.0; n]), |(la, mut ga), (lb, gb)| {
+        .fold((0.0, [0.0; N]), |(la, mut ga), (lb, gb)| {
             for (a, b) in ga.iter_mut().zip(gb) {
                 *a += b;
             }
@@ -66,10 +65,33 @@ pub struct Fit {
 struct Objective<'a, L: Likelihood> {
     model: &'a L,
     penalizer: f64,
+    /// The last point evaluated and its cost and gradient: the line search asks for the cost
+    /// and then the gradient of the same point, and one pass over the data gives both.
+    last: std::sync::Mutex<Option<(Vec<f64>, f64, Vec<f64>)>>,
 }
 
-impl<L: Likelihood> Objective<'_, L> {
+impl<'a, L: Likelihood> Objective<'a, L> {
+    fn new(model: &'a L, penalizer: f64) -> Self {
+        Objective {
+            model,
+            penalizer,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
     fn eval(&self, log_theta: &[f64]) -> (f64, Vec<f64>) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, cost, grad)) = last.as_ref()
+            && at.as_slice() == log_theta
+        {
+            return (*cost, grad.clone());
+        }
+        let (cost, grad) = self.compute(log_theta);
+        *last = Some((log_theta.to_vec(), cost, grad.clone()));
+        (cost, grad)
+    }
+
+    fn compute(&self, log_theta: &[f64]) -> (f64, Vec<f64>) {
         let theta: Vec<f64> = log_theta.iter().map(|v| v.exp()).collect();
         let n = self.model.customers().max(1) as f64;
         let (ll, g) = self.model.total(&theta);
@@ -108,7 +130,7 @@ impl<L: Likelihood> Gradient for Objective<'_, L> {
 /// on a few hundred customers). Such a run is restarted from its best point with the memory
 /// cleared (a steepest-descent first step), up to [`RESTARTS`] times, within `max_iters` in all.
 pub fn fit<L: Likelihood>(model: &L, penalizer: f64, max_iters: u64) -> Result<Fit, String> {
-    let objective = Objective { model, penalizer };
+    let objective = Objective::new(model, penalizer);
     let mut log_theta = vec![0.0; model.params()];
     let mut cost = objective.eval(&log_theta).0;
     let mut iterations = 0;
@@ -118,7 +140,7 @@ pub fn fit<L: Likelihood>(model: &L, penalizer: f64, max_iters: u64) -> Result<F
             .with_tolerance_grad(1e-10)
             .and_then(|s| s.with_tolerance_cost(1e-14))
             .map_err(|e| e.to_string())?;
-        let result = Executor::new(Objective { model, penalizer }, solver)
+        let result = Executor::new(Objective::new(model, penalizer), solver)
             .configure(|state| {
                 state
                     .param(log_theta.clone())
@@ -134,7 +156,7 @@ pub fn fit<L: Likelihood>(model: &L, penalizer: f64, max_iters: u64) -> Result<F
             .ok_or("the optimizer returned no parameters")?;
         let (best_cost, grad) = objective.eval(&best);
         let improved = best_cost < cost;
-        if improved || iterations == 0 {
+        if improved {
             (log_theta, cost) = (best, best_cost);
         }
         let grad_norm = grad.iter().fold(0.0f64, |m, g| m.max(g.abs()));
@@ -254,10 +276,11 @@ mod tests {
         }
         fn total(&self, t: &[f64]) -> (f64, Vec<f64>) {
             let (mu, s) = (t[0], t[1]);
-            par_sum(&self.0, 2, |x| {
+            let (ll, g) = par_sum(&self.0, |x| {
                 let z = (x - mu) / s;
-                (-s.ln() - 0.5 * z * z, vec![z / s, (z * z - 1.0) / s])
-            })
+                (-s.ln() - 0.5 * z * z, [z / s, (z * z - 1.0) / s])
+            });
+            (ll, g.to_vec())
         }
     }
 

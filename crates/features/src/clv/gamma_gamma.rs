@@ -3,6 +3,7 @@
 //! customers with repeat purchases and a positive mean; formulas as lifetimes'
 //! `GammaGammaFitter`.
 
+#[cfg(test)]
 use super::special::{digamma, ln_gamma};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,7 +37,9 @@ impl Params {
 }
 
 /// One customer's log-likelihood, with x repeat purchases of mean amount m (both > 0), and its
-/// gradient with respect to (p, q, gamma).
+/// gradient with respect to (p, q, gamma): the reference that the fit's grouped form
+/// ([`super::data::GammaGammaData`]) is tested against.
+#[cfg(test)]
 pub fn log_likelihood(params: &Params, x: f64, m: f64) -> (f64, [f64; 3]) {
     let Params { p, q, gamma: v } = *params;
     let px = p * x;
