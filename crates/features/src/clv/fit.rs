@@ -67,8 +67,11 @@ struct Objective<'a, L: Likelihood> {
     penalizer: f64,
     /// The last point evaluated and its cost and gradient: the line search asks for the cost
     /// and then the gradient of the same point, and one pass over the data gives both.
-    last: std::sync::Mutex<Option<(Vec<f64>, f64, Vec<f64>)>>,
+    last: std::sync::Mutex<Option<Evaluated>>,
 }
+
+/// A point (log-parameters) with its cost and gradient.
+type Evaluated = (Vec<f64>, f64, Vec<f64>);
 
 impl<'a, L: Likelihood> Objective<'a, L> {
     fn new(model: &'a L, penalizer: f64) -> Self {
