@@ -7,6 +7,11 @@
 --   repeat_recency_days  last purchase day - first purchase day
 --   observed_days        (as_of - 1 day) - first purchase day
 --   avg_repeat_amount    mean daily amount over the days after the first; null without one
+--
+-- Shape, for speed: one aggregate per customer over the purchase days, the first day's amount
+-- taken by first_value ordered by day (a per-group minimum, no sort), and the repeat days' sum
+-- as the total less it, exactly, in decimals; a window for the first day sorted 8M purchase
+-- days at M (3.9 s against 2.3 s).
 with purchase_days as (
     select
         o.customer_id,
@@ -15,27 +20,20 @@ with purchase_days as (
     from orders as o
     where o.order_ts < arrow_cast(cast($as_of as date), 'Timestamp(Microsecond, Some("UTC"))')
     group by o.customer_id, cast(o.order_ts as date)
-),
-
-ranked as (
-    select
-        d.customer_id,
-        d.purchase_day,
-        d.amount,
-        min(d.purchase_day) over (partition by d.customer_id) as first_day
-    from purchase_days as d
 )
 
 select
-    r.customer_id,
+    d.customer_id,
     cast($as_of as date) as as_of,
     count(*) - 1 as repeat_purchases,
-    cast(max(r.purchase_day) as bigint) - cast(min(r.first_day) as bigint) as repeat_recency_days,
-    cast(cast($as_of as date) as bigint) - 1 - cast(min(r.first_day) as bigint) as observed_days,
+    cast(max(d.purchase_day) as bigint) - cast(min(d.purchase_day) as bigint)
+        as repeat_recency_days,
+    cast(cast($as_of as date) as bigint) - 1 - cast(min(d.purchase_day) as bigint)
+        as observed_days,
     -- The exact decimal sum over the count, divided once in double: avg() of a decimal keeps
     -- 4 more digits, truncated, and a sum of doubles depends on the order rows arrive in.
-    cast(sum(case when r.purchase_day > r.first_day then r.amount end) as double)
-        / nullif(count(case when r.purchase_day > r.first_day then 1 end), 0)
+    cast(sum(d.amount) - first_value(d.amount order by d.purchase_day) as double)
+        / nullif(count(*) - 1, 0)
         as avg_repeat_amount
-from ranked as r
-group by r.customer_id
+from purchase_days as d
+group by d.customer_id
