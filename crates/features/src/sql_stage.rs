@@ -1,6 +1,6 @@
 //! `features.sql`: one SQL file, its named params bound, its result materialized as a table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use segflow_core::datafusion::execution::context::SQLOptions;
@@ -56,9 +56,7 @@ checks: [{ not_null: [as_of] }]
 
     fn build(&self, spec: &StageSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>> {
         let config: SqlStageConfig = spec.config(cx.source)?;
-        let file = SqlFile::load(cx.sql_dir, &config.sql)?;
-        let params = Params::from_yaml(&config.params).map_err(|m| spec.error(cx.source, m))?;
-        params.check(&cx.source.file, &spec.id, &file)?;
+        let (file, params) = load(spec, cx, &config.sql, &config.params)?;
         let Some(output) = spec.output.clone() else {
             return Err(spec.error(
                 cx.source,
@@ -68,10 +66,8 @@ checks: [{ not_null: [as_of] }]
         // The query and its table params name its inputs; a hand-written list that disagrees
         // would be a lie.
         if !spec.inputs.is_empty() {
-            let declared: std::collections::BTreeSet<String> =
-                spec.inputs.iter().cloned().collect();
-            let read: std::collections::BTreeSet<String> =
-                file.tables.union(&params.tables()).cloned().collect();
+            let declared: BTreeSet<String> = spec.inputs.iter().cloned().collect();
+            let read = tables_read(&file, &params);
             if declared != read {
                 return Err(spec.error(
                     cx.source,
@@ -96,11 +92,7 @@ checks: [{ not_null: [as_of] }]
 #[async_trait]
 impl Stage for SqlStage {
     fn inputs(&self) -> Vec<String> {
-        self.file
-            .tables
-            .union(&self.params.tables())
-            .cloned()
-            .collect()
+        tables_read(&self.file, &self.params).into_iter().collect()
     }
 
     fn outputs(&self) -> Vec<String> {
@@ -129,6 +121,26 @@ impl Stage for SqlStage {
             other => other.map(|_| ()),
         }
     }
+}
+
+/// SQL file `path` (relative to `sql/`) and its `params` from YAML, checked against its
+/// placeholders, for stage `spec`: a `features.sql` stage's query, a `features.clv` stage's
+/// summary.
+pub(crate) fn load(
+    spec: &StageSpec,
+    cx: &BuildContext<'_>,
+    path: &str,
+    params: &BTreeMap<String, Value>,
+) -> Result<(SqlFile, Params)> {
+    let file = SqlFile::load(cx.sql_dir, path)?;
+    let params = Params::from_yaml(params).map_err(|m| spec.error(cx.source, m))?;
+    params.check(&cx.source.file, &spec.id, &file)?;
+    Ok((file, params))
+}
+
+/// The run tables SQL file `file` reads with `params`: those it names and its table params'.
+pub(crate) fn tables_read(file: &SqlFile, params: &Params) -> BTreeSet<String> {
+    file.tables.union(&params.tables()).cloned().collect()
 }
 
 /// The plan of SQL file `file` with `params` bound, for stage `stage`: a `features.sql`

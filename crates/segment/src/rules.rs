@@ -365,18 +365,22 @@ impl Rules {
         let Some(key) = &self.key else {
             return Ok(df);
         };
+        let has_key = |table: &str, df: &segflow_core::datafusion::dataframe::DataFrame| match df
+            .schema()
+            .index_of_column_by_name(None, key)
+        {
+            Some(_) => Ok(()),
+            None => Err(Error::BadData {
+                stage: self.id.clone(),
+                message: format!(
+                    "input `{table}` has no column `{key}` (the `key` the inputs are joined on)"
+                ),
+            }),
+        };
+        has_key(first, &df)?;
         for name in rest {
             let other = cx.table(name).await?;
-            for (table, schema) in [(first, df.schema()), (name, other.schema())] {
-                if schema.index_of_column_by_name(None, key).is_none() {
-                    return Err(Error::BadData {
-                        stage: self.id.clone(),
-                        message: format!(
-                            "input `{table}` has no column `{key}` (the `key` the inputs are joined on)"
-                        ),
-                    });
-                }
-            }
+            has_key(name, &other)?;
             let mut columns = vec![ident(key).alias(JOIN_KEY)];
             columns.extend(
                 other

@@ -146,9 +146,7 @@ model_output: clv_model
 
     fn build(&self, spec: &StageSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>> {
         let config: ClvConfig = spec.config(cx.source)?;
-        let file = SqlFile::load(cx.sql_dir, &config.summary)?;
-        let params = Params::from_yaml(&config.params).map_err(|m| spec.error(cx.source, m))?;
-        params.check(&cx.source.file, &spec.id, &file)?;
+        let (file, params) = crate::sql_stage::load(spec, cx, &config.summary, &config.params)?;
         let Some(output) = spec.output.clone() else {
             return Err(spec.error(
                 cx.source,
@@ -327,10 +325,8 @@ impl Clv {
 #[async_trait]
 impl Stage for Clv {
     fn inputs(&self) -> Vec<String> {
-        self.file
-            .tables
-            .union(&self.params.tables())
-            .cloned()
+        crate::sql_stage::tables_read(&self.file, &self.params)
+            .into_iter()
             .collect()
     }
 
