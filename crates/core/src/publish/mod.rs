@@ -286,6 +286,22 @@ pub async fn rows(
     table: &DeltaTable,
     url: &Url,
 ) -> Result<datafusion::prelude::DataFrame> {
+    let provider = provider(ctx, table, url).await?;
+    ctx.read_table(provider).map_err(|e| Error::Storage {
+        location: url.to_string(),
+        message: format!("cannot read the table: {e}"),
+        source: None,
+    })
+}
+
+/// The rows of a loaded Delta table (the one at `url`, at the version it was loaded at) as a
+/// table provider for `ctx`'s sessions: the same scan [`rows`] plans, for readers that
+/// register tables by name (the Flight SQL server).
+pub async fn provider(
+    ctx: &SessionContext,
+    table: &DeltaTable,
+    url: &Url,
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
     use futures::TryStreamExt;
     let fail = |message: String| Error::Storage {
         location: url.to_string(),
@@ -329,9 +345,7 @@ pub async fn rows(
             .table_provider()
             .await
             .map_err(|e| fail(format!("cannot read the table: {e}")))?;
-        return ctx
-            .read_table(provider)
-            .map_err(|e| fail(format!("cannot read the table: {e}")));
+        return Ok(provider);
     }
     let dir = storage::as_dir(url);
     let files = views
@@ -348,9 +362,7 @@ pub async fn rows(
             }
         })
         .collect();
-    let provider = crate::files::files_table(&schema, &partition_by, files)
-        .map_err(|e| fail(format!("cannot read the table: {e}")))?;
-    ctx.read_table(provider)
+    crate::files::files_table(&schema, &partition_by, files)
         .map_err(|e| fail(format!("cannot read the table: {e}")))
 }
 
@@ -461,13 +473,28 @@ fn register_log_store(scheme: &str) {
 /// Opens a published table for reading (tests, the summary, downstream tools), through the
 /// session's store for `url`.
 pub async fn open_table(ctx: &SessionContext, url: &Url) -> Result<DeltaTable> {
+    open(ctx, url, None).await
+}
+
+/// Opens a published table at `version` (the one a run pointer names), for reading.
+pub async fn open_table_at(ctx: &SessionContext, url: &Url, version: u64) -> Result<DeltaTable> {
+    open(ctx, url, Some(version)).await
+}
+
+async fn open(ctx: &SessionContext, url: &Url, version: Option<u64>) -> Result<DeltaTable> {
     let fail = |source: deltalake::DeltaTableError| Error::Storage {
         location: url.to_string(),
-        message: format!("cannot open the Delta table: {source}"),
+        message: match version {
+            Some(v) => format!("cannot open version {v} of the Delta table: {source}"),
+            None => format!("cannot open the Delta table: {source}"),
+        },
         source: None,
     };
     let mut table = table_builder(ctx, url)?
-        .and_then(|b| b.build())
+        .and_then(|b| match version {
+            Some(v) => b.with_version(v).build(),
+            None => b.build(),
+        })
         .map_err(fail)?;
     table.load().await.map_err(fail)?;
     Ok(table)
