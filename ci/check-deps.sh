@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Dependency direction: core <- ingest | features | segment | export <- cli, and
 # core <- ingest | segment <- distributed <- cli (the Ballista codecs know the plan pieces of the
-# stage crates whose plans carry their own nodes and functions).
+# stage crates whose plans carry their own nodes and functions), and core <- serve <- cli (the
+# Flight SQL server reads published tables through core alone).
 # Stage crates may depend on core only (and testkit as a dev-dependency); core on no segflow
 # crate; testkit on core only. Any other edge between segflow crates fails.
 set -euo pipefail
@@ -17,7 +18,8 @@ allowed = {
     "segflow-export": {"segflow-core"},
     "segflow-testkit": {"segflow-core"},
     "segflow-distributed": {"segflow-core", "segflow-ingest", "segflow-segment"},
-    "segflow-cli": {"segflow-core", "segflow-ingest", "segflow-features", "segflow-segment", "segflow-export", "segflow-distributed", "segflow-testkit"},
+    "segflow-serve": {"segflow-core"},
+    "segflow-cli": {"segflow-core", "segflow-ingest", "segflow-features", "segflow-segment", "segflow-export", "segflow-distributed", "segflow-serve", "segflow-testkit"},
 }
 bad = []
 for pkg in meta["packages"]:
@@ -34,5 +36,5 @@ for pkg in meta["packages"]:
 if bad:
     print("dependency direction violated:\n  " + "\n  ".join(bad))
     sys.exit(1)
-print("dependency direction ok: core <- stages <- (distributed) <- cli")
+print("dependency direction ok: core <- stages <- (distributed) <- cli; core <- serve <- cli")
 '

@@ -16,6 +16,7 @@ mod ingest;
 mod rfm;
 mod s3;
 mod segments;
+mod serve;
 mod slt;
 
 use std::path::{Path, PathBuf};

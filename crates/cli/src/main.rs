@@ -12,6 +12,7 @@ mod generate;
 mod log;
 mod out;
 mod progress;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -135,6 +136,9 @@ enum Command {
     Scheduler(cluster::SchedulerArgs),
     /// Run a Ballista executor for a `segflow scheduler`.
     Executor(cluster::ExecutorArgs),
+    /// Serve the pipeline's published tables over Arrow Flight SQL (ADBC, JDBC, Power BI),
+    /// read-only, each query on the tables of one run.
+    Serve(serve::Args),
 }
 
 /// How a run takes its output's lease (docs/scheduling.md, "One run at a time").
@@ -218,9 +222,9 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            // A scheduler or executor stops on Ctrl-C or SIGTERM by itself (an executor lets
-            // its running tasks finish first).
-            c @ (Command::Scheduler(_) | Command::Executor(_)) => {
+            // A scheduler, executor or server stops on Ctrl-C or SIGTERM by itself (an
+            // executor lets its running tasks finish first, a server its running queries).
+            c @ (Command::Scheduler(_) | Command::Executor(_) | Command::Serve(_)) => {
                 dispatch(c, CancellationToken::new()).await
             }
             // A run stops at a signal, writes its manifest and exits 130.
@@ -303,6 +307,7 @@ async fn dispatch(command: Command, cancel: CancellationToken) -> ExitCode {
         }
         Command::Scheduler(args) => cluster::scheduler(args).await,
         Command::Executor(args) => cluster::executor(args).await,
+        Command::Serve(args) => serve::run(args).await,
         Command::Validate { pipeline, vars } => match load(&pipeline, &vars) {
             Ok(plan) => out::emit_result(&format!(
                 "{}: valid: {} stages, {} tables, {} publishing stage(s)\n",
