@@ -15,11 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-S}
-case "$size" in
-    S) customers=100000 ;;
-    M) customers=1000000 ;;
-    *) echo "usage: ci/bench-cluster.sh [S|M]" >&2; exit 2 ;;
-esac
+customers=$(ci/bench/customers.sh "$size") || exit 2
 target="${CARGO_TARGET_DIR:-target}"
 venv=$(ci/pyenv.sh)
 profile=${BENCH_PROFILE:-debug}
