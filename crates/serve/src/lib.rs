@@ -9,8 +9,8 @@
 //! - **Authenticated.** Bearer tokens ([`auth`]); `--no-auth` only on a loopback address. TLS
 //!   with a certificate and key.
 //! - **Described.** GetCatalogs, GetDbSchemas, GetTables (with schemas, whatever catalog the
-//!   client names or none), GetTableTypes and GetSqlInfo; columns carry their meaning from the
-//!   output contract ([`contract`]).
+//!   client names or none), GetTableTypes, GetSqlInfo, GetXdbcTypeInfo and the (empty) key
+//!   listings; columns carry their meaning from the output contract ([`contract`]).
 //!
 //! The service is segflow's own, on arrow-flight's `FlightSqlService`, rather than
 //! `datafusion-flight-sql-server`: that crate needs substrait (protoc, a large generated crate
@@ -19,8 +19,11 @@
 //! memory pool are most of what a server for segflow's outputs is.
 
 pub mod auth;
+#[cfg(test)]
+mod client_tests;
 pub mod contract;
 mod error;
+mod metadata;
 pub mod query;
 mod service;
 pub mod snapshot;

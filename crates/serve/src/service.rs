@@ -13,16 +13,17 @@ use std::time::Instant;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionBeginTransactionRequest, ActionBeginTransactionResult,
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo,
+    CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
     CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
     CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    SqlSupportedCaseSensitivity, SqlSupportedTransaction, TicketStatementQuery,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
@@ -79,6 +80,7 @@ pub struct Service {
     log: Arc<dyn QueryLog>,
     prepared: Mutex<HashMap<String, Prepared>>,
     sql_info: SqlInfoData,
+    xdbc_types: XdbcTypeInfoData,
 }
 
 impl Service {
@@ -88,45 +90,15 @@ impl Service {
         auth: Auth,
         log: Arc<dyn QueryLog>,
     ) -> Service {
-        let mut info = SqlInfoDataBuilder::new();
-        info.append(SqlInfo::FlightSqlServerName, "segflow");
-        info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
-        // The Arrow columnar format version (Schema.fbs), which arrow-rs writes.
-        info.append(SqlInfo::FlightSqlServerArrowVersion, "1.5");
-        info.append(SqlInfo::FlightSqlServerReadOnly, true);
-        info.append(SqlInfo::FlightSqlServerSql, true);
-        info.append(SqlInfo::FlightSqlServerSubstrait, false);
-        info.append(
-            SqlInfo::FlightSqlServerTransaction,
-            SqlSupportedTransaction::None as i32,
-        );
-        info.append(SqlInfo::FlightSqlServerCancel, false);
-        info.append(SqlInfo::FlightSqlServerBulkIngestion, false);
-        info.append(
-            SqlInfo::FlightSqlServerStatementTimeout,
-            i32::try_from(engine.limits.query_timeout.as_millis()).unwrap_or(i32::MAX),
-        );
-        info.append(SqlInfo::SqlDdlCatalog, false);
-        info.append(SqlInfo::SqlDdlSchema, false);
-        info.append(SqlInfo::SqlDdlTable, false);
-        // DataFusion folds unquoted identifiers to lower case and keeps quoted ones.
-        info.append(
-            SqlInfo::SqlIdentifierCase,
-            SqlSupportedCaseSensitivity::SqlCaseSensitivityLowercase as i32,
-        );
-        info.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
-        info.append(
-            SqlInfo::SqlQuotedIdentifierCase,
-            SqlSupportedCaseSensitivity::SqlCaseSensitivityCaseInsensitive as i32,
-        );
-        info.append(SqlInfo::SqlAllTablesAreSelectable, true);
+        let sql_info = crate::metadata::sql_info(engine.limits.query_timeout);
         Service {
             published,
             engine,
             auth,
             log,
             prepared: Mutex::new(HashMap::new()),
-            sql_info: info.build().expect("static SqlInfo values build"),
+            sql_info,
+            xdbc_types: crate::metadata::xdbc_types(),
         }
     }
 
@@ -455,6 +427,78 @@ impl FlightSqlService for Service {
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         one_batch(query.into_builder(&self.sql_info).build())
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder(&self.xdbc_types).schema();
+        metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        one_batch(query.into_builder(&self.xdbc_types).build())
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = crate::metadata::primary_keys_schema();
+        metadata_info(query, &schema, request.into_inner())
+    }
+
+    /// Published tables declare no keys: the spec's schema, no rows.
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema = crate::metadata::primary_keys_schema();
+        one_batch(Ok::<_, ArrowError>(RecordBatch::new_empty(schema)))
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = crate::metadata::foreign_keys_schema();
+        metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema = crate::metadata::foreign_keys_schema();
+        one_batch(Ok::<_, ArrowError>(RecordBatch::new_empty(schema)))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = crate::metadata::foreign_keys_schema();
+        metadata_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema = crate::metadata::foreign_keys_schema();
+        one_batch(Ok::<_, ArrowError>(RecordBatch::new_empty(schema)))
     }
 
     async fn do_action_create_prepared_statement(
