@@ -22,20 +22,13 @@ struct Server {
 
 impl Server {
     fn start(output: &Path, args: &[&str], tokens: Option<&str>) -> Server {
-        let mut cmd = segflow();
-        cmd.arg("serve")
-            .arg(default_pipeline())
-            .arg("--var")
-            .arg(format!("output={}", output.display()))
+        let mut child = serve_command(output, tokens)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .env_remove("SEGFLOW_SERVE_TOKENS")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(t) = tokens {
-            cmd.env("SEGFLOW_SERVE_TOKENS", t);
-        }
-        let mut child = cmd.spawn().expect("start segflow serve");
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start segflow serve");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -72,9 +65,30 @@ impl Drop for Server {
     }
 }
 
+/// `segflow serve` of the default pipeline over `output`, with `tokens` as
+/// SEGFLOW_SERVE_TOKENS (none: unset).
+fn serve_command(output: &Path, tokens: Option<&str>) -> Command {
+    let mut cmd = segflow();
+    cmd.arg("serve")
+        .arg(default_pipeline())
+        .arg("--var")
+        .arg(format!("output={}", output.display()))
+        .env_remove("SEGFLOW_SERVE_TOKENS");
+    if let Some(t) = tokens {
+        cmd.env("SEGFLOW_SERVE_TOKENS", t);
+    }
+    cmd
+}
+
+/// tests/serve/flight_sql.py, to be given its mode and arguments.
+fn flight_sql_command() -> Command {
+    let mut cmd = Command::new(python());
+    cmd.arg(segflow_testkit::repo_root().join("tests/serve/flight_sql.py"));
+    cmd
+}
+
 fn flight_sql(args: &[&str]) -> Output {
-    Command::new(python())
-        .arg(segflow_testkit::repo_root().join("tests/serve/flight_sql.py"))
+    flight_sql_command()
         .args(args)
         .output()
         .expect("run tests/serve/flight_sql.py")
@@ -102,8 +116,7 @@ fn bi_tools_query_one_published_run_read_only_with_a_token() {
     // tables, the old or the new, never a mix and never an error; the new one with no restart.
     let stop = dir.path().join("stop");
     let result = dir.path().join("loop.json");
-    let mut looping = Command::new(python())
-        .arg(segflow_testkit::repo_root().join("tests/serve/flight_sql.py"))
+    let mut looping = flight_sql_command()
         .args(["loop", &uri, TOKEN])
         .arg(&stop)
         .arg(&result)
@@ -217,35 +230,18 @@ fn limits_and_tls(dir: &Path, output: &Path) {
 
 /// No token configured, or `--no-auth` off loopback: the server does not start (exit 2).
 fn refuses_to_start_unprotected(output: &Path) {
-    let start = |args: &[&str]| {
-        segflow()
-            .arg("serve")
-            .arg(default_pipeline())
-            .arg("--var")
-            .arg(format!("output={}", output.display()))
-            .args(args)
-            .env_remove("SEGFLOW_SERVE_TOKENS")
-            .output()
-            .unwrap()
-    };
-    let none = start(&["--listen", "127.0.0.1:0"]);
+    let start = |args: &[&str], tokens| serve_command(output, tokens).args(args).output().unwrap();
+    let none = start(&["--listen", "127.0.0.1:0"], None);
     assert_eq!(none.status.code(), Some(2), "{}", text(&none));
     assert!(
         text(&none).contains("no token is configured"),
         "{}",
         text(&none)
     );
-    let open = start(&["--listen", "0.0.0.0:0", "--no-auth"]);
+    let open = start(&["--listen", "0.0.0.0:0", "--no-auth"], None);
     assert_eq!(open.status.code(), Some(2), "{}", text(&open));
     assert!(text(&open).contains("loopback"), "{}", text(&open));
-    let weak = segflow()
-        .arg("serve")
-        .arg(default_pipeline())
-        .arg("--var")
-        .arg(format!("output={}", output.display()))
-        .env("SEGFLOW_SERVE_TOKENS", "bi:short")
-        .output()
-        .unwrap();
+    let weak = start(&[], Some("bi:short"));
     assert_eq!(weak.status.code(), Some(2), "{}", text(&weak));
     assert!(text(&weak).contains("shorter than 16"), "{}", text(&weak));
 }

@@ -161,9 +161,6 @@ pub async fn run(args: Args) -> ExitCode {
             concurrent_queries: args.max_concurrent_queries,
         },
     };
-    if let Err(e) = segflow_serve::check_options(&options) {
-        return out::fail(&e, e.class());
-    }
     let ctx = match session::new_session(&SessionOptions {
         target_partitions: args.target_partitions,
         memory_limit_bytes: None,

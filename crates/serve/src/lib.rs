@@ -69,7 +69,7 @@ pub struct Listening {
 }
 
 /// Refuses what would serve the data unprotected or not at all.
-pub fn check_options(options: &ServeOptions) -> Result<()> {
+fn check_options(options: &ServeOptions) -> Result<()> {
     match &options.auth {
         Auth::Disabled if !options.listen.ip().is_loopback() => Err(Error::Config(format!(
             "--no-auth is allowed only on a loopback address (127.0.0.1 or ::1), and {} is \

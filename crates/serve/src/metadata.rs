@@ -126,7 +126,6 @@ pub fn xdbc_types() -> XdbcTypeInfoData {
 /// GetPrimaryKeys' schema (the Flight SQL spec's). Published tables declare no keys, so the
 /// answer is this schema and no rows.
 pub fn primary_keys_schema() -> SchemaRef {
-    let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
     Arc::new(Schema::new(vec![
         text("catalog_name", true),
         text("db_schema_name", true),
@@ -139,7 +138,6 @@ pub fn primary_keys_schema() -> SchemaRef {
 
 /// GetExportedKeys' and GetImportedKeys' schema (the spec's); no foreign keys either.
 pub fn foreign_keys_schema() -> SchemaRef {
-    let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
     Arc::new(Schema::new(vec![
         text("pk_catalog_name", true),
         text("pk_db_schema_name", true),
@@ -155,4 +153,9 @@ pub fn foreign_keys_schema() -> SchemaRef {
         Field::new("update_rule", DataType::UInt8, false),
         Field::new("delete_rule", DataType::UInt8, false),
     ]))
+}
+
+/// A text column of the key listings' schemas.
+fn text(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Utf8, nullable)
 }

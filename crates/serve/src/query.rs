@@ -394,7 +394,6 @@ mod tests {
         Snapshot {
             key: "k".into(),
             run_id: Some("r1".into()),
-            published_at: None,
             tables: Vec::new(),
             catalogs: crate::snapshot::catalog_list(schema),
         }

@@ -31,7 +31,7 @@ use arrow_flight::{
 };
 use futures::{Stream, TryStreamExt as _};
 use prost::Message as _;
-use segflow_core::datafusion::arrow::datatypes::{DataType, Field, Schema};
+use segflow_core::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use segflow_core::datafusion::arrow::error::ArrowError;
 use segflow_core::datafusion::arrow::ipc::writer::IpcWriteOptions;
 use segflow_core::datafusion::arrow::record_batch::RecordBatch;
@@ -41,6 +41,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Auth, User};
+use crate::metadata;
 use crate::query::{Engine, QueryLog, QueryRecord, parameters};
 use crate::snapshot::{CATALOG, Published, SCHEMA, Snapshot};
 
@@ -67,8 +68,8 @@ struct PreparedHandle {
     sql: String,
 }
 
+/// A prepared statement's server-side state: its bound values (its SQL is in its handle).
 struct Prepared {
-    sql: String,
     values: Vec<ScalarValue>,
     created: Instant,
 }
@@ -90,7 +91,7 @@ impl Service {
         auth: Auth,
         log: Arc<dyn QueryLog>,
     ) -> Service {
-        let sql_info = crate::metadata::sql_info(engine.limits.query_timeout);
+        let sql_info = metadata::sql_info(engine.limits.query_timeout);
         Service {
             published,
             engine,
@@ -98,7 +99,7 @@ impl Service {
             log,
             prepared: Mutex::new(HashMap::new()),
             sql_info,
-            xdbc_types: crate::metadata::xdbc_types(),
+            xdbc_types: metadata::xdbc_types(),
         }
     }
 
@@ -229,6 +230,11 @@ fn one_batch<E: std::fmt::Display>(
         .build(futures::stream::once(async { Ok(batch) }))
         .map_err(Status::from);
     Ok(Response::new(Box::pin(stream)))
+}
+
+/// A result of `schema` and no rows.
+fn no_rows(schema: SchemaRef) -> Result<Response<DoGetStream>, Status> {
+    one_batch(Ok::<_, ArrowError>(RecordBatch::new_empty(schema)))
 }
 
 fn ipc_schema(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
@@ -451,18 +457,20 @@ impl FlightSqlService for Service {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = crate::metadata::primary_keys_schema();
-        metadata_info(query, &schema, request.into_inner())
+        metadata_info(
+            query,
+            &metadata::primary_keys_schema(),
+            request.into_inner(),
+        )
     }
 
-    /// Published tables declare no keys: the spec's schema, no rows.
+    /// Published tables declare no keys: the spec's schema, no rows (likewise below).
     async fn do_get_primary_keys(
         &self,
         _query: CommandGetPrimaryKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let schema = crate::metadata::primary_keys_schema();
-        one_batch(Ok::<_, ArrowError>(RecordBatch::new_empty(schema)))
+        no_rows(metadata::primary_keys_schema())
     }
 
     async fn get_flight_info_exported_keys(
@@ -470,8 +478,11 @@ impl FlightSqlService for Service {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = crate::metadata::foreign_keys_schema();
-        metadata_info(query, &schema, request.into_inner())
+        metadata_info(
+            query,
+            &metadata::foreign_keys_schema(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_exported_keys(
@@ -479,8 +490,7 @@ impl FlightSqlService for Service {
         _query: CommandGetExportedKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let schema = crate::metadata::foreign_keys_schema();
-        one_batch(Ok::<_, ArrowError>(RecordBatch::new_empty(schema)))
+        no_rows(metadata::foreign_keys_schema())
     }
 
     async fn get_flight_info_imported_keys(
@@ -488,8 +498,11 @@ impl FlightSqlService for Service {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = crate::metadata::foreign_keys_schema();
-        metadata_info(query, &schema, request.into_inner())
+        metadata_info(
+            query,
+            &metadata::foreign_keys_schema(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_imported_keys(
@@ -497,8 +510,7 @@ impl FlightSqlService for Service {
         _query: CommandGetImportedKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let schema = crate::metadata::foreign_keys_schema();
-        one_batch(Ok::<_, ArrowError>(RecordBatch::new_empty(schema)))
+        no_rows(metadata::foreign_keys_schema())
     }
 
     async fn do_action_create_prepared_statement(
@@ -530,7 +542,6 @@ impl FlightSqlService for Service {
             prepared.insert(
                 id.clone(),
                 Prepared {
-                    sql: query.query.clone(),
                     values: Vec::new(),
                     created: Instant::now(),
                 },
@@ -582,7 +593,6 @@ impl FlightSqlService for Service {
         let entry = prepared.get_mut(&handle.id).ok_or_else(|| {
             Status::not_found("the prepared statement is closed or unknown to this server")
         })?;
-        debug_assert_eq!(entry.sql, handle.sql);
         entry.values = values;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: None,

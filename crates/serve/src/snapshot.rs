@@ -42,7 +42,6 @@ pub struct Snapshot {
     pub key: String,
     /// The run that wrote the pointer (`None` before the first publish).
     pub run_id: Option<String>,
-    pub published_at: Option<DateTime<Utc>>,
     pub tables: Vec<ServedTable>,
     pub catalogs: Arc<dyn CatalogProviderList>,
 }
@@ -50,9 +49,6 @@ pub struct Snapshot {
 #[derive(Debug, Clone)]
 pub struct ServedTable {
     pub name: String,
-    pub version: u64,
-    /// The run that committed this version.
-    pub run_id: String,
     /// The table's columns, each with its contract comment in the field metadata.
     pub schema: SchemaRef,
 }
@@ -62,7 +58,6 @@ impl Snapshot {
         Snapshot {
             key: "none".into(),
             run_id: None,
-            published_at: None,
             tables: Vec::new(),
             catalogs: catalog_list(MemorySchemaProvider::new()),
         }
@@ -144,10 +139,6 @@ impl Published {
             }),
             loading: tokio::sync::Mutex::new(()),
         })
-    }
-
-    pub fn runs(&self) -> &Url {
-        &self.runs
     }
 
     /// The snapshot of the latest finished publish.
@@ -242,15 +233,12 @@ impl Published {
                 .map_err(|e| segflow_core::Error::Internal(format!("serving `{name}`: {e}")))?;
             tables.push(ServedTable {
                 name: name.clone(),
-                version: t.version,
-                run_id: t.run_id.clone(),
                 schema: annotated,
             });
         }
         Ok(Snapshot {
             key: format!("{}@{}", ptr.run_id, ptr.published_at.timestamp_micros()),
             run_id: Some(ptr.run_id),
-            published_at: Some(ptr.published_at),
             tables,
             catalogs: catalog_list(schema),
         })
