@@ -173,6 +173,17 @@ pub enum Error {
         source: Box<deltalake::DeltaTableError>,
     },
 
+    /// A stage failed talking to a system outside segflow (a warehouse, a CRM's files): the
+    /// stage's crate says what failed and what a scheduler can do about it.
+    #[error("stage `{stage}`: {message}")]
+    External {
+        stage: String,
+        message: String,
+        class: ErrorClass,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
     #[error("run cancelled")]
     Cancelled,
 
@@ -250,6 +261,7 @@ impl Error {
             }
             Error::Lease { .. } => ErrorClass::Transient,
             Error::Publish { source, .. } => delta_class(source),
+            Error::External { class, .. } => *class,
             Error::Cancelled => ErrorClass::Interrupted,
             Error::Internal(_) => ErrorClass::Failed,
         }

@@ -18,6 +18,7 @@
 //! runnable on DataFusion Ballista when one machine is outgrown.
 
 pub mod checks;
+pub mod comments;
 pub mod error;
 pub mod files;
 pub mod fingerprint;

@@ -154,7 +154,18 @@ impl Plan {
                 outputs,
             });
         }
-        let stages = order(&file, stages)?;
+        for s in &stages {
+            if s.stage.after_publish() && !(s.inputs.is_empty() && s.outputs.is_empty()) {
+                return Err(Error::Internal(format!(
+                    "stage `{}` ({}) runs after publishing but names run tables",
+                    s.spec.id, s.spec.kind
+                )));
+            }
+        }
+        let mut stages = order(&file, stages)?;
+        // Stages that act on what the run published come last, in file order: the runner
+        // runs them after the publish, and reports stages in plan order.
+        stages.sort_by_key(|s| s.stage.after_publish());
         Ok(Plan {
             name: spec.name,
             file,

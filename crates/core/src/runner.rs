@@ -145,12 +145,16 @@ pub async fn run(
             () = options.cancel.cancelled() => Err(Error::Cancelled),
         };
         // Every table is committed: point readers at this run's versions, while the lease
-        // still keeps other runs out.
+        // still keeps other runs out; then the stages that act on what was published.
         let result = async {
             result?;
             lease.check()?;
             pointer::write(ctx, &plan.runs, &info.run_id, &plan.name, &published).await?;
-            Ok(())
+            let after = run_after_publish(&scope, plan, &mut reports).instrument(span.clone());
+            tokio::select! {
+                result = after => result,
+                () = options.cancel.cancelled() => Err(Error::Cancelled),
+            }
         }
         .await;
         lease.release().await;
@@ -261,7 +265,7 @@ async fn run_stages(
     // Each run table's fingerprint: its stage's, which the stages reading it build on.
     let mut prints: BTreeMap<String, String> = BTreeMap::new();
     let mut requests: Vec<PublishRequest> = Vec::new();
-    for planned in &plan.stages {
+    for planned in plan.stages.iter().filter(|s| !s.stage.after_publish()) {
         let (report, result) = run_stage(scope, planned, &targets, &written, &prints).await;
         scope.observer.stage_finished(&report);
         if let Some(print) = &report.fingerprint {
@@ -321,6 +325,27 @@ async fn run_stages(
         .await?;
     reports.sort_by_key(|(i, _)| *i);
     published.extend(reports.into_iter().map(|(_, r)| r));
+    Ok(())
+}
+
+/// Runs the stages that act on the published tables ([`crate::stage::Stage::after_publish`]), in plan
+/// order: they are the plan's last stages.
+async fn run_after_publish(
+    scope: &Scope<'_>,
+    plan: &Plan,
+    reports: &mut Vec<StageReport>,
+) -> Result<()> {
+    let (targets, written, prints) = (
+        BTreeMap::new(),
+        Mutex::new(BTreeMap::new()),
+        BTreeMap::new(),
+    );
+    for planned in plan.stages.iter().filter(|s| s.stage.after_publish()) {
+        let (report, result) = run_stage(scope, planned, &targets, &written, &prints).await;
+        scope.observer.stage_finished(&report);
+        reports.push(report);
+        result?;
+    }
     Ok(())
 }
 

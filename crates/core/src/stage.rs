@@ -47,6 +47,14 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
     fn publish_targets(&self) -> Vec<PublishRequest> {
         Vec::new()
     }
+    /// Whether the stage acts on what the run published rather than on run tables (a sync to
+    /// a warehouse, export files): such a stage takes no input or output table, runs after
+    /// the run's last commit and its `_runs/_published.json` ([`crate::pointer`]), in file
+    /// order, and reads the tables at the versions the pointer names. Its failure fails the
+    /// run, whose tables stay published; rerunning it alone is the sync pipeline's job.
+    fn after_publish(&self) -> bool {
+        false
+    }
 }
 
 /// What a factory gets besides the stage's own spec.

@@ -1,232 +1,29 @@
-//! Column comments from the output contract (docs/output-contract.md), for BI tools' column
-//! descriptions: the contract is the one place a column's meaning is written, so the server
-//! reads it rather than keeping a second copy that would drift.
-//!
-//! A table's section starts with a line `**`name`**`; its columns are the rows of a markdown
-//! table (`| a, b | type | meaning |`) or, in prose, `` `column` (meaning) ``.
+//! Column comments of the output contract ([`segflow_core::comments`]) as Flight SQL column
+//! metadata, for BI tools' column descriptions.
 
-use std::collections::HashMap;
-
+use segflow_core::comments::Comments;
 use segflow_core::datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 
 /// The Flight SQL column metadata key for a column's description (the JDBC driver's
 /// `REMARKS`, ADBC's `xdbc_remarks`).
 pub const REMARKS: &str = "ARROW:FLIGHT:SQL:REMARKS";
 
-const CONTRACT: &str = include_str!("../../../docs/output-contract.md");
-
-/// Tables whose columns are another table's, as the contract says ("every run also writes its
-/// customer_segments into segment_history").
-const SAME_COLUMNS_AS: &[(&str, &str)] = &[("segment_history", "customer_segments")];
-
-/// Table -> column -> comment.
-#[derive(Debug, Default)]
-pub struct Comments(HashMap<String, HashMap<String, String>>);
-
-impl Comments {
-    /// The comments of segflow's output contract.
-    pub fn contract() -> Comments {
-        Comments::parse(CONTRACT)
-    }
-
-    pub fn parse(text: &str) -> Comments {
-        let mut all: HashMap<String, HashMap<String, String>> = HashMap::new();
-        let mut table: Option<String> = None;
-        for line in text.lines() {
-            let line = line.trim();
-            if let Some(name) = heading(line) {
-                table = name;
-            } else if line.starts_with("## ") {
-                table = None;
+/// `schema` with each column's comment in its field metadata ([`REMARKS`]).
+pub fn annotate(comments: &Comments, table: &str, schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let field = f.as_ref().clone();
+            match comments.get(table, f.name()) {
+                Some(c) => {
+                    let mut md = field.metadata().clone();
+                    md.insert(REMARKS.to_string(), c.to_string());
+                    field.with_metadata(md)
+                }
+                None => field,
             }
-            let Some(t) = &table else { continue };
-            let columns = all.entry(t.clone()).or_default();
-            if line.starts_with('|') {
-                let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-                if cells.len() < 3 || cells[0] == "column" || cells[0].starts_with("---") {
-                    continue;
-                }
-                let meaning = clean(cells[2]);
-                for name in cells[0].split(',').map(str::trim).filter(|n| is_name(n)) {
-                    columns.insert(name.to_string(), meaning.clone());
-                }
-            } else {
-                for (name, meaning) in inline(line) {
-                    columns.entry(name).or_insert(meaning);
-                }
-            }
-        }
-        for (table, source) in SAME_COLUMNS_AS {
-            if let Some(columns) = all.get(*source).cloned() {
-                let target = all.entry(table.to_string()).or_default();
-                for (c, m) in columns {
-                    target.entry(c).or_insert(m);
-                }
-            }
-        }
-        all.retain(|_, c| !c.is_empty());
-        Comments(all)
-    }
-
-    pub fn get(&self, table: &str, column: &str) -> Option<&str> {
-        self.0.get(table)?.get(column).map(String::as_str)
-    }
-
-    /// `schema` with each column's comment in its field metadata ([`REMARKS`]).
-    pub fn annotate(&self, table: &str, schema: &Schema) -> SchemaRef {
-        let fields: Vec<Field> = schema
-            .fields()
-            .iter()
-            .map(|f| {
-                let field = f.as_ref().clone();
-                match self.get(table, f.name()) {
-                    Some(c) => {
-                        let mut md = field.metadata().clone();
-                        md.insert(REMARKS.to_string(), c.to_string());
-                        field.with_metadata(md)
-                    }
-                    None => field,
-                }
-            })
-            .collect();
-        std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-    }
-}
-
-/// `Some(Some(name))` on a section heading of a table, `Some(None)` on one of something else
-/// (`staging/<table>`, `_runs/...`).
-fn heading(line: &str) -> Option<Option<String>> {
-    let rest = line.strip_prefix("**`")?;
-    let (name, _) = rest.split_once("`**")?;
-    Some(is_name(name).then(|| name.to_string()))
-}
-
-fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-/// Markdown out of a comment: tools show it as plain text.
-fn clean(s: &str) -> String {
-    s.replace('`', "").replace("**", "").trim().to_string()
-}
-
-/// `` `column` (meaning) `` pairs of a line of prose, the meaning's nested parentheses kept.
-fn inline(line: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut rest = line;
-    while let Some(start) = rest.find('`') {
-        let after = &rest[start + 1..];
-        let Some(end) = after.find('`') else { break };
-        let name = &after[..end];
-        let tail = &after[end + 1..];
-        rest = tail;
-        let Some(body) = tail.strip_prefix(" (") else {
-            continue;
-        };
-        if !is_name(name) {
-            continue;
-        }
-        let mut depth = 1;
-        let mut close = None;
-        for (i, c) in body.char_indices() {
-            match c {
-                '(' => depth += 1,
-                ')' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        close = Some(i);
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-        // A meaning that goes on to the next line is cut at the line's end.
-        let meaning = &body[..close.unwrap_or(body.len())];
-        out.push((name.to_string(), clean(meaning)));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_contract_gives_table_and_prose_columns_their_meaning() {
-        let c = Comments::contract();
-        assert!(
-            c.get("customer_segments", "rfm_segment")
-                .unwrap()
-                .contains("champions")
-        );
-        assert!(
-            c.get("customer_segments", "m_score")
-                .unwrap()
-                .contains("1..5")
-        );
-        assert!(
-            c.get("customer_clv", "as_of")
-                .unwrap()
-                .contains("customer_segments")
-        );
-        assert!(
-            c.get("segment_history", "cluster_id")
-                .unwrap()
-                .contains("k-means")
-        );
-        assert!(c.get("clv_model", "model").unwrap().contains("bgnbd"));
-        assert!(
-            c.get("cluster_scores", "inertia")
-                .unwrap()
-                .contains("sum of squares")
-        );
-        assert!(
-            !c.get("customer_segments", "rfm_segment")
-                .unwrap()
-                .contains('`')
-        );
-        assert_eq!(c.get("customer_segments", "no_such_column"), None);
-        assert_eq!(c.get("no_such_table", "customer_id"), None);
-    }
-
-    #[test]
-    fn every_customer_segments_column_of_the_contract_table_has_a_comment() {
-        for col in [
-            "customer_id",
-            "as_of",
-            "recency_days",
-            "frequency",
-            "monetary",
-            "r_score",
-            "f_score",
-            "demographic_segment",
-            "geographic_segment",
-            "psychographic_segment",
-            "engagement_segment",
-            "cluster_label",
-            "p_alive",
-            "predicted_clv",
-            "clv_segment",
-        ] {
-            assert!(
-                Comments::contract().get("customer_segments", col).is_some(),
-                "{col}"
-            );
-        }
-    }
-
-    #[test]
-    fn prose_meanings_keep_nested_parentheses_and_skip_non_columns() {
-        let got = inline("a `k` (int (at least 2)), `x`, and `staging/<t>` (no) `y` (last");
-        assert_eq!(
-            got,
-            vec![
-                ("k".to_string(), "int (at least 2)".to_string()),
-                ("y".to_string(), "last".to_string())
-            ]
-        );
-    }
+        })
+        .collect();
+    std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }

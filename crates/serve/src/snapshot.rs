@@ -24,8 +24,8 @@ use segflow_core::datafusion::prelude::SessionContext;
 use segflow_core::{pointer, publish, storage};
 use url::Url;
 
-use crate::contract::Comments;
 use crate::query::QueryLog;
+use segflow_core::comments::Comments;
 
 /// The catalog and schema every table is served under: `segflow.public.<table>`.
 pub const CATALOG: &str = "segflow";
@@ -227,7 +227,8 @@ impl Published {
             let url = storage::parse_location(&t.url)?;
             let table = publish::open_table_at(&self.ctx, &url, t.version).await?;
             let provider = publish::provider(&self.ctx, &table, &url).await?;
-            let annotated = self.comments.annotate(name, provider.schema().as_ref());
+            let annotated =
+                crate::contract::annotate(&self.comments, name, provider.schema().as_ref());
             schema
                 .register_table(name.clone(), provider)
                 .map_err(|e| segflow_core::Error::Internal(format!("serving `{name}`: {e}")))?;

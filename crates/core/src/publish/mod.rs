@@ -366,6 +366,42 @@ pub async fn provider(
         .map_err(|e| fail(format!("cannot read the table: {e}")))
 }
 
+/// The data files of a loaded Delta table's version: the table's partition columns, and each
+/// file's path (relative to the table) with its partition values in that order. For readers
+/// that apply what changed between two versions (a warehouse sync's `changes` mode).
+pub async fn active_files(
+    table: &DeltaTable,
+    url: &Url,
+) -> Result<(Vec<String>, Vec<(String, Vec<Option<String>>)>)> {
+    use futures::TryStreamExt;
+    let fail = |message: String| Error::Storage {
+        location: url.to_string(),
+        message,
+        source: None,
+    };
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| fail(format!("cannot read the table: {e}")))?;
+    let partition_by = snapshot.metadata().partition_columns().to_vec();
+    let views: Vec<_> = table
+        .get_active_add_actions_by_partitions(&[])
+        .try_collect()
+        .await
+        .map_err(|e| fail(format!("cannot list the table's files: {e}")))?;
+    let files = views
+        .iter()
+        .map(|v| {
+            let values = v.partition_values_map();
+            let values = partition_by
+                .iter()
+                .map(|c| values.get(c).cloned().flatten())
+                .collect();
+            (v.path().to_string(), values)
+        })
+        .collect();
+    Ok((partition_by, files))
+}
+
 /// The distinct values of `column` in run table `table`, as text (Delta partition values).
 async fn partition_values(ctx: &SessionContext, table: &str, column: &str) -> Result<Vec<String>> {
     use datafusion::arrow::datatypes::DataType;
@@ -491,11 +527,13 @@ async fn open(ctx: &SessionContext, url: &Url, version: Option<u64>) -> Result<D
         source: None,
     };
     let mut table = table_builder(ctx, url)?
-        .and_then(|b| match version {
-            Some(v) => b.with_version(v).build(),
-            None => b.build(),
-        })
+        .and_then(|b| b.build())
         .map_err(fail)?;
-    table.load().await.map_err(fail)?;
+    // `DeltaTable::load` reads the latest version whatever the builder was told; a version
+    // is loaded by `load_version`.
+    match version {
+        Some(v) => table.load_version(v as _).await.map_err(fail)?,
+        None => table.load().await.map_err(fail)?,
+    }
     Ok(table)
 }
