@@ -1,14 +1,23 @@
 //! segflow-export: stages that publish a run's tables for readers outside segflow.
 //!
-//! Exporting is a request, not a write: a stage here names which run tables go where, and the
-//! runner publishes them only after every stage and check of the run has passed (see
-//! `segflow_core::publish`). `export.delta` publishes Delta Lake tables, readable by DuckDB,
-//! Spark, Polars, Trino and the warehouses.
+//! Exporting is a request, not a write: `export.delta` names which run tables go where, and
+//! the runner publishes them only after every stage and check of the run has passed (see
+//! `segflow_core::publish`); they are Delta Lake tables, readable by DuckDB, Spark, Polars,
+//! Trino and the warehouses. The other exports act on what a run published, after it did
+//! ([`segflow_core::Stage::after_publish`]), reading every table at the version the run
+//! pointer names: `export.postgres` syncs tables to PostgreSQL, `export.files` writes Parquet
+//! or CSV copies with a `_SUCCESS` manifest.
 #![warn(missing_docs)]
 
 pub mod delta;
+pub mod error;
+pub mod files;
+pub mod postgres;
+pub mod published;
 
 /// Registers this crate's kinds.
 pub fn register(reg: &mut segflow_core::Registry) {
     reg.register(delta::DeltaExportFactory);
+    reg.register(files::FilesExportFactory);
+    reg.register(postgres::PostgresExportFactory);
 }

@@ -1,0 +1,473 @@
+//! `export.files`: Parquet or CSV copies of published tables for consumers without a Delta
+//! reader, one folder per table and as_of, finished by a `_SUCCESS` manifest.
+//!
+//! Layout: `<path>/<table>/as_of=<date>/part-00000.parquet ... _SUCCESS`. The files are
+//! written under `<path>/<table>/_temporary/<run_id>/` first; only then is the as_of folder
+//! emptied (its `_SUCCESS` first, so a sensor never sees a finished folder with missing
+//! files), the files moved in, and `_SUCCESS` written last. `_SUCCESS` is JSON in the spirit of
+//! Hadoop's manifest committer: the files with their rows, bytes and SHA-256, and where they
+//! came from. A rerun of an as_of replaces its folder.
+
+use std::fmt::Write as _;
+
+use async_trait::async_trait;
+use object_store::{ObjectStoreExt as _, PutPayload};
+use segflow_core::datafusion::dataframe::DataFrameWriteOptions;
+use segflow_core::datafusion::prelude::SessionContext;
+use segflow_core::spec::StageSpec;
+use segflow_core::stage::{BuildContext, Stage, StageContext, StageFactory};
+use segflow_core::{Error, storage};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+use url::Url;
+
+use crate::published::Published;
+
+/// The YAML keys of an `export.files` stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// The runs folder (a pipeline's `runs:`) whose published run is exported.
+    pub runs: String,
+    /// Where the exports go: `<path>/<table>/as_of=<date>/`.
+    pub path: String,
+    /// `parquet` (default) or `csv` (UTF-8, a header row, RFC 4180 quoting).
+    #[serde(default)]
+    pub format: Format,
+    /// Published tables to export.
+    pub tables: Vec<String>,
+    /// The as_of folder to write; empty (default): the `as_of` of the published
+    /// customer_segments (one day per snapshot).
+    #[serde(default)]
+    pub as_of: String,
+}
+
+/// The files' format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Parquet, as DataFusion writes it.
+    #[default]
+    Parquet,
+    /// UTF-8 CSV with a header row.
+    Csv,
+}
+
+impl Format {
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Parquet => "parquet",
+            Format::Csv => "csv",
+        }
+    }
+}
+
+/// A built `export.files` stage.
+#[derive(Debug)]
+pub struct FilesExport {
+    runs: Url,
+    root: Url,
+    format: Format,
+    tables: Vec<String>,
+    as_of: Option<chrono::NaiveDate>,
+}
+
+pub(crate) struct FilesExportFactory;
+
+impl StageFactory for FilesExportFactory {
+    fn kind(&self) -> &'static str {
+        "export.files"
+    }
+
+    fn summary(&self) -> &'static str {
+        "after publishing, copies published tables to Parquet or CSV files per as_of, finished by a _SUCCESS manifest"
+    }
+
+    fn example_yaml(&self) -> &'static str {
+        r#"id: export_files
+kind: export.files
+runs: /tmp/segflow-example/_runs
+path: /tmp/segflow-example/exports
+format: csv
+tables: [customer_segments, segment_profiles]
+"#
+    }
+
+    fn build(
+        &self,
+        spec: &StageSpec,
+        cx: &BuildContext<'_>,
+    ) -> segflow_core::Result<Box<dyn Stage>> {
+        let config: FilesConfig = spec.config(cx.source)?;
+        if spec.output.is_some() || !spec.inputs.is_empty() {
+            return Err(spec.error(
+                cx.source,
+                "takes no `inputs` or `output`: it exports the published tables named in `tables`",
+            ));
+        }
+        if config.tables.is_empty() {
+            return Err(spec.error(
+                cx.source,
+                "has no `tables`; list the published tables to export",
+            ));
+        }
+        let as_of = match config.as_of.trim() {
+            "" => None,
+            d => Some(
+                chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|e| {
+                    spec.error(
+                        cx.source,
+                        format!("`as_of: {d}` is not a YYYY-MM-DD date ({e})"),
+                    )
+                })?,
+            ),
+        };
+        let location = |key: &str, v: &str| {
+            storage::parse_location(v)
+                .map(|u| storage::as_dir(&u))
+                .map_err(|e| spec.error(cx.source, format!("`{key}`: {e}")))
+        };
+        Ok(Box::new(FilesExport {
+            runs: location("runs", &config.runs)?,
+            root: location("path", &config.path)?,
+            format: config.format,
+            tables: config.tables,
+            as_of,
+        }))
+    }
+}
+
+/// `_SUCCESS`: what a finished as_of folder holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Success {
+    /// `segflow.export.files/1`: this layout.
+    pub name: String,
+    /// Always true: a folder is only finished once.
+    pub success: bool,
+    /// What wrote it.
+    pub committer: String,
+    /// When the folder was finished: milliseconds since the epoch, and as text.
+    pub timestamp: i64,
+    /// The same instant, RFC 3339.
+    pub date: String,
+    /// The run that wrote it.
+    #[serde(rename = "jobId")]
+    pub job_id: String,
+    /// The files' paths under the store, as Hadoop's committers list them.
+    pub filenames: Vec<String>,
+    /// The published table.
+    pub table: String,
+    /// The folder's day.
+    pub as_of: String,
+    /// The files' format.
+    pub format: Format,
+    /// Rows in all the files.
+    pub rows: u64,
+    /// Bytes of all the files.
+    pub bytes: u64,
+    /// The published table the files copy.
+    pub source: Source,
+    /// Each file.
+    pub files: Vec<FileEntry>,
+}
+
+/// The Delta table and version an export copies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Source {
+    /// The table's location.
+    pub url: String,
+    /// Its Delta version.
+    pub version: u64,
+    /// The run that committed that version.
+    pub run_id: String,
+}
+
+/// One file of a finished folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// The file's name in the as_of folder.
+    pub path: String,
+    /// Its rows.
+    pub rows: u64,
+    /// Its size.
+    pub bytes: u64,
+    /// Lowercase hex.
+    pub sha256: String,
+}
+
+#[async_trait]
+impl Stage for FilesExport {
+    fn inputs(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn outputs(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn after_publish(&self) -> bool {
+        true
+    }
+
+    fn describe(&self) -> Vec<String> {
+        self.tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "{t} -> {} ({})",
+                    storage::join(&self.root, &format!("{t}/as_of=.../")),
+                    self.format.extension()
+                )
+            })
+            .collect()
+    }
+
+    async fn fingerprint(
+        &self,
+        _ctx: &SessionContext,
+        _run: &segflow_core::stage::RunInfo,
+        _f: &mut segflow_core::fingerprint::Fingerprint,
+    ) -> segflow_core::Result<()> {
+        // It reads the published run, after the run's own tables; it produces none.
+        Ok(())
+    }
+
+    async fn run(&self, cx: &StageContext<'_>) -> segflow_core::Result<()> {
+        let ctx = cx.ctx;
+        let published = Published::read(ctx, &self.runs).await?;
+        let as_of = match self.as_of {
+            Some(d) => d,
+            None => snapshot_as_of(ctx, &published).await?,
+        };
+        for table in &self.tables {
+            let success = self.export(cx, &published, table, as_of).await?;
+            tracing::info!(
+                table = %table,
+                rows = success.rows,
+                files = success.files.len(),
+                "exported {}",
+                success.filenames.first().map_or("", |f| f.rsplit_once('/').map_or(f, |x| x.0))
+            );
+            cx.metric(&format!("{table}_rows"), serde_json::json!(success.rows));
+        }
+        Ok(())
+    }
+}
+
+impl FilesExport {
+    async fn export(
+        &self,
+        cx: &StageContext<'_>,
+        published: &Published,
+        name: &str,
+        as_of: chrono::NaiveDate,
+    ) -> segflow_core::Result<Success> {
+        let ctx = cx.ctx;
+        let table = published.table(ctx, name).await?;
+        let table_dir = storage::as_dir(&storage::join(&self.root, name));
+        let temp = storage::as_dir(&storage::join(
+            &table_dir,
+            &format!("_temporary/{}", cx.run.run_id),
+        ));
+        let folder = storage::as_dir(&storage::join(&table_dir, &format!("as_of={as_of}")));
+        let context = format!("writing {name} to {temp}");
+        storage::delete_prefix(ctx, &temp).await?;
+        let options = DataFrameWriteOptions::new();
+        match self.format {
+            Format::Parquet => {
+                table
+                    .rows
+                    .write_parquet(temp.as_str(), options, None)
+                    .await
+                    .map_err(cx.df_err(context.clone()))?;
+            }
+            Format::Csv => {
+                let csv =
+                    segflow_core::datafusion::config::CsvOptions::default().with_has_header(true);
+                table
+                    .rows
+                    .write_csv(temp.as_str(), options, Some(csv))
+                    .await
+                    .map_err(cx.df_err(context.clone()))?;
+            }
+        }
+        // Name, rows, bytes and checksum of each file, read back as written.
+        let store = storage::store_for(ctx, &temp)?;
+        let mut written = storage::list_files(ctx, &temp).await?;
+        written.sort_by(|a, b| a.url.as_str().cmp(b.url.as_str()));
+        let mut files = Vec::new();
+        for (i, f) in written.iter().enumerate() {
+            let read_back = |e| storage_error(&f.url, "cannot read back an export file", e);
+            let got = store
+                .get(&storage::store_path(&f.url)?)
+                .await
+                .map_err(read_back)?;
+            let bytes = got.bytes().await.map_err(read_back)?;
+            let rows =
+                count_rows(self.format, &bytes).map_err(|m| storage_error_msg(&f.url, &m))?;
+            files.push((
+                f.url.clone(),
+                FileEntry {
+                    path: format!("part-{i:05}.{}", self.format.extension()),
+                    rows,
+                    bytes: bytes.len() as u64,
+                    sha256: hex(&sha2::Sha256::digest(&bytes)),
+                },
+            ));
+        }
+        // Sensors key on _SUCCESS: it goes first and comes back last.
+        let success_url = storage::join(&folder, "_SUCCESS");
+        let success_path = storage::store_path(&success_url)?;
+        match store.delete(&success_path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(storage_error(
+                    &success_url,
+                    "cannot remove the old _SUCCESS",
+                    e,
+                ));
+            }
+        }
+        storage::delete_prefix(ctx, &folder).await?;
+        for (from, entry) in &files {
+            let to = storage::join(&folder, &entry.path);
+            store
+                .rename(&storage::store_path(from)?, &storage::store_path(&to)?)
+                .await
+                .map_err(|e| storage_error(&to, "cannot move an export file into place", e))?;
+        }
+        let now = chrono::Utc::now();
+        let success = Success {
+            name: "segflow.export.files/1".into(),
+            success: true,
+            committer: "segflow export.files".into(),
+            timestamp: now.timestamp_millis(),
+            date: now.to_rfc3339(),
+            job_id: cx.run.run_id.clone(),
+            filenames: files
+                .iter()
+                .map(|(_, e)| storage::join(&folder, &e.path).to_string())
+                .collect(),
+            table: name.to_string(),
+            as_of: as_of.to_string(),
+            format: self.format,
+            rows: files.iter().map(|(_, e)| e.rows).sum(),
+            bytes: files.iter().map(|(_, e)| e.bytes).sum(),
+            source: Source {
+                url: table.url.to_string(),
+                version: table.version,
+                run_id: table.run_id.clone(),
+            },
+            files: files.into_iter().map(|(_, e)| e).collect(),
+        };
+        let body = serde_json::to_vec_pretty(&success).expect("_SUCCESS serializes");
+        store
+            .put(&success_path, PutPayload::from(body))
+            .await
+            .map_err(|e| storage_error(&success_url, "cannot write _SUCCESS", e))?;
+        storage::delete_prefix(ctx, &temp).await?;
+        Ok(success)
+    }
+}
+
+/// The day of the published snapshot: customer_segments' `as_of`.
+async fn snapshot_as_of(
+    ctx: &SessionContext,
+    published: &Published,
+) -> segflow_core::Result<chrono::NaiveDate> {
+    use segflow_core::datafusion::arrow::array::{Array as _, Date32Array};
+    use segflow_core::datafusion::functions_aggregate::expr_fn::max;
+    use segflow_core::datafusion::prelude::col;
+    let segments = published.table(ctx, "customer_segments").await?;
+    let err = |e| Error::DataFusion {
+        stage: "export".into(),
+        context: "reading customer_segments' as_of".into(),
+        source: e,
+    };
+    let batches = segments
+        .rows
+        .aggregate(vec![], vec![max(col("as_of")).alias("as_of")])
+        .map_err(err)?
+        .collect()
+        .await
+        .map_err(err)?;
+    let day = batches
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<Date32Array>().cloned())
+        .filter(|a| a.is_valid(0))
+        .and_then(|a| a.value_as_date(0));
+    day.ok_or_else(|| Error::BadData {
+        stage: "export".into(),
+        message:
+            "the published customer_segments has no as_of (no rows); set `as_of:` on the stage"
+                .into(),
+    })
+}
+
+fn count_rows(format: Format, bytes: &bytes::Bytes) -> Result<u64, String> {
+    match format {
+        Format::Parquet => {
+            use segflow_core::datafusion::parquet::file::reader::{
+                FileReader as _, SerializedFileReader,
+            };
+            let reader = SerializedFileReader::new(bytes.clone())
+                .map_err(|e| format!("not a readable Parquet file: {e}"))?;
+            Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
+        }
+        Format::Csv => {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .from_reader(&bytes[..]);
+            let mut rows = 0;
+            for record in reader.records() {
+                record.map_err(|e| format!("not a readable CSV file: {e}"))?;
+                rows += 1;
+            }
+            Ok(rows)
+        }
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn storage_error(url: &Url, message: &str, e: object_store::Error) -> Error {
+    Error::Storage {
+        location: url.to_string(),
+        message: message.to_string(),
+        source: Some(e),
+    }
+}
+
+fn storage_error_msg(url: &Url, message: &str) -> Error {
+    Error::Storage {
+        location: url.to_string(),
+        message: message.to_string(),
+        source: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_yaml_builds() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let stage = segflow_core::stage::check_example(&FilesExportFactory, &root).unwrap();
+        assert!(stage.after_publish());
+        assert!(stage.describe()[0].contains("exports/customer_segments/as_of="));
+    }
+
+    #[test]
+    fn csv_rows_are_records_not_lines() {
+        let body = bytes::Bytes::from_static(b"a,b\n1,\"x\ny\"\n2,z\n");
+        assert_eq!(count_rows(Format::Csv, &body), Ok(2));
+        assert!(count_rows(Format::Parquet, &body).is_err());
+    }
+}
