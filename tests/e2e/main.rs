@@ -18,6 +18,7 @@ mod s3;
 mod segments;
 mod serve;
 mod slt;
+mod warehouse;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
