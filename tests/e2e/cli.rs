@@ -11,7 +11,7 @@ fn validate_and_plan_describe_the_default_pipeline() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("valid: 23 stages"),
+        String::from_utf8_lossy(&out.stdout).contains("valid: 24 stages"),
         "{}",
         text(&out)
     );
@@ -51,6 +51,9 @@ fn stages_lists_every_kind() {
         "features.sql",
         "segment.rules",
         "export.delta",
+        "export.postgres",
+        "export.files",
+        "export.crm",
     ] {
         assert!(s.contains(kind), "{s}");
     }

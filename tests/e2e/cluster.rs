@@ -491,7 +491,8 @@ fn storage_options_of_the_pipeline_reach_the_executors() {
     let bucket = crate::s3::BUCKET;
     let yaml = std::fs::read_to_string(default_pipeline())
         .unwrap()
-        .replace(
+        // The pipeline's own runs folder, the first match (the sync stage names it too).
+        .replacen(
             "runs: ${output}/_runs",
             &format!(
                 "runs: ${{output}}/_runs\nsql_dir: {}\nstorage:\n  s3://{bucket}:\n    \
@@ -500,6 +501,7 @@ fn storage_options_of_the_pipeline_reach_the_executors() {
                  secret_access_key: ${{env:SEGFLOW_TEST_S3_SECRET}}\n    allow_http: \"true\"",
                 root.join("sql").display()
             ),
+            1,
         )
         .replace(
             "contract: contracts/",

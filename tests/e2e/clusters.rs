@@ -22,12 +22,14 @@ fn plan_passes_pipeline(dir: &Path) -> std::path::PathBuf {
             "contract: contracts/",
             &format!("contract: {}/", contracts.display()),
         )
-        .replace(
+        // The pipeline's own runs folder, the first match (the sync stage names it too).
+        .replacen(
             "runs: ${output}/_runs\n",
             &format!(
                 "runs: ${{output}}/_runs\nsql_dir: {}\n",
                 root.join("sql").display()
             ),
+            1,
         )
         .replace("    seed: 2026\n", "    seed: 2026\n    passes: plan\n");
     assert_eq!(changed.matches("passes: plan").count(), 1);

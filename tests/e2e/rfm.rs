@@ -237,7 +237,7 @@ fn reruns_are_idempotent_and_add_one_version_each() {
     assert_eq!(rerun_ingest["rows_out"], raw_orders as u64);
     assert_eq!(m["pipeline"], "customer_segmentation");
     let stages = m["stages"].as_array().unwrap();
-    assert_eq!(stages.len(), 23);
+    assert_eq!(stages.len(), 24);
     let ingest = stages.iter().find(|s| s["id"] == "ingest_orders").unwrap();
     assert_eq!(ingest["rows_out"], raw_orders as u64);
     assert!(ingest["duration_ms"].is_u64());

@@ -566,6 +566,32 @@ fn postgres_sync_is_exact_incremental_atomic_and_readable_during_a_replace() {
     );
     assert!(all.contains("password authentication failed"), "{all}");
     assert!(!all.contains(wrong));
+    // A role without the privilege to create the schema: exit 1, the server's reason.
+    pg.block_on(async {
+        let c = pg.connect(DB).await;
+        c.batch_execute(&format!(
+            "CREATE ROLE reader LOGIN PASSWORD '{PASSWORD}'; REVOKE CREATE ON DATABASE {DB} FROM PUBLIC"
+        ))
+        .await
+        .unwrap();
+    });
+    let mut cmd = sync_command(
+        &warehouse_sync(),
+        &output,
+        &format!("postgres://reader@127.0.0.1:{}/{DB}", pg.port),
+        PASSWORD,
+    );
+    let out = cmd
+        .args(["--var", "postgres_schema=reader_copy"])
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("permission denied for database"), "{all}");
+    assert!(
+        all.contains(&format!("127.0.0.1:{}/{DB} as reader", pg.port)),
+        "{all}"
+    );
     let closed = format!("postgres://segflow@127.0.0.1:{}/{DB}", free_port());
     let out = sync(&warehouse_sync(), &output, &closed, PASSWORD);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
@@ -578,6 +604,9 @@ fn postgres_sync_is_exact_incremental_atomic_and_readable_during_a_replace() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(!text(&out).contains(wrong), "{}", text(&out));
+    let out = sync(&warehouse_sync(), &output, "", PASSWORD);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--var postgres_url="), "{}", text(&out));
 
     // The sync after the kill, with a reader in a loop on a table being replaced: every read
     // succeeds and sees a whole table (one as_of, all its customers).
@@ -691,8 +720,9 @@ fn file_exports_finish_with_a_success_manifest_that_matches_the_files() {
             "campaign_performance",
         ] {
             let folder = output.join(format!("exports/{table}/as_of=2026-10-01"));
-            let success: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(folder.join("_SUCCESS")).unwrap()).unwrap();
+            // Exactly the listed files (a rerun left nothing behind), each with its bytes and
+            // checksum; _SUCCESS is the newest file.
+            let success = checked_success(&folder);
             assert_eq!(success["format"], format);
             assert_eq!(success["as_of"], "2026-10-01");
             let (_, rows) = delta_rows(&output, table);
@@ -701,21 +731,6 @@ fn file_exports_finish_with_a_success_manifest_that_matches_the_files() {
                 rows.len() as u64,
                 "{table}"
             );
-            // The folder holds exactly the listed files (a rerun left nothing behind), each
-            // with its bytes and checksum; _SUCCESS is the newest file.
-            let mut on_disk: Vec<String> = std::fs::read_dir(&folder)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n != "_SUCCESS")
-                .collect();
-            on_disk.sort();
-            let listed: Vec<String> = success["files"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|f| f["path"].as_str().unwrap().to_string())
-                .collect();
-            assert_eq!(on_disk, listed);
             let done = std::fs::metadata(folder.join("_SUCCESS"))
                 .unwrap()
                 .modified()
@@ -723,19 +738,13 @@ fn file_exports_finish_with_a_success_manifest_that_matches_the_files() {
             let mut counted = 0;
             for f in success["files"].as_array().unwrap() {
                 let path = folder.join(f["path"].as_str().unwrap());
-                let bytes = std::fs::read(&path).unwrap();
-                assert_eq!(bytes.len() as u64, f["bytes"].as_u64().unwrap());
-                use sha2::Digest as _;
-                let sum: String = sha2::Sha256::digest(&bytes)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                assert_eq!(sum, f["sha256"].as_str().unwrap());
                 assert!(std::fs::metadata(&path).unwrap().modified().unwrap() <= done);
                 counted += f["rows"].as_u64().unwrap();
                 if format == "csv" {
-                    let mut r = csv::Reader::from_path(&path).unwrap();
-                    assert_eq!(r.records().count() as u64, f["rows"].as_u64().unwrap());
+                    assert_eq!(
+                        csv_records(&path).1.len() as u64,
+                        f["rows"].as_u64().unwrap()
+                    );
                 }
             }
             assert_eq!(counted, rows.len() as u64);
@@ -745,6 +754,183 @@ fn file_exports_finish_with_a_success_manifest_that_matches_the_files() {
                     .read_dir()
                     .is_ok_and(|mut d| d.next().is_some())
             );
+        }
+    }
+}
+
+/// The `_SUCCESS` of a folder, after checking that the folder holds exactly its files (and
+/// `_skipped.csv` when it lists skipped rows), each with its bytes and SHA-256.
+fn checked_success(folder: &Path) -> serde_json::Value {
+    use sha2::Digest as _;
+    let success: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("_SUCCESS")).unwrap()).unwrap();
+    let mut listed: Vec<String> = success["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    for f in success["files"].as_array().unwrap() {
+        let bytes = std::fs::read(folder.join(f["path"].as_str().unwrap())).unwrap();
+        assert_eq!(bytes.len() as u64, f["bytes"].as_u64().unwrap());
+        let sum: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(sum, f["sha256"].as_str().unwrap());
+    }
+    if let Some(f) = success["skipped"]["file"].as_str() {
+        listed.push(f.to_string());
+    }
+    listed.sort();
+    let mut on_disk: Vec<String> = std::fs::read_dir(folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "_SUCCESS")
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk, listed);
+    success
+}
+
+/// The records of a CRM file: header, rows.
+fn csv_records(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let header = r.headers().unwrap().iter().map(str::to_string).collect();
+    let rows = r
+        .records()
+        .map(|rec| rec.unwrap().iter().map(str::to_string).collect())
+        .collect();
+    (header, rows)
+}
+
+#[test]
+fn crm_files_hold_the_changed_customers_in_each_crms_format_within_its_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    generate(&input, 300, 9);
+    let out = run(&default_pipeline(), &input, &output, &["as_of=2026-10-01"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let exports = segflow_testkit::repo_root().join("pipelines/file_exports.yaml");
+    let export = |extra: &[&str]| {
+        let out = segflow()
+            .arg("run")
+            .arg(&exports)
+            .args(["--var", &format!("output={}", output.display())])
+            .args(extra.iter().flat_map(|v| ["--var", *v]))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    let emails: std::collections::BTreeMap<String, String> = {
+        let (h, rows) = csv_records(&input.join("customers.csv"));
+        let at = h.iter().position(|c| c == "email").unwrap();
+        rows.into_iter()
+            .map(|r| (r[0].clone(), r[at].clone()))
+            .collect()
+    };
+    // The first HubSpot export has every customer with an email; the others are listed as
+    // skipped, with the reason.
+    export(&[]);
+    let folder = output.join("exports/crm/hubspot/as_of=2026-10-01");
+    let success = checked_success(&folder);
+    let (header, rows) = csv_records(&folder.join("segflow-hubspot-2026-10-01-0001.csv"));
+    assert_eq!(
+        header[..3],
+        ["Email", "segflow_customer_id", "segflow_rfm_segment"]
+    );
+    let without = emails.values().filter(|e| e.is_empty()).count();
+    assert!(without > 0, "the generator leaves some emails empty");
+    assert_eq!(rows.len(), 300 - without);
+    assert_eq!(success["rows"], rows.len());
+    assert_eq!(success["skipped"]["rows"], without);
+    for r in &rows {
+        assert_eq!(emails[&r[1]], r[0]);
+    }
+    // A second as_of: exactly the customers in its segment_changes (those with an email).
+    let out = run(&default_pipeline(), &input, &output, &["as_of=2026-10-15"]);
+    assert!(out.status.success(), "{}", text(&out));
+    export(&[]);
+    let folder = output.join("exports/crm/hubspot/as_of=2026-10-15");
+    checked_success(&folder);
+    let changed: std::collections::BTreeSet<String> = crate::query_tables(
+        &output,
+        &["segment_changes"],
+        "select distinct customer_id from segment_changes where to_as_of = date '2026-10-15'",
+    )
+    .into_iter()
+    .map(|r| r[0].clone())
+    .filter(|c| !emails[c].is_empty())
+    .collect();
+    assert!(!changed.is_empty());
+    let exported: std::collections::BTreeSet<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "csv") && !p.ends_with("_skipped.csv"))
+        .flat_map(|p| csv_records(&p).1)
+        .map(|r| r[1].clone())
+        .collect();
+    assert_eq!(exported, changed);
+    // Nothing new: the folder stays as it was.
+    let before = std::fs::read(folder.join("_SUCCESS")).unwrap();
+    export(&[]);
+    assert_eq!(std::fs::read(folder.join("_SUCCESS")).unwrap(), before);
+
+    // Salesforce and Zoho, every customer, in files split at small limits.
+    let pipeline = dir.path().join("crm.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name: crm\nvars:\n  output: {{ default: \"\" }}\nruns: ${{output}}/_crm_runs\nsql_dir: {}\nstages:\n\
+             - {{ id: sf, kind: export.crm, format: salesforce, mode: full, runs: \"${{output}}/_runs\", path: \"${{output}}/small\", max_rows: 40, max_bytes: 4000 }}\n\
+             - {{ id: zoho, kind: export.crm, format: zoho, mode: full, runs: \"${{output}}/_runs\", path: \"${{output}}/small\", max_rows: 25 }}\n",
+            segflow_testkit::repo_root().join("sql").display()
+        ),
+    )
+    .unwrap();
+    let out = segflow()
+        .arg("run")
+        .arg(&pipeline)
+        .args(["--var", &format!("output={}", output.display())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    for (crm, max_rows, max_bytes) in [("salesforce", 40, 4000), ("zoho", 25, 25 << 20)] {
+        let folder = output.join(format!("small/{crm}/as_of=2026-10-15"));
+        let success = checked_success(&folder);
+        let files = success["files"].as_array().unwrap();
+        assert!(files.len() > 1, "{crm}: split into several files");
+        let mut total = 0;
+        for f in files {
+            let path = folder.join(f["path"].as_str().unwrap());
+            let (header, rows) = csv_records(&path);
+            assert!(rows.len() <= max_rows && f["bytes"].as_u64().unwrap() <= max_bytes);
+            assert_eq!(rows.len() as u64, f["rows"].as_u64().unwrap());
+            total += rows.len();
+            if crm == "salesforce" {
+                assert_eq!(header[0], "Segflow_Customer_Id__c");
+                assert!(header.contains(&"Segflow_RFM_Segment__c".to_string()));
+                // Customers without orders have no cluster: #N/A clears the field.
+                let at = header
+                    .iter()
+                    .position(|h| h == "Segflow_Cluster_Label__c")
+                    .unwrap();
+                assert!(rows.iter().all(|r| !r[at].is_empty()));
+            } else {
+                assert_eq!(header[..2], ["Email", "Last Name"]);
+                assert!(rows.iter().all(|r| !r[0].is_empty() && !r[1].is_empty()));
+            }
+        }
+        let skipped = success["skipped"]["rows"].as_u64().unwrap() as usize;
+        assert_eq!(total + skipped, 300, "{crm}");
+        if crm == "salesforce" {
+            assert_eq!(skipped, 0);
+            let any_na = files.iter().any(|f| {
+                std::fs::read_to_string(folder.join(f["path"].as_str().unwrap()))
+                    .unwrap()
+                    .contains("#N/A")
+            });
+            assert!(any_na);
         }
     }
 }

@@ -12,6 +12,7 @@ every file the runs wrote, and greps all of it. Exits 1 naming where a sentinel 
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -54,24 +55,27 @@ def main() -> int:
                    f"    access_key_id: {ENV_KEY_ID}\n"
                    f"    secret_access_key: ${{env:SEGFLOW_TEST_PIPELINE_SECRET}}\n")
         text = text.replace("\nstages:\n", f"\n{storage}\nstages:\n", 1)
-        # A database URL var, as a sync stage takes one (issue 17): its password must not reach
-        # the manifest's vars or any log.
-        text = text.replace("\nvars:\n", "\nvars:\n  postgres_url: \"\"\n", 1)
+        # The pipeline's postgres_url, with a password, at a port nothing listens on: the runs
+        # publish, then their sync fails to connect (exit 4). The password must not reach the
+        # manifest's vars, the sync's error or any log.
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            closed_port = sock.getsockname()[1]
         pipeline.write_text(text)
         env = dict(os.environ, AWS_ACCESS_KEY_ID=ENV_KEY_ID, AWS_SECRET_ACCESS_KEY=ENV_SECRET,
                    AWS_SESSION_TOKEN=ENV_TOKEN, AWS_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint,
                    AWS_ALLOW_HTTP="true", SEGFLOW_TEST_PIPELINE_SECRET=PIPELINE_SECRET)
         outputs: list[tuple[str, str]] = []
         runs = [
-            ("text, trace", ["--log", "trace"], f"s3://{BUCKET}/out", 0),
-            ("json, trace", ["--log", "trace", "--log-format", "json"], f"s3://{BUCKET}/out", 0),
+            ("text, trace", ["--log", "trace"], f"s3://{BUCKET}/out", 4),
+            ("json, trace", ["--log", "trace", "--log-format", "json"], f"s3://{BUCKET}/out", 4),
             ("failing", ["--log", "debug"], "s3://no-such-bucket/out", None),
         ]
         for name, extra, out, expected in runs:
             r = subprocess.run(
                 [bin_, "run", str(pipeline), "--var", f"input=s3://{BUCKET}/in",
                  "--var", f"output={out}",
-                 "--var", f"postgres_url=postgresql://sync:{PG_PASSWORD}@127.0.0.1:5432/crm",
+                 "--var", f"postgres_url=postgresql://sync:{PG_PASSWORD}@127.0.0.1:{closed_port}/crm",
                  *extra],
                 capture_output=True, text=True, env=env, cwd=REPO)
             if expected is not None and r.returncode != expected:
@@ -98,8 +102,8 @@ def main() -> int:
                     print(f"secret {s!r} leaked into {where}: {line[:300]}")
                     return 1
         print(f"secrets: 5 sentinels (AWS key id, secret and session token in the environment, a "
-              f"secret key in the pipeline's storage: options, the password of a PostgreSQL URL "
-              f"var) found in none of {log_bytes:,} "
+              f"secret key in the pipeline's storage: options, the password of the PostgreSQL URL "
+              f"its sync stage failed to connect to) found in none of {log_bytes:,} "
               f"bytes of stdout and stderr (text and JSON logs at trace level, a failed run's "
               f"error) and none of the {objects} objects the runs wrote (manifests, "
               f"_published.json, lease records, Delta logs, data files)")

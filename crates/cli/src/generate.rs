@@ -279,7 +279,7 @@ pub fn run(args: &Args) -> Result<()> {
         open("events.csv")?,
         open("survey_responses.csv")?,
     ];
-    files[0].write_all(b"customer_id,signup_date,birth_date,gender,country,region,city,annual_income,email_opt_in\n")?;
+    files[0].write_all(b"customer_id,signup_date,birth_date,gender,country,region,city,annual_income,email_opt_in,email,last_name\n")?;
     files[1].write_all(
         b"order_id,customer_id,order_ts,amount,currency,category,channel,campaign_id\n",
     )?;
@@ -421,6 +421,18 @@ fn generate_chunk(
         }
         c.push(b',');
         c.extend_from_slice(if opt_in { b"true" } else { b"false" });
+        // Contact columns (added to contract v1 for the CRM exports) come from the id alone,
+        // not the seeded stream: the columns before them are the same as before they existed.
+        let contact = splitmix64(i + 1);
+        c.push(b',');
+        if contact % 100 >= 4 {
+            // 4% have no email; example.com is reserved for examples (RFC 2606).
+            write!(c, "{}@example.com", id.to_ascii_lowercase()).expect("write to vec");
+        }
+        c.push(b',');
+        if (contact >> 8) % 100 >= 2 {
+            c.extend_from_slice(LAST_NAMES[(contact >> 16) as usize % LAST_NAMES.len()].as_bytes());
+        }
         c.push(b'\n');
         b.counts[0] += 1;
 
@@ -628,6 +640,42 @@ fn push_event(buf: &mut Vec<u8>, customer: &str, ts: i64, kind: &str, campaign: 
 }
 
 /// A CSV field, quoted as RFC 4180 asks when it holds a comma, quote or line break.
+/// Surnames for the generated `last_name` (common ones across the generated countries).
+const LAST_NAMES: &[&str] = &[
+    "Smith",
+    "Johnson",
+    "Garcia",
+    "Müller",
+    "Martin",
+    "Rossi",
+    "Silva",
+    "Kim",
+    "Nguyen",
+    "Andersson",
+    "Dubois",
+    "Schmidt",
+    "Tanaka",
+    "Kowalski",
+    "O'Brien",
+    "Fernández",
+    "Jansen",
+    "Hansen",
+    "Santos",
+    "Patel",
+    "Brown",
+    "Lee",
+    "Wilson",
+    "Moreau",
+];
+
+/// SplitMix64: a well-mixed 64-bit value from a counter.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 fn push_field(buf: &mut Vec<u8>, s: &str) {
     if s.contains([',', '"', '\n', '\r']) {
         buf.push(b'"');

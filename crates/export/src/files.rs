@@ -8,19 +8,17 @@
 //! Hadoop's manifest committer: the files with their rows, bytes and SHA-256, and where they
 //! came from. A rerun of an as_of replaces its folder.
 
-use std::fmt::Write as _;
-
 use async_trait::async_trait;
-use object_store::{ObjectStoreExt as _, PutPayload};
+use object_store::ObjectStoreExt as _;
 use segflow_core::datafusion::dataframe::DataFrameWriteOptions;
 use segflow_core::datafusion::prelude::SessionContext;
 use segflow_core::spec::StageSpec;
 use segflow_core::stage::{BuildContext, Stage, StageContext, StageFactory};
 use segflow_core::{Error, storage};
-use serde::{Deserialize, Serialize};
-use sha2::Digest as _;
+use serde::Deserialize;
 use url::Url;
 
+use crate::folder::{self, FileEntry, Success};
 use crate::published::Published;
 
 /// The YAML keys of an `export.files` stage.
@@ -43,7 +41,7 @@ pub struct FilesConfig {
 }
 
 /// The files' format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Parquet, as DataFusion writes it.
@@ -137,64 +135,6 @@ tables: [customer_segments, segment_profiles]
     }
 }
 
-/// `_SUCCESS`: what a finished as_of folder holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Success {
-    /// `segflow.export.files/1`: this layout.
-    pub name: String,
-    /// Always true: a folder is only finished once.
-    pub success: bool,
-    /// What wrote it.
-    pub committer: String,
-    /// When the folder was finished: milliseconds since the epoch, and as text.
-    pub timestamp: i64,
-    /// The same instant, RFC 3339.
-    pub date: String,
-    /// The run that wrote it.
-    #[serde(rename = "jobId")]
-    pub job_id: String,
-    /// The files' paths under the store, as Hadoop's committers list them.
-    pub filenames: Vec<String>,
-    /// The published table.
-    pub table: String,
-    /// The folder's day.
-    pub as_of: String,
-    /// The files' format.
-    pub format: Format,
-    /// Rows in all the files.
-    pub rows: u64,
-    /// Bytes of all the files.
-    pub bytes: u64,
-    /// The published table the files copy.
-    pub source: Source,
-    /// Each file.
-    pub files: Vec<FileEntry>,
-}
-
-/// The Delta table and version an export copies.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Source {
-    /// The table's location.
-    pub url: String,
-    /// Its Delta version.
-    pub version: u64,
-    /// The run that committed that version.
-    pub run_id: String,
-}
-
-/// One file of a finished folder.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FileEntry {
-    /// The file's name in the as_of folder.
-    pub path: String,
-    /// Its rows.
-    pub rows: u64,
-    /// Its size.
-    pub bytes: u64,
-    /// Lowercase hex.
-    pub sha256: String,
-}
-
 #[async_trait]
 impl Stage for FilesExport {
     fn inputs(&self) -> Vec<String> {
@@ -269,7 +209,7 @@ impl FilesExport {
             &table_dir,
             &format!("_temporary/{}", cx.run.run_id),
         ));
-        let folder = storage::as_dir(&storage::join(&table_dir, &format!("as_of={as_of}")));
+        let dest = storage::as_dir(&storage::join(&table_dir, &format!("as_of={as_of}")));
         let context = format!("writing {name} to {temp}");
         storage::delete_prefix(ctx, &temp).await?;
         let options = DataFrameWriteOptions::new();
@@ -277,6 +217,7 @@ impl FilesExport {
             Format::Parquet => {
                 table
                     .rows
+                    .clone()
                     .write_parquet(temp.as_str(), options, None)
                     .await
                     .map_err(cx.df_err(context.clone()))?;
@@ -286,6 +227,7 @@ impl FilesExport {
                     segflow_core::datafusion::config::CsvOptions::default().with_has_header(true);
                 table
                     .rows
+                    .clone()
                     .write_csv(temp.as_str(), options, Some(csv))
                     .await
                     .map_err(cx.df_err(context.clone()))?;
@@ -297,74 +239,31 @@ impl FilesExport {
         written.sort_by(|a, b| a.url.as_str().cmp(b.url.as_str()));
         let mut files = Vec::new();
         for (i, f) in written.iter().enumerate() {
-            let read_back = |e| storage_error(&f.url, "cannot read back an export file", e);
+            let read_back = |e| folder::fail(&f.url, "cannot read back an export file", e);
             let got = store
                 .get(&storage::store_path(&f.url)?)
                 .await
                 .map_err(read_back)?;
             let bytes = got.bytes().await.map_err(read_back)?;
-            let rows =
-                count_rows(self.format, &bytes).map_err(|m| storage_error_msg(&f.url, &m))?;
-            files.push((
-                f.url.clone(),
-                FileEntry {
-                    path: format!("part-{i:05}.{}", self.format.extension()),
-                    rows,
-                    bytes: bytes.len() as u64,
-                    sha256: hex(&sha2::Sha256::digest(&bytes)),
-                },
-            ));
+            let rows = count_rows(self.format, &bytes).map_err(|m| Error::Storage {
+                location: f.url.to_string(),
+                message: m,
+                source: None,
+            })?;
+            let name = format!("part-{i:05}.{}", self.format.extension());
+            files.push((f.url.clone(), FileEntry::of(name, rows, &bytes)));
         }
-        // Sensors key on _SUCCESS: it goes first and comes back last.
-        let success_url = storage::join(&folder, "_SUCCESS");
-        let success_path = storage::store_path(&success_url)?;
-        match store.delete(&success_path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => {
-                return Err(storage_error(
-                    &success_url,
-                    "cannot remove the old _SUCCESS",
-                    e,
-                ));
-            }
-        }
-        storage::delete_prefix(ctx, &folder).await?;
-        for (from, entry) in &files {
-            let to = storage::join(&folder, &entry.path);
-            store
-                .rename(&storage::store_path(from)?, &storage::store_path(&to)?)
-                .await
-                .map_err(|e| storage_error(&to, "cannot move an export file into place", e))?;
-        }
-        let now = chrono::Utc::now();
-        let success = Success {
-            name: "segflow.export.files/1".into(),
-            success: true,
-            committer: "segflow export.files".into(),
-            timestamp: now.timestamp_millis(),
-            date: now.to_rfc3339(),
-            job_id: cx.run.run_id.clone(),
-            filenames: files
-                .iter()
-                .map(|(_, e)| storage::join(&folder, &e.path).to_string())
-                .collect(),
-            table: name.to_string(),
-            as_of: as_of.to_string(),
-            format: self.format,
-            rows: files.iter().map(|(_, e)| e.rows).sum(),
-            bytes: files.iter().map(|(_, e)| e.bytes).sum(),
-            source: Source {
-                url: table.url.to_string(),
-                version: table.version,
-                run_id: table.run_id.clone(),
-            },
-            files: files.into_iter().map(|(_, e)| e).collect(),
-        };
-        let body = serde_json::to_vec_pretty(&success).expect("_SUCCESS serializes");
-        store
-            .put(&success_path, PutPayload::from(body))
-            .await
-            .map_err(|e| storage_error(&success_url, "cannot write _SUCCESS", e))?;
+        let success = Success::new(
+            "segflow.export.files/1",
+            &cx.run.run_id,
+            &dest,
+            name,
+            as_of,
+            self.format.extension(),
+            &table,
+            &files,
+        );
+        folder::commit(ctx, &dest, &files, &success).await?;
         storage::delete_prefix(ctx, &temp).await?;
         Ok(success)
     }
@@ -425,30 +324,6 @@ fn count_rows(format: Format, bytes: &bytes::Bytes) -> Result<u64, String> {
             }
             Ok(rows)
         }
-    }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-fn storage_error(url: &Url, message: &str, e: object_store::Error) -> Error {
-    Error::Storage {
-        location: url.to_string(),
-        message: message.to_string(),
-        source: Some(e),
-    }
-}
-
-fn storage_error_msg(url: &Url, message: &str) -> Error {
-    Error::Storage {
-        location: url.to_string(),
-        message: message.to_string(),
-        source: None,
     }
 }
 

@@ -6,17 +6,20 @@
 //! Trino and the warehouses. The other exports act on what a run published, after it did
 //! ([`segflow_core::Stage::after_publish`]), reading every table at the version the run
 //! pointer names: `export.postgres` syncs tables to PostgreSQL, `export.files` writes Parquet
-//! or CSV copies with a `_SUCCESS` manifest.
+//! or CSV copies with a `_SUCCESS` manifest, `export.crm` CRM import files.
 #![warn(missing_docs)]
 
+pub mod crm;
 pub mod delta;
 pub mod error;
 pub mod files;
+pub mod folder;
 pub mod postgres;
 pub mod published;
 
 /// Registers this crate's kinds.
 pub fn register(reg: &mut segflow_core::Registry) {
+    reg.register(crm::CrmExportFactory);
     reg.register(delta::DeltaExportFactory);
     reg.register(files::FilesExportFactory);
     reg.register(postgres::PostgresExportFactory);

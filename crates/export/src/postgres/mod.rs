@@ -30,7 +30,7 @@ pub struct PostgresConfig {
     /// `PGPASSWORD`.
     pub url: String,
     /// With `skip_without_url: true` an empty `url` skips the stage (a pipeline that syncs only
-    /// when `postgres_url` is set); otherwise it is an error.
+    /// when `postgres_url` is set); otherwise running the stage fails (exit 2).
     #[serde(default)]
     pub skip_without_url: bool,
     /// The schema the tables go in (created when missing).
@@ -65,8 +65,10 @@ pub struct TableConfig {
 /// A built `export.postgres` stage.
 #[derive(Debug)]
 pub struct PostgresExport {
-    /// `None`: skipped (no URL, `skip_without_url`).
+    /// `None`: no URL given.
     url: Option<String>,
+    /// No URL skips the stage rather than fail it.
+    skip_without_url: bool,
     schema: String,
     runs: Url,
     tables: Vec<TableSync>,
@@ -114,15 +116,10 @@ tables:
                 "has no `tables`; list the published tables to sync",
             ));
         }
+        // An empty URL is refused when the stage runs (exit 2), not here: `segflow validate`
+        // of a sync pipeline whose postgres_url is given at run time passes.
         let url = match config.url.trim() {
-            "" if config.skip_without_url => None,
-            "" => {
-                return Err(spec.error(
-                    cx.source,
-                    "has an empty `url`; set --var postgres_url=postgres://USER@HOST:PORT/DATABASE \
-                     (the password in PGPASSWORD)",
-                ));
-            }
+            "" => None,
             u => {
                 // Checked now, so a bad URL fails before any data is read (exit 2).
                 Target::parse(u, None).map_err(|e| spec.error(cx.source, format!("`url`: {e}")))?;
@@ -170,6 +167,7 @@ tables:
         }
         Ok(Box::new(PostgresExport {
             url,
+            skip_without_url: config.skip_without_url,
             schema: config.schema,
             runs,
             tables,
@@ -200,7 +198,7 @@ impl Stage for PostgresExport {
     }
 
     fn describe(&self) -> Vec<String> {
-        if self.url.is_none() {
+        if self.url.is_none() && self.skip_without_url {
             return vec!["skipped: no url (set postgres_url)".into()];
         }
         self.tables
@@ -231,8 +229,16 @@ impl Stage for PostgresExport {
 
     async fn run(&self, cx: &StageContext<'_>) -> segflow_core::Result<()> {
         let Some(url) = &self.url else {
-            tracing::info!(stage = %cx.stage_id, "no PostgreSQL url: sync skipped");
-            return Ok(());
+            if self.skip_without_url {
+                tracing::info!(stage = %cx.stage_id, "no PostgreSQL url: sync skipped");
+                return Ok(());
+            }
+            return Err(crate::error::ExportError::Settings(
+                "the PostgreSQL url is empty; set --var postgres_url=postgres://USER@HOST:PORT/DATABASE \
+                 (the password in PGPASSWORD)"
+                    .into(),
+            )
+            .into_core(cx.stage_id));
         };
         let fail = |e: crate::error::ExportError| e.into_core(cx.stage_id);
         let target = Target::parse(url, std::env::var("PGPASSWORD").ok()).map_err(fail)?;

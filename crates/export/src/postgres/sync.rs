@@ -7,7 +7,8 @@
 //!   its last statements and then read the new table: never a half-loaded one, never an error.
 //! - `upsert`: the rows are COPYed into a temporary table, then `INSERT ... ON CONFLICT (key)
 //!   DO UPDATE` writes the rows whose values differ (a rerun of the same version changes
-//!   nothing) and a `DELETE` removes the keys that are gone.
+//!   nothing) and a `DELETE` removes the keys that are gone. An empty table (the first sync)
+//!   is COPYed into directly.
 //! - `changes`: the rows of the Delta partitions that changed since the version in the state
 //!   table (the watermark) replace those partitions' rows: the partitions a run of a new as_of
 //!   added, or a rerun of an as_of replaced. The first sync loads every partition.
@@ -87,35 +88,55 @@ pub struct Outcome {
 /// The name of the state table.
 pub const STATE: &str = "segflow_sync_state";
 
-/// Creates the schema and the state table when they are not there.
+/// Creates the schema and the state table when they are not there. Only what is missing is
+/// created: a role that may write the tables of an existing schema needs no CREATE privilege
+/// on the database.
 pub async fn prepare(client: &Client, target: &Target, schema: &str) -> Result<()> {
     let s = ident(schema);
-    let sql = format!(
-        "CREATE SCHEMA IF NOT EXISTS {s};
-         CREATE TABLE IF NOT EXISTS {s}.{STATE} (
-           table_name text PRIMARY KEY,
-           mode text NOT NULL,
-           source_url text NOT NULL,
-           delta_version bigint NOT NULL,
-           run_id text NOT NULL,
-           rows bigint NOT NULL,
-           synced_at timestamptz NOT NULL
-         );
-         COMMENT ON TABLE {s}.{STATE} IS {};",
-        literal(
-            "segflow: the Delta version of each synced table (the watermark of `changes` \
-             mode), written in the transaction that synced it"
+    let what = || format!("preparing schema {schema}");
+    let present = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
+                    to_regclass($2) IS NOT NULL",
+            &[&schema, &format!("{s}.{STATE}")],
         )
-    );
-    // Two first syncs at once can both try to create the schema: the loser's error is a
-    // unique violation on the catalog, and the schema is there when it retries.
+        .await
+        .map_err(|e| target.error(what(), e))?;
+    let (has_schema, has_state): (bool, bool) = (present.get(0), present.get(1));
+    let mut sql = String::new();
+    if !has_schema {
+        sql.push_str(&format!("CREATE SCHEMA IF NOT EXISTS {s};"));
+    }
+    if !has_state {
+        sql.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS {s}.{STATE} (
+               table_name text PRIMARY KEY,
+               mode text NOT NULL,
+               source_url text NOT NULL,
+               delta_version bigint NOT NULL,
+               run_id text NOT NULL,
+               rows bigint NOT NULL,
+               synced_at timestamptz NOT NULL
+             );
+             COMMENT ON TABLE {s}.{STATE} IS {};",
+            literal(
+                "segflow: the Delta version of each synced table (the watermark of `changes` \
+                 mode), written in the transaction that synced it"
+            )
+        ));
+    }
+    if sql.is_empty() {
+        return Ok(());
+    }
+    // Two first syncs at once can both try to create them: the loser's error is a unique
+    // violation on the catalog, and they are there when it tries again.
     for attempt in 0..3 {
         match client.batch_execute(&sql).await {
             Ok(()) => return Ok(()),
             Err(e)
                 if attempt < 2
                     && e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {}
-            Err(e) => return Err(target.error(format!("creating schema {schema}"), e)),
+            Err(e) => return Err(target.error(what(), e)),
         }
     }
     unreachable!("the loop returns")
@@ -510,6 +531,20 @@ async fn upsert(
     ensure_table(tx, target, schema, spec, columns, exists).await?;
     let qualified = format!("{}.{}", ident(schema), ident(&spec.name));
     let what = format!("upserting into {schema}.{}", spec.name);
+    // An empty table (a first sync) takes the rows straight: nothing to match them with.
+    let empty: bool = tx
+        .query_one(
+            &format!("SELECT NOT EXISTS (SELECT 1 FROM {qualified})"),
+            &[],
+        )
+        .await
+        .map_err(|e| target.error(what.clone(), e))?
+        .get(0);
+    if empty {
+        outcome.copied = copy_rows(tx, target, &qualified, columns, rows).await?;
+        outcome.inserted = outcome.copied;
+        return Ok(());
+    }
     let stage = ident(&format!("segflow_stage_{}", spec.name));
     run(
         tx,
