@@ -128,3 +128,49 @@ fn reruns_are_idempotent_and_read_only_new_or_changed_files() {
     let (v3, orders3) = read_table(&output, "staging/orders", ORDER_COLS);
     assert_eq!((v3, orders3), (3, orders2));
 }
+
+/// Nullable columns added to a contract (contract v1 only adds columns: `email` and
+/// `last_name` of customers) join the staging table on the next incremental run, no
+/// `--full-refresh`: rows loaded before read null there, new rows have their values.
+#[test]
+fn a_nullable_column_added_to_the_contract_joins_staging_on_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    generate(&input, 50, 7);
+    let contracts = segflow_testkit::repo_root().join("pipelines/contracts");
+    let full = std::fs::read_to_string(contracts.join("customers.yaml")).unwrap();
+    let before: String = full
+        .lines()
+        .filter(|l| !l.contains("name: email,") && !l.contains("name: last_name,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(before, full);
+    let old_contract = dir.path().join("customers_before.yaml");
+    std::fs::write(&old_contract, before).unwrap();
+    let stage = |contract: &std::path::Path| {
+        format!(
+            "  - id: customers\n    kind: ingest.csv\n    path: \"${{input}}/customers*.csv\"\n    contract: {}\n    output: customers\n    staging: \"${{output}}/staging/customers\"\n",
+            contract.display()
+        )
+    };
+    let p = crate::write_pipeline(dir.path(), "old", &stage(&old_contract));
+    ok(run(&p, &input, &output, &[]));
+    let p = crate::write_pipeline(dir.path(), "new", &stage(&contracts.join("customers.yaml")));
+    // Nothing new: the run table has the column (null), staging keeps its version.
+    ok(run(&p, &input, &output, &[]));
+    assert_eq!(read_table(&output, "staging/customers", "count(*)").0, 0);
+    std::fs::write(
+        input.join("customers-2.csv"),
+        "customer_id,signup_date,birth_date,gender,country,region,city,annual_income,email_opt_in,email,last_name\n\
+         N0000001,2026-01-02,,F,DE,Berlin,Berlin,,true,n1@example.com,Weber\n",
+    )
+    .unwrap();
+    ok(run(&p, &input, &output, &[]));
+    let (version, rows) = read_table(
+        &output,
+        "staging/customers",
+        "count(*), count(email), max(email), max(last_name)",
+    );
+    assert_eq!(version, 1);
+    assert_eq!(rows, [["51", "1", "n1@example.com", "Weber"]]);
+}

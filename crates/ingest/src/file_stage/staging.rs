@@ -107,6 +107,34 @@ impl FileIngest {
             names
         };
         let (loaded, now) = (sorted_names(&kept), sorted_names(&new_rows));
+        // Nullable columns added to the contract since staging was loaded (contract v1 only
+        // adds columns) are added to it: the rows loaded before read null there, and the
+        // commit merges them into the table's schema. Anything else (a column gone, a
+        // required or `partition_by` column added) needs the rows read again.
+        let added: Vec<&String> = now.iter().filter(|c| !loaded.contains(c)).collect();
+        let nullable = |c: &str| {
+            self.contract
+                .columns
+                .iter()
+                .any(|k| k.name == c && k.nullable)
+        };
+        let addable = loaded.iter().all(|c| now.contains(c)) && added.iter().all(|c| nullable(c));
+        let mut kept = kept;
+        if addable {
+            for c in added {
+                let field = new_rows
+                    .schema()
+                    .field_with_unqualified_name(c)
+                    .map_err(cx.df_err("adding a column to staging"))?;
+                let null =
+                    segflow_core::datafusion::common::ScalarValue::try_from(field.data_type())
+                        .map_err(cx.df_err("adding a column to staging"))?;
+                kept = kept
+                    .with_column(c, segflow_core::datafusion::prelude::lit(null))
+                    .map_err(cx.df_err("adding a column to staging"))?;
+            }
+        }
+        let loaded = sorted_names(&kept);
         if loaded != now {
             return Err(self.bad_data(format!(
                 "staging table {url} has the columns [{}], but the contract {} and `partition_by` now give [{}]; \
