@@ -117,9 +117,11 @@ try:
         assert int(count) == rows
         rounds.append({"segflow_wall_s": wall, "segflow_sync_s": m["seconds"], "psql_copy_s": peer})
 
+    # The other three tables' first sync (customer_segments is up to date), so that the timed
+    # sync below is an incremental one for every table.
+    others_first_wall, _ = segflow_sync("pipelines/warehouse_sync.yaml")
     # A day's changes: the default pipeline for the next as_of (not timed), then the whole
     # sync of pipelines/warehouse_sync.yaml (four tables), timed.
-    full_sync_wall, _ = segflow_sync("pipelines/warehouse_sync.yaml")
     con = duckdb.connect()
     con.register("t", dt.to_pyarrow_dataset())
     day = con.execute("SELECT max(as_of) FROM t").fetchone()[0]
@@ -140,7 +142,7 @@ result = {
     "rows_per_s": {k: rows / v for k, v in med.items()},
     "ratio_wall": med["psql_copy_s"] / med["segflow_wall_s"],
     "ratio_sync": med["psql_copy_s"] / med["segflow_sync_s"],
-    "first_full_sync_wall_s": full_sync_wall,
+    "others_first_sync_wall_s": others_first_wall,
     "incremental": {"as_of": next_day, "wall_s": incremental_wall, "tables": incremental},
 }
 json.dump(result, open(os.path.join(work, "sync.json"), "w"), indent=2)
