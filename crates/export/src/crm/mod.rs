@@ -195,10 +195,27 @@ impl Stage for CrmExport {
                 s.segment_changes_url == changes.url.as_str() && self.mode == CrmMode::Changed
             })
             .map(|s| s.segment_changes_version);
-        let changed: Option<DataFrame> = match watermark {
+        // The synced version's log entries may have been cleaned up (log retention): what
+        // changed since is unknown then, and every customer is exported.
+        let before = match watermark {
+            Some(v) if v != changes.version => {
+                match published::files_at(ctx, &changes.url, v).await {
+                    Ok(files) => Some(files),
+                    Err(e) => {
+                        tracing::warn!(
+                            "segment_changes version {v} cannot be read ({e}); exporting every customer"
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        // The version the rows are the changes since; none: every customer.
+        let since = if before.is_some() { watermark } else { None };
+        let changed: Option<DataFrame> = match before {
             None => None,
-            Some(v) => {
-                let before = published::files_at(ctx, &changes.url, v).await?;
+            Some(before) => {
                 let partitions = crate::postgres::sync::changed_partitions(&before, &changes.files);
                 let column = changes.partition_by.first().cloned().unwrap_or_default();
                 let values: Vec<_> = partitions
@@ -258,7 +275,7 @@ impl Stage for CrmExport {
             .insert("mode".into(), serde_json::json!(self.mode));
         success.details.insert(
             "since_segment_changes_version".into(),
-            serde_json::json!(watermark),
+            serde_json::json!(since),
         );
         success.details.insert(
             "limits".into(),

@@ -240,9 +240,18 @@ pub async fn sync_table(
         Mode::Changes => {
             let changed = match synced {
                 Some(v) if table.partition_by.len() == 1 => {
-                    let before = published::files_at(ctx, &table.url, v).await?;
-                    tracing::debug!(?before, now = ?table.files, "files of {} at {v} and {}", spec.source, table.version);
-                    Some(changed_partitions(&before, &table.files))
+                    match published::files_at(ctx, &table.url, v).await {
+                        Ok(before) => Some(changed_partitions(&before, &table.files)),
+                        // The synced version's log entries were cleaned up (log retention):
+                        // what changed since is unknown, so every partition is loaded again.
+                        Err(e) => {
+                            tracing::warn!(
+                                "version {v} of {} cannot be read ({e}); reloading every partition",
+                                spec.source
+                            );
+                            None
+                        }
+                    }
                 }
                 _ => None,
             };
