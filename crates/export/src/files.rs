@@ -177,7 +177,17 @@ impl Stage for FilesExport {
         let published = Published::read(ctx, &self.runs).await?;
         let as_of = match self.as_of {
             Some(d) => d,
-            None => snapshot_as_of(ctx, &published).await?,
+            None => {
+                let segments = published.table(ctx, "customer_segments").await?;
+                crate::published::snapshot_day(cx, &segments.rows)
+                    .await?
+                    .ok_or_else(|| Error::BadData {
+                        stage: cx.stage_id.to_string(),
+                        message: "the published customer_segments has no rows, so no as_of; \
+                                  set `as_of:` on the stage"
+                            .into(),
+                    })?
+            }
         };
         for table in &self.tables {
             let success = self.export(cx, &published, table, as_of).await?;
@@ -267,40 +277,6 @@ impl FilesExport {
         storage::delete_prefix(ctx, &temp).await?;
         Ok(success)
     }
-}
-
-/// The day of the published snapshot: customer_segments' `as_of`.
-async fn snapshot_as_of(
-    ctx: &SessionContext,
-    published: &Published,
-) -> segflow_core::Result<chrono::NaiveDate> {
-    use segflow_core::datafusion::arrow::array::{Array as _, Date32Array};
-    use segflow_core::datafusion::functions_aggregate::expr_fn::max;
-    use segflow_core::datafusion::prelude::col;
-    let segments = published.table(ctx, "customer_segments").await?;
-    let err = |e| Error::DataFusion {
-        stage: "export".into(),
-        context: "reading customer_segments' as_of".into(),
-        source: e,
-    };
-    let batches = segments
-        .rows
-        .aggregate(vec![], vec![max(col("as_of")).alias("as_of")])
-        .map_err(err)?
-        .collect()
-        .await
-        .map_err(err)?;
-    let day = batches
-        .first()
-        .and_then(|b| b.column(0).as_any().downcast_ref::<Date32Array>().cloned())
-        .filter(|a| a.is_valid(0))
-        .and_then(|a| a.value_as_date(0));
-    day.ok_or_else(|| Error::BadData {
-        stage: "export".into(),
-        message:
-            "the published customer_segments has no as_of (no rows); set `as_of:` on the stage"
-                .into(),
-    })
 }
 
 fn count_rows(format: Format, bytes: &bytes::Bytes) -> Result<u64, String> {

@@ -98,3 +98,26 @@ pub async fn files_at(
     let delta = publish::open_table_at(ctx, url, version).await?;
     Ok(publish::active_files(&delta, url).await?.1)
 }
+
+/// The day of a snapshot (customer_segments' `as_of`, the same in every row); `None` without
+/// rows.
+pub async fn snapshot_day(
+    cx: &segflow_core::stage::StageContext<'_>,
+    segments: &DataFrame,
+) -> segflow_core::Result<Option<chrono::NaiveDate>> {
+    use segflow_core::datafusion::arrow::array::{Array as _, Date32Array};
+    use segflow_core::datafusion::functions_aggregate::expr_fn::max;
+    use segflow_core::datafusion::prelude::col;
+    let batches = segments
+        .clone()
+        .aggregate(vec![], vec![max(col("as_of")).alias("as_of")])
+        .map_err(cx.df_err("reading customer_segments' as_of"))?
+        .collect()
+        .await
+        .map_err(cx.df_err("reading customer_segments' as_of"))?;
+    Ok(batches
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<Date32Array>().cloned())
+        .filter(|a| a.is_valid(0))
+        .and_then(|a| a.value_as_date(0)))
+}

@@ -250,7 +250,12 @@ impl Stage for CrmExport {
             cx.metric("rows", serde_json::json!(0));
             return Ok(());
         }
-        let as_of = snapshot_day(cx, &segments.rows).await?;
+        let as_of = published::snapshot_day(cx, &segments.rows)
+            .await?
+            .ok_or_else(|| Error::BadData {
+                stage: cx.stage_id.to_string(),
+                message: "the published customer_segments has no rows".into(),
+            })?;
         let rows = self.rows(cx, &published, &segments, changed).await?;
         let temp = storage::as_dir(&storage::join(
             &self.root,
@@ -549,31 +554,6 @@ impl Splitter {
         let rows = std::mem::take(&mut self.rows);
         Some((std::mem::take(&mut self.current), rows))
     }
-}
-
-/// The as_of of the published snapshot (every row has the same).
-async fn snapshot_day(
-    cx: &StageContext<'_>,
-    segments: &DataFrame,
-) -> segflow_core::Result<chrono::NaiveDate> {
-    use segflow_core::datafusion::arrow::array::Date32Array;
-    use segflow_core::datafusion::functions_aggregate::expr_fn::max;
-    let batches = segments
-        .clone()
-        .aggregate(vec![], vec![max(col("as_of")).alias("as_of")])
-        .map_err(cx.df_err("reading customer_segments' as_of"))?
-        .collect()
-        .await
-        .map_err(cx.df_err("reading customer_segments' as_of"))?;
-    batches
-        .first()
-        .and_then(|b| b.column(0).as_any().downcast_ref::<Date32Array>().cloned())
-        .filter(|a| a.is_valid(0))
-        .and_then(|a| a.value_as_date(0))
-        .ok_or_else(|| Error::BadData {
-            stage: cx.stage_id.to_string(),
-            message: "the published customer_segments has no rows".into(),
-        })
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(
