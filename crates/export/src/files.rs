@@ -97,12 +97,11 @@ tables: [customer_segments, segment_profiles]
         cx: &BuildContext<'_>,
     ) -> segflow_core::Result<Box<dyn Stage>> {
         let config: FilesConfig = spec.config(cx.source)?;
-        if spec.output.is_some() || !spec.inputs.is_empty() {
-            return Err(spec.error(
-                cx.source,
-                "takes no `inputs` or `output`: it exports the published tables named in `tables`",
-            ));
-        }
+        crate::published::refuse_run_tables(
+            spec,
+            cx,
+            "exports the published tables named in `tables`",
+        )?;
         if config.tables.is_empty() {
             return Err(spec.error(
                 cx.source,
@@ -120,14 +119,9 @@ tables: [customer_segments, segment_profiles]
                 })?,
             ),
         };
-        let location = |key: &str, v: &str| {
-            storage::parse_location(v)
-                .map(|u| storage::as_dir(&u))
-                .map_err(|e| spec.error(cx.source, format!("`{key}`: {e}")))
-        };
         Ok(Box::new(FilesExport {
-            runs: location("runs", &config.runs)?,
-            root: location("path", &config.path)?,
+            runs: crate::published::folder_key(spec, cx, "runs", &config.runs)?,
+            root: crate::published::folder_key(spec, cx, "path", &config.path)?,
             format: config.format,
             tables: config.tables,
             as_of,

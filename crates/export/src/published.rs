@@ -2,10 +2,43 @@
 //! (`<runs>/_published.json`, [`segflow_core::pointer`]) and each table at the Delta version it
 //! names, so that every table an export writes comes from the same run.
 
-use segflow_core::datafusion::prelude::{DataFrame, SessionContext};
+use std::collections::BTreeSet;
+
+use segflow_core::datafusion::arrow::datatypes::DataType;
+use segflow_core::datafusion::prelude::{DataFrame, SessionContext, cast, col, lit};
 use segflow_core::pointer::{Pointer, PointerTable};
+use segflow_core::spec::StageSpec;
+use segflow_core::stage::BuildContext;
 use segflow_core::{Error, pointer, publish, storage};
 use url::Url;
+
+/// Refuses `inputs:` and `output:` on a stage that reads the published run (`reads` says
+/// what it reads instead).
+pub(crate) fn refuse_run_tables(
+    spec: &StageSpec,
+    cx: &BuildContext<'_>,
+    reads: &str,
+) -> segflow_core::Result<()> {
+    if spec.output.is_some() || !spec.inputs.is_empty() {
+        return Err(spec.error(
+            cx.source,
+            format!("takes no `inputs` or `output`: it {reads}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The folder a stage's key `key` names (a local path or an object store URL).
+pub(crate) fn folder_key(
+    spec: &StageSpec,
+    cx: &BuildContext<'_>,
+    key: &str,
+    value: &str,
+) -> segflow_core::Result<Url> {
+    storage::parse_location(value)
+        .map(|u| storage::as_dir(&u))
+        .map_err(|e| spec.error(cx.source, format!("`{key}`: {e}")))
+}
 
 /// One run's published tables.
 #[derive(Debug)]
@@ -88,6 +121,71 @@ impl Published {
     }
 }
 
+impl Table {
+    /// The values of the table's partition column whose files differ between `version` (what
+    /// an earlier export read) and this one: partitions added, replaced or removed since.
+    /// `None` when what changed is unknown, and a reader takes every row: the table is not
+    /// partitioned by one column, or `version`'s log entries were cleaned up (log retention;
+    /// said in a warning).
+    pub async fn changed_since(
+        &self,
+        ctx: &SessionContext,
+        version: u64,
+    ) -> Option<BTreeSet<Option<String>>> {
+        if self.partition_by.len() != 1 {
+            return None;
+        }
+        match files_at(ctx, &self.url, version).await {
+            Ok(before) => Some(changed_partitions(&before, &self.files)),
+            Err(e) => {
+                tracing::warn!(
+                    "version {version} of {} cannot be read ({e}); what changed since is \
+                     unknown, so every row is taken",
+                    self.name
+                );
+                None
+            }
+        }
+    }
+
+    /// The rows of the partitions `values` of the table's partition column (as
+    /// [`Table::changed_since`] gives them).
+    pub fn partition_rows(
+        &self,
+        values: &BTreeSet<Option<String>>,
+    ) -> segflow_core::datafusion::error::Result<DataFrame> {
+        let column = self.partition_by.first().map_or("", String::as_str);
+        let present: Vec<_> = values.iter().flatten().map(|v| lit(v.clone())).collect();
+        let mut filter = lit(false);
+        if !present.is_empty() {
+            filter = cast(col(column), DataType::Utf8).in_list(present, false);
+        }
+        if values.contains(&None) {
+            filter = filter.or(col(column).is_null());
+        }
+        self.rows.clone().filter(filter)
+    }
+}
+
+/// The partition values (of a table with one partition column) whose files differ between two
+/// versions' file lists: partitions added, replaced or removed.
+pub fn changed_partitions(
+    before: &[(String, Vec<Option<String>>)],
+    now: &[(String, Vec<Option<String>>)],
+) -> BTreeSet<Option<String>> {
+    let set = |files: &[(String, Vec<Option<String>>)]| -> BTreeSet<(String, Option<String>)> {
+        files
+            .iter()
+            .map(|(p, v)| (p.clone(), v.first().cloned().flatten()))
+            .collect()
+    };
+    let (before, now) = (set(before), set(now));
+    before
+        .symmetric_difference(&now)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
 /// The data files of the Delta table at `url` at an earlier `version` (what an earlier sync
 /// read), as [`Table::files`] lists them.
 pub async fn files_at(
@@ -120,4 +218,26 @@ pub async fn snapshot_day(
         .and_then(|b| b.column(0).as_any().downcast_ref::<Date32Array>().cloned())
         .filter(|a| a.is_valid(0))
         .and_then(|a| a.value_as_date(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(path: &str, v: &str) -> (String, Vec<Option<String>>) {
+        (path.to_string(), vec![Some(v.to_string())])
+    }
+
+    #[test]
+    fn changed_partitions_are_those_with_other_files() {
+        let before = vec![f("a=1/x", "1"), f("a=2/y", "2")];
+        // A run of as_of 3, and a rerun of 2 (its file replaced).
+        let now = vec![f("a=1/x", "1"), f("a=2/z", "2"), f("a=3/w", "3")];
+        let got = changed_partitions(&before, &now);
+        assert_eq!(
+            got,
+            [Some("2".into()), Some("3".into())].into_iter().collect()
+        );
+        assert!(changed_partitions(&now, &now).is_empty());
+    }
 }

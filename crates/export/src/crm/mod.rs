@@ -102,12 +102,7 @@ path: /tmp/segflow-example/exports/crm
         cx: &BuildContext<'_>,
     ) -> segflow_core::Result<Box<dyn Stage>> {
         let config: CrmConfig = spec.config(cx.source)?;
-        if spec.output.is_some() || !spec.inputs.is_empty() {
-            return Err(spec.error(
-                cx.source,
-                "takes no `inputs` or `output`: it exports the published customer_segments",
-            ));
-        }
+        published::refuse_run_tables(spec, cx, "exports the published customer_segments")?;
         let (rows, bytes) = config.format.limits();
         let lower = |mine: Option<u64>, theirs: Option<u64>, what: &str| match (mine, theirs) {
             (Some(0), _) => Err(spec.error(cx.source, format!("`{what}` must be at least 1"))),
@@ -120,15 +115,10 @@ path: /tmp/segflow-example/exports/crm
             )),
             (m, t) => Ok(m.or(t)),
         };
-        let location = |key: &str, v: &str| {
-            storage::parse_location(v)
-                .map(|u| storage::as_dir(&u))
-                .map_err(|e| spec.error(cx.source, format!("`{key}`: {e}")))
-        };
-        let path = location("path", &config.path)?;
+        let path = published::folder_key(spec, cx, "path", &config.path)?;
         Ok(Box::new(CrmExport {
             format: config.format,
-            runs: location("runs", &config.runs)?,
+            runs: published::folder_key(spec, cx, "runs", &config.runs)?,
             root: storage::as_dir(&storage::join(&path, config.format.name())),
             mode: config.mode,
             max_rows: lower(config.max_rows, rows, "max_rows")?,
@@ -195,51 +185,26 @@ impl Stage for CrmExport {
                 s.segment_changes_url == changes.url.as_str() && self.mode == CrmMode::Changed
             })
             .map(|s| s.segment_changes_version);
-        // The synced version's log entries may have been cleaned up (log retention): what
-        // changed since is unknown then, and every customer is exported.
-        let before = match watermark {
-            Some(v) if v != changes.version => {
-                match published::files_at(ctx, &changes.url, v).await {
-                    Ok(files) => Some(files),
-                    Err(e) => {
-                        tracing::warn!(
-                            "segment_changes version {v} cannot be read ({e}); exporting every customer"
-                        );
-                        None
-                    }
-                }
-            }
+        // The segment_changes partitions published since; none known: every customer.
+        let partitions = match watermark {
+            Some(v) if v != changes.version => changes.changed_since(ctx, v).await,
             _ => None,
         };
         // The version the rows are the changes since; none: every customer.
-        let since = if before.is_some() { watermark } else { None };
-        let changed: Option<DataFrame> = match before {
+        let since = if partitions.is_some() {
+            watermark
+        } else {
+            None
+        };
+        let changed: Option<DataFrame> = match partitions {
             None => None,
-            Some(before) => {
-                let partitions = crate::postgres::sync::changed_partitions(&before, &changes.files);
-                let column = changes.partition_by.first().cloned().unwrap_or_default();
-                let values: Vec<_> = partitions
-                    .iter()
-                    .flatten()
-                    .map(|v| lit(v.clone()))
-                    .collect();
-                let mut filter = lit(false);
-                if !values.is_empty() {
-                    filter = cast(col(column.as_str()), DataType::Utf8).in_list(values, false);
-                }
-                if partitions.contains(&None) {
-                    filter = filter.or(col(column.as_str()).is_null());
-                }
-                Some(
-                    changes
-                        .rows
-                        .clone()
-                        .filter(filter)
-                        .and_then(|d| d.select(vec![col("customer_id").alias("changed_id")]))
-                        .and_then(|d| d.distinct())
-                        .map_err(cx.df_err("selecting the changed customers"))?,
-                )
-            }
+            Some(values) => Some(
+                changes
+                    .partition_rows(&values)
+                    .and_then(|d| d.select(vec![col("customer_id").alias("changed_id")]))
+                    .and_then(|d| d.distinct())
+                    .map_err(cx.df_err("selecting the changed customers"))?,
+            ),
         };
         if watermark == Some(changes.version) {
             // Nothing published since the last export: its folder stays as it is.

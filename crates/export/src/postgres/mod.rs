@@ -14,7 +14,6 @@ use async_trait::async_trait;
 use segflow_core::datafusion::prelude::SessionContext;
 use segflow_core::spec::StageSpec;
 use segflow_core::stage::{BuildContext, Stage, StageContext, StageFactory};
-use segflow_core::storage;
 use serde::Deserialize;
 use url::Url;
 
@@ -104,12 +103,11 @@ tables:
         cx: &BuildContext<'_>,
     ) -> segflow_core::Result<Box<dyn Stage>> {
         let config: PostgresConfig = spec.config(cx.source)?;
-        if spec.output.is_some() || !spec.inputs.is_empty() {
-            return Err(spec.error(
-                cx.source,
-                "takes no `inputs` or `output`: it syncs the published tables named in `tables`",
-            ));
-        }
+        crate::published::refuse_run_tables(
+            spec,
+            cx,
+            "syncs the published tables named in `tables`",
+        )?;
         if config.tables.is_empty() {
             return Err(spec.error(
                 cx.source,
@@ -135,9 +133,7 @@ tables:
                 ),
             ));
         }
-        let runs = storage::parse_location(&config.runs)
-            .map(|u| storage::as_dir(&u))
-            .map_err(|e| spec.error(cx.source, format!("`runs`: {e}")))?;
+        let runs = crate::published::folder_key(spec, cx, "runs", &config.runs)?;
         let mut tables = Vec::new();
         for t in config.tables {
             let name = t.name.unwrap_or_else(|| t.table.clone());

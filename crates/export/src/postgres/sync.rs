@@ -18,8 +18,7 @@
 
 use std::collections::BTreeSet;
 
-use segflow_core::datafusion::arrow::datatypes::DataType;
-use segflow_core::datafusion::prelude::{SessionContext, cast, col, lit};
+use segflow_core::datafusion::prelude::SessionContext;
 use tokio_postgres::{Client, Transaction};
 
 use super::connect::{Target, ident, literal};
@@ -239,21 +238,8 @@ pub async fn sync_table(
         }
         Mode::Changes => {
             let changed = match synced {
-                Some(v) if table.partition_by.len() == 1 => {
-                    match published::files_at(ctx, &table.url, v).await {
-                        Ok(before) => Some(changed_partitions(&before, &table.files)),
-                        // The synced version's log entries were cleaned up (log retention):
-                        // what changed since is unknown, so every partition is loaded again.
-                        Err(e) => {
-                            tracing::warn!(
-                                "version {v} of {} cannot be read ({e}); reloading every partition",
-                                spec.source
-                            );
-                            None
-                        }
-                    }
-                }
-                _ => None,
+                Some(v) => table.changed_since(ctx, v).await,
+                None => None,
             };
             changes(
                 &tx,
@@ -634,25 +620,6 @@ async fn upsert(
     Ok(())
 }
 
-/// The partition values (of a table with one partition column) whose files differ between two
-/// versions: partitions added, replaced or removed.
-pub fn changed_partitions(
-    before: &[(String, Vec<Option<String>>)],
-    now: &[(String, Vec<Option<String>>)],
-) -> BTreeSet<Option<String>> {
-    let set = |files: &[(String, Vec<Option<String>>)]| -> BTreeSet<(String, Option<String>)> {
-        files
-            .iter()
-            .map(|(p, v)| (p.clone(), v.first().cloned().flatten()))
-            .collect()
-    };
-    let (before, now) = (set(before), set(now));
-    before
-        .symmetric_difference(&now)
-        .map(|(_, v)| v.clone())
-        .collect()
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn changes(
     tx: &Transaction<'_>,
@@ -698,12 +665,7 @@ async fn changes(
                 .iter()
                 .map(|v| v.clone().unwrap_or_else(|| "(null)".into()))
                 .collect();
-            let mut filter = cast(col(column.as_str()), DataType::Utf8)
-                .in_list(present.iter().map(|v| lit(v.clone())).collect(), false);
-            if with_null {
-                filter = filter.or(col(column.as_str()).is_null());
-            }
-            table.rows.clone().filter(filter).map_err(|e| {
+            table.partition_rows(values).map_err(|e| {
                 ExportError::Core(segflow_core::Error::DataFusion {
                     stage: "export".into(),
                     context: format!("selecting the changed partitions of {}", spec.source),
@@ -731,26 +693,4 @@ async fn changes(
     outcome.copied = copy_rows(tx, target, &qualified, columns, rows).await?;
     outcome.inserted = outcome.copied;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn f(path: &str, v: &str) -> (String, Vec<Option<String>>) {
-        (path.to_string(), vec![Some(v.to_string())])
-    }
-
-    #[test]
-    fn changed_partitions_are_those_with_other_files() {
-        let before = vec![f("a=1/x", "1"), f("a=2/y", "2")];
-        // A run of as_of 3, and a rerun of 2 (its file replaced).
-        let now = vec![f("a=1/x", "1"), f("a=2/z", "2"), f("a=3/w", "3")];
-        let got = changed_partitions(&before, &now);
-        assert_eq!(
-            got,
-            [Some("2".into()), Some("3".into())].into_iter().collect()
-        );
-        assert!(changed_partitions(&now, &now).is_empty());
-    }
 }
