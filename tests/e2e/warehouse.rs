@@ -159,6 +159,29 @@ fn sync_command(pipeline: &Path, output: &Path, url: &str, password: &str) -> Co
     c
 }
 
+/// `customers` generated customers (`seed`) in a temp dir, run through the default pipeline
+/// for as_of 2026-10-01: the dir, its input and its published output.
+fn published(customers: u64, seed: u64) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    generate(&input, customers, seed);
+    let out = run(&default_pipeline(), &input, &output, &["as_of=2026-10-01"]);
+    assert!(out.status.success(), "{}", text(&out));
+    (dir, input, output)
+}
+
+/// `segflow run pipelines/file_exports.yaml` over `output` with `vars`; it must succeed.
+fn file_exports(output: &Path, vars: &[&str]) {
+    let out = segflow()
+        .arg("run")
+        .arg(segflow_testkit::repo_root().join("pipelines/file_exports.yaml"))
+        .args(["--var", &format!("output={}", output.display())])
+        .args(vars.iter().flat_map(|v| ["--var", *v]))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 fn warehouse_sync() -> PathBuf {
     segflow_testkit::repo_root().join("pipelines/warehouse_sync.yaml")
 }
@@ -356,11 +379,7 @@ async fn writers(client: &Client, sql: &str) -> std::collections::BTreeMap<Strin
 #[test]
 fn postgres_sync_is_exact_incremental_atomic_and_readable_during_a_replace() {
     let pg = Postgres::start();
-    let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
-    generate(&input, 400, 11);
-    let first = run(&default_pipeline(), &input, &output, &["as_of=2026-10-01"]);
-    assert!(first.status.success(), "{}", text(&first));
+    let (dir, input, output) = published(400, 11);
 
     // A first sync creates the schema, the tables (with the contract's comments) and the state.
     let out = sync(&warehouse_sync(), &output, &pg.url(), PASSWORD);
@@ -696,24 +715,9 @@ fn postgres_sync_is_exact_incremental_atomic_and_readable_during_a_replace() {
 
 #[test]
 fn file_exports_finish_with_a_success_manifest_that_matches_the_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
-    generate(&input, 200, 5);
-    let out = run(&default_pipeline(), &input, &output, &["as_of=2026-10-01"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let exports = segflow_testkit::repo_root().join("pipelines/file_exports.yaml");
-    let export = |format: &str| {
-        let out = segflow()
-            .arg("run")
-            .arg(&exports)
-            .args(["--var", &format!("output={}", output.display())])
-            .args(["--var", &format!("format={format}")])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-    };
+    let (_dir, _input, output) = published(200, 5);
     for format in ["parquet", "csv", "parquet"] {
-        export(format);
+        file_exports(&output, &[&format!("format={format}")]);
         for table in [
             "customer_segments",
             "segment_profiles",
@@ -806,22 +810,7 @@ fn csv_records(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
 
 #[test]
 fn crm_files_hold_the_changed_customers_in_each_crms_format_within_its_limits() {
-    let dir = tempfile::tempdir().unwrap();
-    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
-    generate(&input, 300, 9);
-    let out = run(&default_pipeline(), &input, &output, &["as_of=2026-10-01"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let exports = segflow_testkit::repo_root().join("pipelines/file_exports.yaml");
-    let export = |extra: &[&str]| {
-        let out = segflow()
-            .arg("run")
-            .arg(&exports)
-            .args(["--var", &format!("output={}", output.display())])
-            .args(extra.iter().flat_map(|v| ["--var", *v]))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-    };
+    let (dir, input, output) = published(300, 9);
     let emails: std::collections::BTreeMap<String, String> = {
         let (h, rows) = csv_records(&input.join("customers.csv"));
         let at = h.iter().position(|c| c == "email").unwrap();
@@ -831,7 +820,7 @@ fn crm_files_hold_the_changed_customers_in_each_crms_format_within_its_limits() 
     };
     // The first HubSpot export has every customer with an email; the others are listed as
     // skipped, with the reason.
-    export(&[]);
+    file_exports(&output, &[]);
     let folder = output.join("exports/crm/hubspot/as_of=2026-10-01");
     let success = checked_success(&folder);
     let (header, rows) = csv_records(&folder.join("segflow-hubspot-2026-10-01-0001.csv"));
@@ -850,7 +839,7 @@ fn crm_files_hold_the_changed_customers_in_each_crms_format_within_its_limits() 
     // A second as_of: exactly the customers in its segment_changes (those with an email).
     let out = run(&default_pipeline(), &input, &output, &["as_of=2026-10-15"]);
     assert!(out.status.success(), "{}", text(&out));
-    export(&[]);
+    file_exports(&output, &[]);
     let folder = output.join("exports/crm/hubspot/as_of=2026-10-15");
     checked_success(&folder);
     let changed: std::collections::BTreeSet<String> = crate::query_tables(
@@ -873,7 +862,7 @@ fn crm_files_hold_the_changed_customers_in_each_crms_format_within_its_limits() 
     assert_eq!(exported, changed);
     // Nothing new: the folder stays as it was.
     let before = std::fs::read(folder.join("_SUCCESS")).unwrap();
-    export(&[]);
+    file_exports(&output, &[]);
     assert_eq!(std::fs::read(folder.join("_SUCCESS")).unwrap(), before);
 
     // Salesforce and Zoho, every customer, in files split at small limits.
