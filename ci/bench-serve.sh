@@ -12,17 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-M}
 seconds=${2:-10}
-customers=$(ci/bench/customers.sh "$size") || exit 2
-target="${CARGO_TARGET_DIR:-target}"
-venv=$(ci/pyenv.sh)
-cargo build -p segflow-cli --locked --quiet --release
-bin="$target/release/segflow"
-dir="$target/bench/$size"
-output="$dir/full"
-if [ ! -f "$output/_runs/_published.json" ]; then
-    ci/bench/generate.sh "$bin" "$customers" 42 "$dir"
-    "$bin" run pipelines/customer_segmentation.yaml --var "input=$dir/in" --var "output=$output"
-fi
+. ci/bench/full-output.sh
 token="bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 log="$dir/serve.log"
 SEGFLOW_SERVE_TOKENS="bench:$token" "$bin" serve pipelines/customer_segmentation.yaml \

@@ -121,7 +121,7 @@ pub async fn open(ctx: &SessionContext, plan: &Plan, run_id: &str) -> Result<Res
     storage::configure(ctx, &plan.storage)?;
     let dir = run_dir(&plan.runs, run_id);
     let record_url = storage::join(&dir, "run.json");
-    let record: RunRecord = match read_json(ctx, &record_url).await? {
+    let record: RunRecord = match storage::get_json(ctx, &record_url).await? {
         Some(r) => r,
         None => {
             return Err(refuse(format!(
@@ -139,7 +139,7 @@ pub async fn open(ctx: &SessionContext, plan: &Plan, run_id: &str) -> Result<Res
     // The last attempt's outcome is its manifest when it wrote one; an attempt killed before
     // it could left only its record (and maybe an earlier attempt's manifest).
     let manifest_url = storage::join(&plan.runs, &format!("{run_id}.json"));
-    let manifest: Option<serde_json::Value> = read_json(ctx, &manifest_url).await?;
+    let manifest: Option<serde_json::Value> = storage::get_json(ctx, &manifest_url).await?;
     let last = manifest
         .as_ref()
         .filter(|m| m["attempt"].as_u64().unwrap_or(1) == u64::from(record.attempt));
@@ -167,7 +167,7 @@ pub async fn open(ctx: &SessionContext, plan: &Plan, run_id: &str) -> Result<Res
             Err(e) => tracing::warn!("ignoring checkpoint {}: {e}", file.url),
         }
     }
-    let publishing = read_json(ctx, &storage::join(&dir, "publishing.json"))
+    let publishing = storage::get_json(ctx, &storage::join(&dir, "publishing.json"))
         .await?
         .unwrap_or_default();
     Ok(Resume {
@@ -178,31 +178,6 @@ pub async fn open(ctx: &SessionContext, plan: &Plan, run_id: &str) -> Result<Res
         checkpoints,
         publishing,
     })
-}
-
-/// The JSON document at `url`, or `None` when there is none.
-async fn read_json<T: serde::de::DeserializeOwned>(
-    ctx: &SessionContext,
-    url: &Url,
-) -> Result<Option<T>> {
-    let store = storage::store_for(ctx, url)?;
-    let bytes = match store.get(&storage::store_path(url)?).await {
-        Ok(r) => r.bytes().await,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => Err(e),
-    }
-    .map_err(|e| Error::Storage {
-        location: url.to_string(),
-        message: "cannot read it".into(),
-        source: Some(e),
-    })?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::Storage {
-            location: url.to_string(),
-            message: format!("not the JSON document segflow wrote ({e}); move it aside"),
-            source: None,
-        })
 }
 
 /// A table as a checkpoint keeps it; `None` for a table held in memory, which a later

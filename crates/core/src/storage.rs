@@ -496,6 +496,31 @@ pub async fn put_json(
     Ok(())
 }
 
+/// The JSON document at `url`, or `None` when there is none.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    ctx: &SessionContext,
+    url: &Url,
+) -> Result<Option<T>> {
+    let store = store_for(ctx, url)?;
+    let bytes = match store.get(&store_path(url)?).await {
+        Ok(r) => r.bytes().await,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| Error::Storage {
+        location: url.to_string(),
+        message: "cannot read it".into(),
+        source: Some(e),
+    })?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::Storage {
+            location: url.to_string(),
+            message: format!("not the JSON document segflow wrote ({e}); move it aside"),
+            source: None,
+        })
+}
+
 /// The files a location stands for, sorted by URL: the object itself; the objects a glob
 /// (`*`, `?`, `[...]` in the last segments) matches; or, for a directory or prefix, every
 /// object under it whose name does not start with `_` or `.` (markers such as `_SUCCESS`).

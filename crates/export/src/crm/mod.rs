@@ -16,7 +16,6 @@ pub mod format;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use object_store::ObjectStoreExt as _;
 use segflow_core::datafusion::arrow::array::{Array, StringArray};
 use segflow_core::datafusion::arrow::datatypes::DataType;
 use segflow_core::datafusion::common::JoinType;
@@ -178,7 +177,7 @@ impl Stage for CrmExport {
         let segments = published.table(ctx, "customer_segments").await?;
         let changes = published.table(ctx, "segment_changes").await?;
         let state_url = storage::join(&self.root, "_state.json");
-        let state: Option<State> = read_json(ctx, &state_url).await?;
+        let state: Option<State> = storage::get_json(ctx, &state_url).await?;
         // Which customers: all, or those in the segment_changes partitions published since.
         let watermark = state
             .filter(|s| {
@@ -519,29 +518,6 @@ impl Splitter {
         let rows = std::mem::take(&mut self.rows);
         Some((std::mem::take(&mut self.current), rows))
     }
-}
-
-async fn read_json<T: serde::de::DeserializeOwned>(
-    ctx: &SessionContext,
-    url: &Url,
-) -> segflow_core::Result<Option<T>> {
-    let store = storage::store_for(ctx, url)?;
-    let got = match store.get(&storage::store_path(url)?).await {
-        Ok(g) => g,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(folder::fail(url, "cannot read", e)),
-    };
-    let bytes = got
-        .bytes()
-        .await
-        .map_err(|e| folder::fail(url, "cannot read", e))?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::Storage {
-            location: url.to_string(),
-            message: format!("not valid JSON ({e}); delete it to export every customer again"),
-            source: None,
-        })
 }
 
 #[cfg(test)]
