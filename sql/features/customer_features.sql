@@ -10,7 +10,8 @@
 --   shares    channel shares and refund_rate are fractions of counted orders; top_category is
 --             the category with the most counted orders (ties: alphabetical)
 --   engagement from events in the window; rates are opened / sent and clicked / sent, null
---             when nothing was sent
+--             when nothing was sent; social_interactions_90d counts social_follow, _like,
+--             _share and _comment events, social_shares_90d the shares, reviews_365d reviews
 --   demographic  age in whole years at as_of; age_band from $age_band_edges ('18,25,35'
 --             gives <18, 18-24, 25-34, 35+); income_band from $income_band_edges and
 --             $income_band_labels (one more label than edges; an edge starts its band)
@@ -125,7 +126,19 @@ event_features as (
         sum(case when we.event_type = 'cart_add' and we.recent then 1 else 0 end)
             as cart_adds_90d,
         sum(case when we.event_type = 'support_ticket' and we.this_year then 1 else 0 end)
-            as support_tickets_365d
+            as support_tickets_365d,
+        sum(
+            case
+                when we.recent
+                    and we.event_type in ('social_follow', 'social_like', 'social_share', 'social_comment')
+                    then 1
+                else 0
+            end
+        ) as social_interactions_90d,
+        sum(case when we.event_type = 'social_share' and we.recent then 1 else 0 end)
+            as social_shares_90d,
+        sum(case when we.event_type = 'review' and we.this_year then 1 else 0 end)
+            as reviews_365d
     from windowed_events as we
     group by we.customer_id
 ),
@@ -322,7 +335,11 @@ select
     i.interest_travel,
     i.interest_value,
     i.top_interest,
-    i.top_interest_score
+    i.top_interest_score,
+    -- social (added to v1 later, so last)
+    cast(coalesce(ef.social_interactions_90d, 0) as int) as social_interactions_90d,
+    cast(coalesce(ef.social_shares_90d, 0) as int) as social_shares_90d,
+    cast(coalesce(ef.reviews_365d, 0) as int) as reviews_365d
 -- One row per customer from six tables of one row per customer (or fewer). Each join builds
 -- its hash table from the narrow table it adds and streams the wide rows joined so far past
 -- it: built the other way round, every join collected all the columns joined before it.

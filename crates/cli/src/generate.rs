@@ -362,6 +362,11 @@ fn generate_chunk(
 ) -> Buffers {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(chunk);
+    // Social signals (event types added to contract v1 after its first release) draw from a
+    // stream of their own, so every row the main stream made is the same as before they
+    // existed: they are only added.
+    let mut social = ChaCha8Rng::seed_from_u64(splitmix64(seed ^ 0x50C1_A150_C1A1));
+    social.set_stream(chunk);
     let n = (customers.end - customers.start) as usize;
     let mut b = Buffers {
         customers: Vec::with_capacity(n * 100),
@@ -466,6 +471,7 @@ fn generate_chunk(
         let start_secs = signup_day * SECS_PER_DAY;
         let end_secs = (active_end + 1) * SECS_PER_DAY;
         let mut seq = 0u32;
+        let mut order_times = Vec::with_capacity(n_orders as usize);
         for _ in 0..n_orders {
             let ts = rng.random_range(start_secs..end_secs.max(start_secs + 1));
             let cat = match rng.random::<f64>() {
@@ -479,6 +485,7 @@ fn generate_chunk(
                 .random_bool(if opt_in { 0.12 } else { 0.03 })
                 .then(|| campaign_of(ts));
             seq += 1;
+            order_times.push(ts);
             push_order(
                 &mut b.orders,
                 &id,
@@ -572,6 +579,15 @@ fn generate_chunk(
             push_event(&mut b.events, &id, t, "support_ticket", None);
             b.counts[2] += 1;
         }
+        b.counts[2] += social_events(
+            &mut social,
+            &mut b.events,
+            &id,
+            engagement,
+            signup_day,
+            world.end_day,
+            &order_times,
+        );
         // Surveys: a third answer; the interest of their favourite category tends to score high.
         if rng.random_bool(0.35) {
             let rounds = if rng.random_bool(0.1) { 2 } else { 1 };
@@ -603,6 +619,52 @@ fn generate_chunk(
         }
     }
     b
+}
+
+/// A customer's social events: the more engaged follow the brand more often (a
+/// `social_follow`) and then like, comment on and share its posts for as long as the history
+/// runs; some orders get a `review` within two weeks. Returns how many it wrote.
+fn social_events(
+    rng: &mut ChaCha8Rng,
+    events: &mut Vec<u8>,
+    id: &str,
+    engagement: f64,
+    signup_day: i64,
+    end_day: i64,
+    order_times: &[i64],
+) -> u64 {
+    let last = (end_day + 1) * SECS_PER_DAY - 1;
+    let mut n = 0;
+    if rng.random_bool(0.15 + 0.35 * engagement) {
+        let follow = rng.random_range(signup_day * SECS_PER_DAY..=last);
+        push_event(events, id, follow, "social_follow", None);
+        n += 1;
+        let years = (last - follow) as f64 / (365.0 * SECS_PER_DAY as f64);
+        let mean = (0.5 + 6.0 * engagement) * years;
+        let interactions = if mean > 0.0 {
+            (Poisson::new(mean).expect("positive mean").sample(rng) as u32).min(300)
+        } else {
+            0
+        };
+        for _ in 0..interactions {
+            let t = rng.random_range(follow..=last);
+            let kind = match rng.random::<f64>() {
+                u if u < 0.6 => "social_like",
+                u if u < 0.85 => "social_comment",
+                _ => "social_share",
+            };
+            push_event(events, id, t, kind, None);
+            n += 1;
+        }
+    }
+    for &ts in order_times {
+        if rng.random_bool(0.03 + 0.1 * engagement) {
+            let t = (ts + rng.random_range(SECS_PER_DAY..14 * SECS_PER_DAY)).min(last);
+            push_event(events, id, t, "review", None);
+            n += 1;
+        }
+    }
+    n
 }
 
 #[allow(clippy::too_many_arguments)]
