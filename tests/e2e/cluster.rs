@@ -145,10 +145,11 @@ impl Drop for Cluster {
 }
 
 /// Every table the default pipeline publishes, by its path under the output.
-pub const PUBLISHED: [&str; 16] = [
+pub const PUBLISHED: [&str; 17] = [
     "customer_segments",
     "customer_features",
     "segment_profiles",
+    "segment_catalog",
     "cluster_centers",
     "cluster_scores",
     "customer_clv",
@@ -296,11 +297,12 @@ fn default_pipeline_on_a_loopback_cluster_publishes_what_a_local_run_does() {
         ["client", "executor-0", "executor-1"],
         "both executors wrote files"
     );
-    // The client writes only what it computed itself: k-means' fitted rows and the CLV
-    // predictions (both models are fitted in the segflow process).
+    // The client writes only what it computed itself: k-means' fitted rows, the CLV
+    // predictions (both models are fitted in the segflow process) and the segment catalog's
+    // definitions (from the YAML, beside the rule segments the executors write).
     for s in stages
         .iter()
-        .filter(|s| s["id"] != "clusters" && s["id"] != "clv")
+        .filter(|s| s["id"] != "clusters" && s["id"] != "clv" && s["id"] != "rule_segments")
     {
         assert!(!workers(s).contains(&"client".to_string()), "{}", s["id"]);
     }

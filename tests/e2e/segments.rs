@@ -144,20 +144,23 @@ fn rules_that_leave_their_segment_empty_are_named_with_the_reason() {
 /// Columns: id, r, f, frequency, age, income_band, country, region, top_interest, score,
 /// opt_in, clicked, open_rate, opened, sent, then the expected rfm, demographic, geographic,
 /// psychographic and engagement segments; then m_score, the CLV predictions p_alive and
-/// clv_score (null: no counted order, so no prediction), and the expected clv segment.
+/// clv_score (null: no counted order, so no prediction), the expected clv segment, and the
+/// social counts social_shares_90d and reviews_365d.
 const HAND_MADE: &str = "
-  ('h01', 5, 4, 9, 22, 'middle', 'US', 'California', 'sustainability', 5, true, 1, 0.1, 1, 10, 'champions', 'young_adults', 'us_west', 'eco_conscious', 'email_engaged', 4, 0.9, 5, 'high_value'),
-  ('h02', 3, 5, 12, 30, 'high', 'US', 'New York', 'technology', 4, true, 0, 0.25, 1, 4, 'loyal_customers', 'young_professionals', 'us_east', 'tech_enthusiasts', 'email_engaged', 5, 0.8, 4, 'high_value'),
-  ('h03', 5, 1, 1, 30, 'middle', 'US', 'Texas', 'fitness', 4, true, 0, 0.2, 2, 10, 'new_customers', 'early_career', 'us_central', 'active_lifestyle', 'email_casual', 1, 1.0, 3, 'growing'),
-  ('h04', 4, 1, 1, 45, 'upper_middle', 'CA', 'Ontario', 'luxury', 5, true, 0, 0.0, 0, 3, 'promising', 'affluent_midlife', 'canada', 'luxury_seekers', 'email_lapsed', 2, 0.7, 2, 'low_value'),
-  ('h05', 4, 2, 2, 45, 'low', 'IE', 'Dublin', 'family', 4, true, 0, null, 0, 0, 'potential_loyalists', 'midlife', 'uk_ireland', 'family_focused', 'not_emailed', 2, 0.5, 3, 'growing'),
-  ('h06', 3, 3, 3, 60, 'high', 'AT', 'Wien', 'travel', 4, false, 2, 0.5, 2, 4, 'need_attention', 'affluent_seniors', 'dach', 'travelers', 'not_opted_in', 4, 0.45, 2, 'at_risk_high_value'),
-  ('h07', 3, 1, 1, 70, null, 'FR', 'Paris', 'value', 5, null, 0, null, 0, 0, 'about_to_sleep', 'seniors', 'western_europe', 'value_seekers', 'not_opted_in', 1, 0.2, 1, 'likely_churned'),
-  ('h08', 1, 5, 20, null, 'high', 'ES', 'Madrid', 'travel', 3, true, 0, 0.0, 0, 1, 'cant_lose_them', 'age_unknown', 'southern_europe', 'undeclared', 'email_lapsed', 5, 0.1, 1, 'at_risk_high_value'),
-  ('h09', 2, 3, 3, 24, 'high', 'SE', 'Stockholm', null, null, true, 1, 1.0, 1, 1, 'at_risk', 'young_adults', 'nordics', 'undeclared', 'email_engaged', 3, 0.3, 2, 'likely_churned'),
-  ('h10', 2, 2, 2, 35, 'middle', 'BR', 'Sao Paulo', 'sustainability', 3, true, 0, null, 0, 0, 'hibernating', 'midlife', 'latin_america', 'undeclared', 'not_emailed', 2, 0.55, 1, 'low_value'),
-  ('h11', null, null, null, 55, 'upper_middle', 'JP', 'Tokyo', 'technology', 5, true, 0, null, 0, 0, 'no_purchase', 'affluent_seniors', 'asia_pacific', 'tech_enthusiasts', 'not_emailed', null, null, null, 'no_purchase'),
-  ('h12', 1, 1, 1, 34, 'upper_middle', 'ZA', 'Gauteng', 'luxury', 4, true, 0, 0.1, 1, 10, 'hibernating', 'young_professionals', 'rest_of_world', 'luxury_seekers', 'email_casual', 1, 0.49, 5, 'likely_churned')";
+  ('h01', 5, 4, 9, 22, 'middle', 'US', 'California', 'sustainability', 5, true, 1, 0.1, 1, 10, 'champions', 'young_adults', 'us_west', 'eco_conscious', 'email_engaged', 4, 0.9, 5, 'high_value', 0, 0),
+  ('h02', 3, 5, 12, 30, 'high', 'US', 'New York', 'technology', 4, true, 0, 0.25, 1, 4, 'loyal_customers', 'young_professionals', 'us_east', 'tech_enthusiasts', 'email_engaged', 5, 0.8, 4, 'high_value', 0, 0),
+  ('h03', 5, 1, 1, 30, 'middle', 'US', 'Texas', 'fitness', 4, true, 0, 0.2, 2, 10, 'new_customers', 'early_career', 'us_central', 'active_lifestyle', 'email_casual', 1, 1.0, 3, 'growing', 0, 0),
+  ('h04', 4, 1, 1, 45, 'upper_middle', 'CA', 'Ontario', 'luxury', 5, true, 0, 0.0, 0, 3, 'promising', 'affluent_midlife', 'canada', 'luxury_seekers', 'email_lapsed', 2, 0.7, 2, 'low_value', 0, 0),
+  ('h05', 4, 2, 2, 45, 'low', 'IE', 'Dublin', 'family', 4, true, 0, null, 0, 0, 'potential_loyalists', 'midlife', 'uk_ireland', 'family_focused', 'not_emailed', 2, 0.5, 3, 'growing', 0, 0),
+  ('h06', 3, 3, 3, 60, 'high', 'AT', 'Wien', 'travel', 4, false, 2, 0.5, 2, 4, 'need_attention', 'affluent_seniors', 'dach', 'travelers', 'not_opted_in', 4, 0.45, 2, 'at_risk_high_value', 0, 0),
+  ('h07', 3, 1, 1, 70, null, 'FR', 'Paris', 'value', 5, null, 0, null, 0, 0, 'about_to_sleep', 'seniors', 'western_europe', 'value_seekers', 'not_opted_in', 1, 0.2, 1, 'likely_churned', 0, 0),
+  ('h08', 1, 5, 20, null, 'high', 'ES', 'Madrid', 'travel', 3, true, 0, 0.0, 0, 1, 'cant_lose_them', 'age_unknown', 'southern_europe', 'undeclared', 'email_lapsed', 5, 0.1, 1, 'at_risk_high_value', 0, 0),
+  ('h09', 2, 3, 3, 24, 'high', 'SE', 'Stockholm', null, null, true, 1, 1.0, 1, 1, 'at_risk', 'young_adults', 'nordics', 'undeclared', 'email_engaged', 3, 0.3, 2, 'likely_churned', 0, 0),
+  ('h10', 2, 2, 2, 35, 'middle', 'BR', 'Sao Paulo', 'sustainability', 3, true, 0, null, 0, 0, 'hibernating', 'midlife', 'latin_america', 'undeclared', 'not_emailed', 2, 0.55, 1, 'low_value', 0, 0),
+  ('h11', null, null, null, 55, 'upper_middle', 'JP', 'Tokyo', 'technology', 5, true, 0, null, 0, 0, 'no_purchase', 'affluent_seniors', 'asia_pacific', 'tech_enthusiasts', 'not_emailed', null, null, null, 'no_purchase', 0, 0),
+  ('h12', 1, 1, 1, 34, 'upper_middle', 'ZA', 'Gauteng', 'luxury', 4, true, 0, 0.1, 1, 10, 'hibernating', 'young_professionals', 'rest_of_world', 'luxury_seekers', 'email_casual', 1, 0.49, 5, 'likely_churned', 0, 0),
+  ('h13', 5, 4, 9, 40, 'middle', 'US', 'Texas', null, null, false, 0, null, 0, 0, 'champions', 'midlife', 'us_central', 'undeclared', 'social_advocates', 4, 0.9, 5, 'high_value', 0, 2),
+  ('h14', 2, 2, 2, 40, 'middle', 'US', 'Texas', null, null, true, 1, 0.5, 1, 2, 'hibernating', 'midlife', 'us_central', 'undeclared', 'social_advocates', 2, 0.6, 1, 'low_value', 1, 0)";
 
 #[test]
 fn default_rules_put_hand_made_customers_where_the_readme_says() {
@@ -178,7 +181,8 @@ fn default_rules_put_hand_made_customers_where_the_readme_says() {
              cast(column15 as int) as emails_sent_90d, column16 as expected_rfm, \
              column17 as expected_demographic, column18 as expected_geographic, \
              column19 as expected_psychographic, column20 as expected_engagement, \
-             cast(column21 as int) as m_score, column24 as expected_clv \
+             cast(column21 as int) as m_score, column24 as expected_clv, \
+             cast(column25 as int) as social_shares_90d, cast(column26 as int) as reviews_365d \
              from (values {HAND_MADE}) as t"
         ),
     )
@@ -276,7 +280,8 @@ fn default_rules_put_hand_made_customers_where_the_readme_says() {
             .iter()
             .map(|r| r["segment"].as_str().unwrap())
             .collect();
-        names.push(stage["default"].as_str().unwrap());
+        let default = &stage["default"];
+        names.push(default.as_str().or(default["segment"].as_str()).unwrap());
         names.sort();
         names.dedup();
         assert_eq!(reached, [[names.len().to_string()]], "{s}: {names:?}");

@@ -169,7 +169,7 @@ fn bi_tools_query_one_published_run_read_only_with_a_token() {
         .unwrap()
         .to_string();
     assert!(
-        log.contains(&format!("serving the 16 tables of run {second_run}")),
+        log.contains(&format!("serving the 17 tables of run {second_run}")),
         "{log}"
     );
     assert!(!log.contains(TOKEN), "the token is in the log:\n{log}");

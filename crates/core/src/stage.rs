@@ -29,6 +29,11 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> Vec<String> {
         Vec::new()
     }
+    /// What `segflow validate` warns about: the pipeline runs, but something is missing that
+    /// readers will want (a segment without a description).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
     async fn run(&self, cx: &StageContext<'_>) -> Result<()>;
     /// Adds to `f` what the stage's tables depend on besides its YAML keys (vars expanded) and
     /// its input tables, which the runner adds itself: the text of the files it was built

@@ -35,7 +35,7 @@ pub struct RulesConfig {
     pub rules: Vec<Rule>,
     /// The segment of rows no rule matches.
     #[serde(default)]
-    pub default: Option<String>,
+    pub default: Option<DefaultSegment>,
     /// Several segmentations, each `{ segmentation, rules, default }`, added in one pass.
     #[serde(default)]
     pub segmentations: Vec<Segmentation>,
@@ -44,6 +44,10 @@ pub struct RulesConfig {
     /// that no earlier one has, matched on the key.
     #[serde(default)]
     pub key: Option<String>,
+    /// A second output: the segment catalog's definitions, one row per (segmentation,
+    /// segment) with its rule as written, description and strategy ([`catalog_schema`]).
+    #[serde(default)]
+    pub catalog: Option<String>,
 }
 
 /// One segmentation: `<segmentation>_segment` from its rules, first match wins, else `default`.
@@ -55,7 +59,60 @@ pub struct Segmentation {
     /// Tried in order; the first whose `when` is true gives the row its segment.
     pub rules: Vec<Rule>,
     /// The segment of rows no rule matches.
-    pub default: String,
+    pub default: DefaultSegment,
+}
+
+/// The default segment: its name (`default: low`), or its name with what the catalog says
+/// about it (`default: { segment: low, description: ..., strategy: ... }`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DefaultSegment {
+    /// Just the name.
+    Name(String),
+    /// The name, description and strategy.
+    Described(Described),
+}
+
+/// A default segment with its catalog entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Described {
+    /// Segment name given to rows no rule matches.
+    pub segment: String,
+    /// What the segment is, for the catalog and the report.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// What to do with it: the action, the offer and the channel.
+    #[serde(default)]
+    pub strategy: Option<String>,
+}
+
+impl DefaultSegment {
+    /// The default as a rule that always matches, with its catalog text.
+    fn as_rule(&self) -> Rule {
+        match self {
+            DefaultSegment::Name(n) => Rule {
+                segment: n.clone(),
+                when: "true".into(),
+                description: None,
+                strategy: None,
+            },
+            DefaultSegment::Described(d) => Rule {
+                segment: d.segment.clone(),
+                when: "true".into(),
+                description: d.description.clone(),
+                strategy: d.strategy.clone(),
+            },
+        }
+    }
+
+    /// The segment's name.
+    pub fn segment(&self) -> &str {
+        match self {
+            DefaultSegment::Name(n) => n,
+            DefaultSegment::Described(d) => &d.segment,
+        }
+    }
 }
 
 impl Segmentation {
@@ -73,6 +130,14 @@ pub struct Rule {
     pub segment: String,
     /// A SQL predicate over the input table's columns. Null counts as false.
     pub when: String,
+    /// What the segment is, for the catalog and the report (`segflow validate` warns
+    /// without one).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// What to do with it: the recommended action, offer and channel, e.g. "win-back: a
+    /// personal offer on their top category, by email, within 2 weeks".
+    #[serde(default)]
+    pub strategy: Option<String>,
 }
 
 /// A built rule stage: one or more segmentations over one input, or several joined on a key.
@@ -82,6 +147,7 @@ pub struct Rules {
     inputs: Vec<String>,
     key: Option<String>,
     output: String,
+    catalog: Option<String>,
     segmentations: Vec<Segmentation>,
 }
 
@@ -147,6 +213,7 @@ checks: [{ not_null: [value_tier_segment] }]
     fn build(&self, spec: &StageSpec, cx: &BuildContext<'_>) -> Result<Box<dyn Stage>> {
         let config: RulesConfig = spec.config(cx.source)?;
         let key = config.key.clone();
+        let catalog = config.catalog.clone();
         match (spec.inputs.len(), &key) {
             (0, _) => {
                 return Err(spec.error(cx.source, "needs a table under `inputs`"));
@@ -188,6 +255,7 @@ checks: [{ not_null: [value_tier_segment] }]
             inputs: spec.inputs.clone(),
             key,
             output,
+            catalog,
             segmentations,
         }))
     }
@@ -207,10 +275,7 @@ fn check_segmentation(s: &Segmentation) -> std::result::Result<(), String> {
             "segmentation `{name}` has no `rules`; add at least one `{{ segment, when }}`"
         ));
     }
-    let default = Rule {
-        segment: s.default.clone(),
-        when: "true".into(),
-    };
+    let default = s.default.as_rule();
     for (i, rule) in s.rules.iter().chain(std::iter::once(&default)).enumerate() {
         if rule.segment.trim().is_empty() {
             return Err(format!(
@@ -246,7 +311,23 @@ impl Stage for Rules {
     }
 
     fn outputs(&self) -> Vec<String> {
-        vec![self.output.clone()]
+        std::iter::once(self.output.clone())
+            .chain(self.catalog.clone())
+            .collect()
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.catalog_rows()
+            .into_iter()
+            .filter(|r| r.description.is_none())
+            .map(|r| {
+                format!(
+                    "segmentation `{}`: segment `{}` has no description; add `description:` \
+                     (and `strategy:`) to its rule, so the catalog and the report say what it is",
+                    r.segmentation, r.segment
+                )
+            })
+            .collect()
     }
 
     async fn fingerprint(
@@ -273,7 +354,7 @@ impl Stage for Rules {
                     .iter()
                     .map(|r| format!("{prefix}{} <- {}", r.segment, r.when)),
             );
-            lines.push(format!("{prefix}{} <- (default)", s.default));
+            lines.push(format!("{prefix}{} <- (default)", s.default.segment()));
         }
         lines
     }
@@ -314,13 +395,19 @@ impl Stage for Rules {
         let matched = self.rule_matches(cx, &df, &predicates).await?;
         // One projection adds every segment column, and the table is written once.
         for (s, p) in self.segmentations.iter().zip(&predicates) {
-            let case = segment_expr(p, &s.rules, &s.default)
+            let case = segment_expr(p, &s.rules, s.default.segment())
                 .map_err(cx.df_err("building the segment expression"))?;
             df = df
                 .with_column(&s.column(), case)
                 .map_err(cx.df_err("adding the segment column"))?;
         }
         let info = cx.materialize(&self.output, df).await?;
+        if let Some(catalog) = &self.catalog {
+            let batch = catalog_batch(&self.catalog_rows())
+                .map_err(|e| Error::Internal(format!("building the segment catalog: {e}")))?;
+            cx.materialize_batches(catalog, batch.schema(), vec![vec![batch]])
+                .await?;
+        }
 
         for (s, matched) in self.segmentations.iter().zip(&matched) {
             let counts = self.sizes(cx, &s.column()).await?;
@@ -482,6 +569,118 @@ impl Rules {
     }
 }
 
+/// One row of the segment catalog's definitions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogRow {
+    /// The segmentation.
+    pub segmentation: String,
+    /// The segment.
+    pub segment: String,
+    /// The segmentation's place in the stage (1-based), for listing them as written.
+    pub segmentation_order: i32,
+    /// The place of the segment's first rule (1-based; the default is after the last rule).
+    pub rule_order: i32,
+    /// The segment's rule as written; several rules giving one segment are joined with `or`;
+    /// null for the default alone.
+    pub rule: Option<String>,
+    /// Whether the segment is the default (rows no rule matches are in it).
+    pub is_default: bool,
+    /// The first description among its rules.
+    pub description: Option<String>,
+    /// The first strategy among its rules.
+    pub strategy: Option<String>,
+}
+
+/// The schema of the catalog output: the columns of [`CatalogRow`].
+pub fn catalog_schema() -> segflow_core::datafusion::arrow::datatypes::SchemaRef {
+    use segflow_core::datafusion::arrow::datatypes::{DataType, Field, Schema};
+    std::sync::Arc::new(Schema::new(vec![
+        Field::new("segmentation", DataType::Utf8, false),
+        Field::new("segment", DataType::Utf8, false),
+        Field::new("segmentation_order", DataType::Int32, false),
+        Field::new("rule_order", DataType::Int32, false),
+        Field::new("rule", DataType::Utf8, true),
+        Field::new("is_default", DataType::Boolean, false),
+        Field::new("description", DataType::Utf8, true),
+        Field::new("strategy", DataType::Utf8, true),
+    ]))
+}
+
+impl Rules {
+    /// One row per (segmentation, segment), in the order written.
+    fn catalog_rows(&self) -> Vec<CatalogRow> {
+        let mut rows: Vec<CatalogRow> = Vec::new();
+        for (j, s) in self.segmentations.iter().enumerate() {
+            let first = rows.len();
+            let default = s.default.as_rule();
+            let all = s.rules.iter().map(|r| (r, false));
+            for (i, (rule, is_default)) in all.chain(std::iter::once((&default, true))).enumerate()
+            {
+                let text = (!is_default).then(|| rule.when.trim().to_string());
+                match rows[first..].iter_mut().find(|r| r.segment == rule.segment) {
+                    Some(row) => {
+                        row.is_default |= is_default;
+                        if let Some(t) = text {
+                            row.rule = Some(match row.rule.take() {
+                                Some(before) => format!("({before}) or ({t})"),
+                                None => t,
+                            });
+                        }
+                        row.description = row.description.take().or(rule.description.clone());
+                        row.strategy = row.strategy.take().or(rule.strategy.clone());
+                    }
+                    None => rows.push(CatalogRow {
+                        segmentation: s.segmentation.clone(),
+                        segment: rule.segment.clone(),
+                        segmentation_order: j as i32 + 1,
+                        rule_order: i as i32 + 1,
+                        rule: text,
+                        is_default,
+                        description: rule.description.clone(),
+                        strategy: rule.strategy.clone(),
+                    }),
+                }
+            }
+        }
+        rows
+    }
+}
+
+/// The catalog rows as one batch of [`catalog_schema`].
+fn catalog_batch(
+    rows: &[CatalogRow],
+) -> std::result::Result<
+    segflow_core::datafusion::arrow::array::RecordBatch,
+    segflow_core::datafusion::arrow::error::ArrowError,
+> {
+    use segflow_core::datafusion::arrow::array::{ArrayRef, BooleanArray, Int32Array, StringArray};
+    use std::sync::Arc;
+    let text = |f: &dyn Fn(&CatalogRow) -> Option<&str>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<StringArray>())
+    };
+    segflow_core::datafusion::arrow::array::RecordBatch::try_new(
+        catalog_schema(),
+        vec![
+            text(&|r| Some(&r.segmentation)),
+            text(&|r| Some(&r.segment)),
+            Arc::new(
+                rows.iter()
+                    .map(|r| r.segmentation_order)
+                    .collect::<Int32Array>(),
+            ),
+            Arc::new(rows.iter().map(|r| r.rule_order).collect::<Int32Array>()),
+            text(&|r| r.rule.as_deref()),
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.is_default))
+                    .collect::<BooleanArray>(),
+            ),
+            text(&|r| r.description.as_deref()),
+            text(&|r| r.strategy.as_deref()),
+        ],
+    )
+}
+
 /// `CASE WHEN p1 THEN s1 ... ELSE default END`.
 fn segment_expr(
     predicates: &[Expr],
@@ -532,6 +731,63 @@ mod tests {
                 "age: other <- (default)"
             ]
         );
+    }
+
+    #[test]
+    fn the_catalog_lists_each_segment_once_with_its_text() {
+        let stage = build(&format!(
+            "{HEAD}catalog: defs\nsegmentations:\n  - segmentation: value\n    rules:\n      - {{ segment: high, when: \"m > 3\", description: Big spenders, strategy: VIP offers }}\n      - {{ segment: mid, when: \"m > 1\" }}\n      - {{ segment: high, when: \"n > 9\", strategy: ignored }}\n    default: {{ segment: low, description: The rest, strategy: Nurture by email }}\n  - {{ segmentation: age, rules: [{{ segment: old, when: \"age > 60\" }}], default: old }}\n"
+        ))
+        .unwrap();
+        assert_eq!(stage.outputs(), ["u", "defs"]);
+        let config: RulesConfig = serde_yaml::from_str(
+            "segmentations:\n  - segmentation: value\n    rules:\n      - { segment: high, when: \"m > 3\", description: Big spenders, strategy: VIP offers }\n      - { segment: mid, when: \"m > 1\" }\n      - { segment: high, when: \"n > 9\", strategy: ignored }\n    default: { segment: low, description: The rest, strategy: Nurture by email }\n  - { segmentation: age, rules: [{ segment: old, when: \"age > 60\" }], default: old }\n",
+        )
+        .unwrap();
+        let r = Rules {
+            id: "t".into(),
+            inputs: vec!["t".into()],
+            key: None,
+            output: "u".into(),
+            catalog: Some("defs".into()),
+            segmentations: segmentations_of(config).unwrap(),
+        };
+        let rows = r.catalog_rows();
+        let brief: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.segmentation.as_str(),
+                    r.segment.as_str(),
+                    r.rule_order,
+                    r.rule.as_deref(),
+                    r.is_default,
+                    r.strategy.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            brief,
+            [
+                (
+                    "value",
+                    "high",
+                    1,
+                    Some("(m > 3) or (n > 9)"),
+                    false,
+                    Some("VIP offers")
+                ),
+                ("value", "mid", 2, Some("m > 1"), false, None),
+                ("value", "low", 4, None, true, Some("Nurture by email")),
+                ("age", "old", 1, Some("age > 60"), true, None),
+            ]
+        );
+        assert_eq!(catalog_batch(&rows).unwrap().num_rows(), 4);
+        // validate's warnings: the segments without a description.
+        let warnings = r.warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("segmentation `value`: segment `mid` has no description"));
+        assert!(warnings[1].contains("segmentation `age`: segment `old`"));
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum Value {
     AsOf,
     /// A column of customer_segments (`rfm_segment`, `cluster_label`, ...).
     Segment(&'static str),
+    /// The strategy (segment_catalog) of the customer's segment in a rule segmentation
+    /// (`rfm`, ...).
+    Strategy(&'static str),
 }
 
 /// The segment columns every format carries, in this order.
@@ -90,6 +93,13 @@ impl CrmFormat {
             },
             Value::AsOf,
         ));
+        // Then, for each rule segmentation (they came later), the strategy of the segment.
+        for s in SEGMENTS.iter().filter_map(|c| c.strip_suffix("_segment")) {
+            out.push((
+                self.segment_header(&format!("{s}_strategy")),
+                Value::Strategy(s),
+            ));
+        }
         out
     }
 
@@ -179,5 +189,8 @@ mod tests {
             ]
         );
         assert_eq!(h(CrmFormat::Generic)[0], "customer_id");
+        assert!(h(CrmFormat::Hubspot).contains(&"segflow_rfm_strategy".to_string()));
+        assert!(h(CrmFormat::Salesforce).contains(&"Segflow_RFM_Strategy__c".to_string()));
+        assert_eq!(h(CrmFormat::Generic).last().unwrap(), "clv_strategy");
     }
 }

@@ -13,7 +13,7 @@
 
 pub mod format;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use segflow_core::datafusion::arrow::array::{Array, StringArray};
@@ -227,7 +227,8 @@ impl Stage for CrmExport {
         ));
         let dest = storage::as_dir(&storage::join(&self.root, &format!("as_of={as_of}")));
         storage::delete_prefix(ctx, &temp).await?;
-        let (files, skipped) = self.write(cx, rows, &temp, as_of).await?;
+        let strategies = strategies(cx, &published).await?;
+        let (files, skipped) = self.write(cx, rows, &temp, as_of, &strategies).await?;
         let mut moved = files.clone();
         let mut success = Success::new(
             "segflow.export.crm/1",
@@ -294,6 +295,51 @@ struct Skipped {
     rows: Vec<String>,
     reasons: BTreeMap<String, u64>,
     csv: Vec<u8>,
+}
+
+/// Segmentation -> segment -> strategy, from the published segment_catalog.
+type Strategies = HashMap<String, HashMap<String, String>>;
+
+/// The strategies of the published segment_catalog; none (and a warning) when the run
+/// published none (a pipeline without a catalog, or one published before it existed).
+async fn strategies(
+    cx: &StageContext<'_>,
+    published: &Published,
+) -> segflow_core::Result<Strategies> {
+    let mut out = Strategies::new();
+    if !published.pointer.tables.contains_key("segment_catalog") {
+        cx.warn(
+            "the published run has no segment_catalog, so the strategy columns are empty; \
+             add `catalog:` to the segment.rules stage and publish it (as the default pipeline does)",
+        );
+        return Ok(out);
+    }
+    let catalog = published.table(cx.ctx, "segment_catalog").await?;
+    let batches = catalog
+        .rows
+        .select(vec![
+            cast(col("segmentation"), DataType::Utf8),
+            cast(col("segment"), DataType::Utf8),
+            cast(col("strategy"), DataType::Utf8),
+        ])
+        .map_err(cx.df_err("reading segment_catalog"))?
+        .collect()
+        .await
+        .map_err(cx.df_err("reading segment_catalog"))?;
+    for b in &batches {
+        let text = |i: usize| b.column(i).as_any().downcast_ref::<StringArray>().cloned();
+        let (Some(seg), Some(segment), Some(strategy)) = (text(0), text(1), text(2)) else {
+            continue;
+        };
+        for r in 0..b.num_rows() {
+            if seg.is_valid(r) && segment.is_valid(r) && strategy.is_valid(r) {
+                out.entry(seg.value(r).to_string())
+                    .or_default()
+                    .insert(segment.value(r).to_string(), strategy.value(r).to_string());
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl CrmExport {
@@ -368,6 +414,7 @@ impl CrmExport {
         rows: DataFrame,
         temp: &Url,
         as_of: chrono::NaiveDate,
+        strategies: &Strategies,
     ) -> segflow_core::Result<(Vec<(Url, FileEntry)>, Skipped)> {
         use futures::StreamExt as _;
         let columns = self.format.columns();
@@ -426,6 +473,20 @@ impl CrmExport {
                                 .iter()
                                 .position(|x| *x == s)
                                 .expect("a segment")]
+                        }
+                        Value::Strategy(s) => {
+                            let seg = segs[format::SEGMENTS
+                                .iter()
+                                .position(|x| x.strip_suffix("_segment") == Some(s))
+                                .expect("a rule segmentation")];
+                            if !seg.is_valid(i) {
+                                return None;
+                            }
+                            return strategies
+                                .get(s)
+                                .and_then(|m| m.get(seg.value(i)))
+                                .map(String::as_str)
+                                .filter(|t| !t.is_empty());
                         }
                     };
                     (a.is_valid(i) && !a.value(i).is_empty()).then(|| a.value(i))
