@@ -9,7 +9,7 @@ cargo build -p segflow-cli --locked --quiet --release
 bin="$target/release/segflow"
 dir="$target/bench/$size"
 output="$dir/full"
+ci/bench/generate.sh "$bin" "$customers" 42 "$dir"
 if [ ! -f "$output/_runs/_published.json" ]; then
-    ci/bench/generate.sh "$bin" "$customers" 42 "$dir"
     "$bin" run pipelines/customer_segmentation.yaml --var "input=$dir/in" --var "output=$output"
 fi

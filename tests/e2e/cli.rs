@@ -11,7 +11,13 @@ fn validate_and_plan_describe_the_default_pipeline() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("valid: 24 stages"),
+        String::from_utf8_lossy(&out.stdout).contains("valid: 26 stages"),
+        "{}",
+        text(&out)
+    );
+    // Every default segment says what it is, so validate has nothing to warn about.
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("warning"),
         "{}",
         text(&out)
     );
@@ -117,4 +123,29 @@ fn shipped_sample_is_the_generators_output() {
             "tests/data/sample/{f} is stale: regenerate with `segflow generate --customers 1000 --seed 42 --out tests/data/sample`"
         );
     }
+}
+
+#[test]
+fn validate_warns_about_segments_without_a_description() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = crate::write_pipeline(
+        dir.path(),
+        "undescribed",
+        "  - id: rows\n    kind: ingest.csv\n    path: ${input}/customers*.csv\n    contract: {contracts}/customers.yaml\n    output: customers\n  - id: tiers\n    kind: segment.rules\n    inputs: [customers]\n    output: tiered\n    segmentation: tier\n    rules:\n      - { segment: a, when: \"country = 'US'\", description: US customers }\n      - { segment: b, when: \"country = 'CA'\" }\n    default: c\n",
+    );
+    let out = segflow().arg("validate").arg(&p).output().unwrap();
+    // A warning, not an error: the pipeline is valid.
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: stage `tiers`: segmentation `tier`: segment `b` has no description")
+            && err.contains("segment `c` has no description")
+            && !err.contains("segment `a`"),
+        "{err}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 warning(s)"),
+        "{}",
+        text(&out)
+    );
 }

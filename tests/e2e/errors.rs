@@ -68,7 +68,7 @@ fn unknown_kind_lists_the_registered_kinds() {
     let out = segflow().arg("validate").arg(&p).output().unwrap();
     assert_eq!(out.status.code(), Some(EXIT_INVALID), "{}", text(&out));
     let e = stderr(&out);
-    assert!(e.contains("has unknown kind `segment.magic`; the registered kinds are: export.crm, export.delta, export.files, export.postgres, features.clv, features.sql, ingest.csv, ingest.delta, ingest.ndjson, ingest.parquet, segment.kmeans, segment.rules"), "{e}");
+    assert!(e.contains("has unknown kind `segment.magic`; the registered kinds are: export.crm, export.delta, export.files, export.postgres, export.report, features.clv, features.sql, ingest.csv, ingest.delta, ingest.ndjson, ingest.parquet, segment.kmeans, segment.rules"), "{e}");
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod formats;
 mod history;
 mod incremental;
 mod ingest;
+mod report;
 mod rfm;
 mod s3;
 mod segments;

@@ -237,11 +237,11 @@ fn reruns_are_idempotent_and_add_one_version_each() {
     assert_eq!(rerun_ingest["rows_out"], raw_orders as u64);
     assert_eq!(m["pipeline"], "customer_segmentation");
     let stages = m["stages"].as_array().unwrap();
-    assert_eq!(stages.len(), 24);
+    assert_eq!(stages.len(), 26);
     let ingest = stages.iter().find(|s| s["id"] == "ingest_orders").unwrap();
     assert_eq!(ingest["rows_out"], raw_orders as u64);
     assert!(ingest["duration_ms"].is_u64());
-    assert_eq!(m["published"].as_array().unwrap().len(), 16);
+    assert_eq!(m["published"].as_array().unwrap().len(), 17);
     assert_eq!(ingest["metrics"]["orders_rows_read"], raw_orders as u64);
     assert_eq!(ingest["metrics"]["orders_rows_quarantined"], 0);
 }

@@ -12,6 +12,7 @@ mod generate;
 mod log;
 mod out;
 mod progress;
+mod report;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -136,6 +137,9 @@ enum Command {
     Scheduler(cluster::SchedulerArgs),
     /// Run a Ballista executor for a `segflow scheduler`.
     Executor(cluster::ExecutorArgs),
+    /// Write the HTML report of the pipeline's published run (what its `export.report` stage
+    /// writes after a run), without running it.
+    Report(report::Args),
     /// Serve the pipeline's published tables over Arrow Flight SQL (ADBC, JDBC, Power BI),
     /// read-only, each query on the tables of one run.
     Serve(serve::Args),
@@ -309,13 +313,35 @@ async fn dispatch(command: Command, cancel: CancellationToken) -> ExitCode {
         Command::Executor(args) => cluster::executor(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Validate { pipeline, vars } => match load(&pipeline, &vars) {
-            Ok(plan) => out::emit_result(&format!(
-                "{}: valid: {} stages, {} tables, {} publishing stage(s)\n",
-                pipeline.display(),
-                plan.stages.len(),
-                plan.stages.iter().map(|s| s.outputs.len()).sum::<usize>(),
-                plan.stages.iter().filter(|s| s.outputs.is_empty()).count()
-            )),
+            Ok(plan) => {
+                // Warnings go to stderr (JSON events with --log-format json); the pipeline is
+                // still valid and the exit code 0.
+                let mut warnings = 0;
+                for st in &plan.stages {
+                    for w in st.stage.warnings() {
+                        warnings += 1;
+                        log::event(
+                            "warn",
+                            None,
+                            Some(&st.spec.id),
+                            "validate_warning",
+                            serde_json::json!({ "message": w }),
+                            || format!("warning: stage `{}`: {w}", st.spec.id),
+                        );
+                    }
+                }
+                out::emit_result(&format!(
+                    "{}: valid: {} stages, {} tables, {} publishing stage(s){}\n",
+                    pipeline.display(),
+                    plan.stages.len(),
+                    plan.stages.iter().map(|s| s.outputs.len()).sum::<usize>(),
+                    plan.stages.iter().filter(|s| s.outputs.is_empty()).count(),
+                    match warnings {
+                        0 => String::new(),
+                        n => format!(", {n} warning(s)"),
+                    }
+                ))
+            }
             Err(e) => out::fail(&e, e.class()),
         },
         Command::Plan { pipeline, vars } => match load(&pipeline, &vars) {
@@ -323,6 +349,7 @@ async fn dispatch(command: Command, cancel: CancellationToken) -> ExitCode {
             Err(e) => out::fail(&e, e.class()),
         },
         Command::Backfill(args) => backfill::run(args, cancel).await,
+        Command::Report(args) => report::run(args).await,
         Command::Runs { output, last, json } => list_runs(&output, last, json).await,
         Command::Vacuum {
             output,

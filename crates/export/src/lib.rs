@@ -6,7 +6,8 @@
 //! Trino and the warehouses. The other exports act on what a run published, after it did
 //! ([`segflow_core::Stage::after_publish`]), reading every table at the version the run
 //! pointer names: `export.postgres` syncs tables to PostgreSQL, `export.files` writes Parquet
-//! or CSV copies with a `_SUCCESS` manifest, `export.crm` CRM import files.
+//! or CSV copies with a `_SUCCESS` manifest, `export.crm` CRM import files, `export.report` a
+//! self-contained HTML report.
 #![warn(missing_docs)]
 
 pub mod crm;
@@ -16,6 +17,7 @@ pub mod files;
 pub mod folder;
 pub mod postgres;
 pub mod published;
+pub mod report;
 
 /// Registers this crate's kinds.
 pub fn register(reg: &mut segflow_core::Registry) {
@@ -23,4 +25,5 @@ pub fn register(reg: &mut segflow_core::Registry) {
     reg.register(delta::DeltaExportFactory);
     reg.register(files::FilesExportFactory);
     reg.register(postgres::PostgresExportFactory);
+    reg.register(report::ReportExportFactory);
 }

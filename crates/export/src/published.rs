@@ -46,6 +46,20 @@ pub struct Published {
     runs: Url,
     /// The pointer as read.
     pub pointer: Pointer,
+    /// Whether `pointer` was read from `_published.json`; false when it lists the tables at
+    /// their latest versions instead ([`Published::read_or_latest`]), with no run id.
+    pub from_pointer: bool,
+}
+
+/// The error of a runs folder without a published run.
+fn nothing_published(runs: &Url) -> Error {
+    Error::InputNotFound {
+        stage: "export".into(),
+        url: format!(
+            "{} (nothing is published there yet: run the pipeline first)",
+            pointer::location(runs)
+        ),
+    }
 }
 
 /// One published table at its version.
@@ -68,21 +82,60 @@ pub struct Table {
 }
 
 impl Published {
-    /// The run pointer under `runs` (a pipeline's `runs:` folder).
+    /// The pointer under `runs` (a pipeline's `runs:` folder).
     pub async fn read(ctx: &SessionContext, runs: &Url) -> segflow_core::Result<Published> {
         match pointer::read(ctx, runs).await? {
             Some((pointer, _)) => Ok(Published {
                 runs: runs.clone(),
                 pointer,
+                from_pointer: true,
             }),
-            None => Err(Error::InputNotFound {
-                stage: "export".into(),
-                url: format!(
-                    "{} (nothing is published there yet: run the pipeline first)",
-                    pointer::location(runs)
-                ),
-            }),
+            None => Err(nothing_published(runs)),
         }
+    }
+
+    /// The pointer under `runs`; without one (an output published before pointers existed),
+    /// the tables `tables` (name, location) at their latest Delta versions, those that exist.
+    pub async fn read_or_latest(
+        ctx: &SessionContext,
+        runs: &Url,
+        pipeline: &str,
+        tables: &[(String, Url)],
+    ) -> segflow_core::Result<Published> {
+        if let Some((pointer, _)) = pointer::read(ctx, runs).await? {
+            return Ok(Published {
+                runs: runs.clone(),
+                pointer,
+                from_pointer: true,
+            });
+        }
+        let mut found = std::collections::BTreeMap::new();
+        for (name, url) in tables {
+            if let Some(version) = publish::latest_version(ctx, url).await? {
+                found.insert(
+                    name.clone(),
+                    PointerTable {
+                        url: url.to_string(),
+                        version,
+                        run_id: String::new(),
+                    },
+                );
+            }
+        }
+        if found.is_empty() {
+            return Err(nothing_published(runs));
+        }
+        Ok(Published {
+            runs: runs.clone(),
+            pointer: Pointer {
+                pointer_version: pointer::VERSION,
+                run_id: String::new(),
+                pipeline: pipeline.to_string(),
+                published_at: chrono::Utc::now(),
+                tables: found,
+            },
+            from_pointer: false,
+        })
     }
 
     /// Where table `name` is and the version to read.
