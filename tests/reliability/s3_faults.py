@@ -181,7 +181,9 @@ def main() -> int:
                       if not p["Prefix"].startswith("clean/_")]
             staging = s3.list_objects_v2(Bucket=BUCKET, Prefix="clean/staging/", Delimiter="/")
             tables += [p["Prefix"].rstrip("/") for p in staging.get("CommonPrefixes", [])]
-            tables = [t for t in tables if t != "clean/staging"]
+            # Delta tables only (the HTML report, report/index.html, is one object).
+            tables = [t for t in tables if t != "clean/staging" and s3.list_objects_v2(
+                Bucket=BUCKET, Prefix=f"{t}/_delta_log/", MaxKeys=1).get("KeyCount", 0) > 0]
             for t in tables:
                 name = t.removeprefix("clean/")
                 want = rows(f"s3://{BUCKET}/{t}", storage)
