@@ -332,6 +332,7 @@ const DEFAULT_TABLES: &[(&str, &str)] = &[
     ("customer_segments", "customer_segments"),
     ("segment_profiles", "segment_profiles"),
     ("campaign_performance", "campaign_performance"),
+    ("segment_catalog", "segment_catalog"),
     ("segment_changes", "segment_changes"),
 ];
 

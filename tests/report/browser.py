@@ -8,6 +8,7 @@ the README's screenshot with it):
   column of segment_profiles, and this snapshot's segment_migrations, read with the `deltalake`
   package at the versions `_published.json` names;
 - the file is self-contained (no http(s) src or href) and under the size limit;
+- printed, the navigation is hidden and every data table shows, and a PDF comes out;
 
 then takes a screenshot. Prints one JSON line: render time, size, charts, cells compared.
 
@@ -252,6 +253,18 @@ def main():
             )
             with open(path, "wb") as f:
                 f.write(base64.b64decode(shot["data"]))
+        # Printing: the print stylesheet hides the navigation and shows the data tables of
+        # closed <details> (the script also opens them on beforeprint; this checks the CSS
+        # alone, as a browser without the script prints), and a PDF comes out.
+        browser.call("Emulation.setEmulatedMedia", {"media": "print"})
+        printed = browser.evaluate(
+            "(() => ({ nav: getComputedStyle(document.querySelector('nav')).display,"
+            " hidden_tables: Array.from(document.querySelectorAll('details:not([open]) table'))"
+            ".filter(t => !t.checkVisibility()).length,"
+            " tables: document.querySelectorAll('details table').length }))()"
+        )
+        browser.call("Emulation.setEmulatedMedia", {"media": ""})
+        pdf = base64.b64decode(browser.call("Page.printToPDF", {})["data"])
         # Late console messages (the script runs at the end of the body) are in by now.
         browser.evaluate("new Promise(r => setTimeout(r, 200))")
     finally:
@@ -270,6 +283,14 @@ def main():
             req = p["request"]["url"]
             if req != url and not req.startswith("data:"):
                 failures.append(f"a request left the file: {req}")
+    if printed["nav"] != "none":
+        failures.append(f"printed, the navigation shows (display {printed['nav']})")
+    if printed["hidden_tables"] or not printed["tables"]:
+        failures.append(
+            f"printed, {printed['hidden_tables']} of {printed['tables']} data tables stay hidden"
+        )
+    if not pdf.startswith(b"%PDF") or len(pdf) < 10_000:
+        failures.append(f"printing to PDF gave {len(pdf)} bytes")
     if page["errors_shown"]:
         failures.append(f"{page['errors_shown']} chart(s) say they could not be drawn")
 
@@ -325,6 +346,7 @@ def main():
                 "dom_content_loaded_ms": page["dom_ms"],
                 "wall_ms": round(wall_ms, 1),
                 "charts": len(page["charts"]),
+                "pdf_bytes": len(pdf),
                 "cells_compared": compared,
                 "failures": len(failures),
             }

@@ -64,13 +64,30 @@ pub struct Segmentation {
 
 /// The default segment: its name (`default: low`), or its name with what the catalog says
 /// about it (`default: { segment: low, description: ..., strategy: ... }`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum DefaultSegment {
     /// Just the name.
     Name(String),
     /// The name, description and strategy.
     Described(Described),
+}
+
+// By hand rather than `untagged`, whose error for a mistyped key is "data did not match any
+// variant": this one names the key.
+impl<'de> Deserialize<'de> for DefaultSegment {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use segflow_core::yaml::{self, Value};
+        use serde::de::Error as _;
+        match Value::deserialize(d)? {
+            Value::String(name) => Ok(DefaultSegment::Name(name)),
+            v @ Value::Mapping(_) => yaml::from_value(v)
+                .map(DefaultSegment::Described)
+                .map_err(|e| D::Error::custom(format!("`default`: {e}"))),
+            _ => Err(D::Error::custom(
+                "`default` is a segment name, or `{ segment, description, strategy }`",
+            )),
+        }
+    }
 }
 
 /// A default segment with its catalog entry.
@@ -797,6 +814,14 @@ mod tests {
         ))
         .unwrap_err();
         assert!(both.contains("use one form"), "{both}");
+        let typo = build(&format!(
+            "{HEAD}segmentation: a\nrules: [{{ segment: x, when: \"true\" }}]\ndefault: {{ segment: y, descripton: z }}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            typo.contains("`default`: unknown field `descripton`, expected one of"),
+            "{typo}"
+        );
         let none = build(HEAD).unwrap_err();
         assert!(none.contains("has no segmentation"), "{none}");
         let no_default = build(&format!(
