@@ -115,6 +115,13 @@ impl Rows {
             .unwrap_or(&NULL)
     }
 
+    /// Column `column` of the first row whose column `key` is `value`, as a number.
+    pub fn num_where(&self, key: &str, value: &str, column: &str) -> Option<f64> {
+        (0..self.rows.len())
+            .find(|r| self.get(*r, key).text().as_deref() == Some(value))
+            .and_then(|r| self.get(r, column).num())
+    }
+
     /// The rows whose column `name` is `value`, as a new `Rows`.
     pub fn filter(&self, name: &str, value: &str) -> Rows {
         let Some(c) = self.col(name) else {

@@ -229,9 +229,7 @@ fn run_header(d: &ReportData) -> Markup {
 fn segmentation(d: &ReportData, s: &str) -> Markup {
     let segments = d.segments(s);
     let p = d.profiles.filter("segmentation", s);
-    let row_of =
-        |seg: &str| (0..p.rows.len()).find(|r| p.get(*r, "segment").text().as_deref() == Some(seg));
-    let value = |seg: &str, col: &str| row_of(seg).and_then(|r| p.get(r, col).num()).unwrap_or(0.0);
+    let value = |seg: &str, col: &str| p.num_where("segment", seg, col).unwrap_or(0.0);
     let sizes = charts::bars(
         &segments,
         &[
@@ -550,11 +548,11 @@ fn clv(d: &ReportData) -> Markup {
                     @let seg = "rfm";
                     @let segments = d.segments(seg);
                     @let p = d.profiles.filter("segmentation", seg);
-                    @let value = |s: &str| (0..p.rows.len()).find(|r| p.get(*r, "segment").text().as_deref() == Some(s)).and_then(|r| p.get(r, "mean_predicted_clv").num()).unwrap_or(0.0);
+                    @let value = |s: &str| p.num_where("segment", s, "mean_predicted_clv").unwrap_or(0.0);
                     (figure("clv-per-segment", "Mean predicted CLV per rfm segment", charts::bars(&segments, &[("mean predicted CLV", segments.iter().map(|s| value(s)).collect())], &|v| format!("{v:.0}")),
                         table("clv-per-segment", &p, &["segment", "customers", "mean_predicted_clv", "mean_p_alive"], &["segmentation", "segment"])))
                     @let bins: Vec<String> = (0..10).map(|b| format!("{:.1}–{:.1}", b as f64 / 10.0, (b + 1) as f64 / 10.0)).collect();
-                    @let counts: Vec<f64> = (0..10).map(|b| (0..pa.rows.len()).find(|r| pa.get(*r, "bin").num() == Some(b as f64)).and_then(|r| pa.get(r, "customers").num()).unwrap_or(0.0)).collect();
+                    @let counts: Vec<f64> = (0..10).map(|b| pa.num_where("bin", &b.to_string(), "customers").unwrap_or(0.0)).collect();
                     (figure("p-alive", "Customers by p_alive (probability of still being active)", charts::bars(&bins, &[("customers", counts)], &|v| thousands(v.round() as i64)),
                         table("p-alive", pa, &[], &["bin"])))
                 }
